@@ -1,0 +1,425 @@
+"""Configuration: small frozen dataclasses with named presets, validated on construction.
+
+A run is described by one :class:`RunConfig` made of sections (model, data, train, llc, susceptibility, embedding).
+Every field is checked when the object is built; a bad value raises :class:`~serpent.errors.ConfigError` naming the
+field, the value and what is allowed. Configs round-trip through plain dicts (JSON) so a run directory records
+exactly what produced it.
+
+Presets:
+
+* ``tiny``   a CPU recipe that runs end to end in minutes (same architecture family, smaller widths and context).
+  It shows the *early* stages of training only: on natural text the induction circuit needs hundreds of millions
+  of tokens, far more than a CPU trains in minutes.
+* ``full``   the 3M architecture on the default offline corpus, long enough to grow the induction circuit (GPU).
+* ``colab``  ``full`` resized to train in about 15 minutes on a Colab T4.
+* ``paper``  the tetrahedron-3m recipe of Hoogland et al. exactly (meant for the paper's data).
+
+>>> cfg = get_preset("tiny")
+>>> cfg.model.n_heads * cfg.model.n_layers
+16
+>>> get_preset("tiny", train={"steps": 10}).train.steps
+10
+>>> ModelConfig(n_heads=0)
+Traceback (most recent call last):
+...
+serpent.errors.ConfigError: model.n_heads: got 0; must be an integer >= 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Optional
+
+from .errors import ConfigError
+
+__all__ = [
+    "ModelConfig", "DataConfig", "TrainConfig", "SamplerConfig", "SusceptibilityConfig", "EmbeddingConfig",
+    "RunConfig", "PRESETS", "get_preset", "config_hash",
+]
+
+
+def _check(cond: bool, section: str, name: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{section}.{name}: got {value!r}; {allowed}")
+
+
+def _int_at_least(section: str, name: str, value: Any, low: int) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= low, section, name, value,
+           f"must be an integer >= {low}")
+
+
+def _positive(section: str, name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    ok = ok and (value >= 0 if allow_zero else value > 0) and value != float("inf")
+    _check(ok, section, name, value, "must be a finite number " + (">= 0" if allow_zero else "> 0"))
+
+
+class _Section:
+    """Mixin: dict round trip with helpful errors for unknown keys."""
+
+    _name = "config"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        if not isinstance(d, dict):
+            raise ConfigError(f"{cls._name}: expected a mapping of fields, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{cls._name}: unknown field(s) {unknown}; allowed fields are {sorted(known)}")
+        kwargs = dict(d)
+        for f in fields(cls):
+            if f.name in kwargs and isinstance(kwargs[f.name], list):
+                kwargs[f.name] = tuple(kwargs[f.name])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    """Architecture of the attention-only transformer (TransformerLens vocabulary)."""
+
+    _name = "model"
+    n_layers: int = 2
+    n_heads: int = 8
+    d_model: int = 256
+    d_head: int = 32
+    n_ctx: int = 1024
+    d_vocab: int = 5000
+    positional_embedding_type: str = "shortformer"
+    normalization_type: Optional[str] = "LN"
+    attn_only: bool = True
+    d_mlp: Optional[int] = None
+    act_fn: str = "gelu"
+    seed: int = 0
+
+    def __post_init__(self):
+        s = "model"
+        for name in ("n_layers", "n_heads", "d_model", "d_head", "n_ctx"):
+            _int_at_least(s, name, getattr(self, name), 1)
+        _int_at_least(s, "d_vocab", self.d_vocab, 16)
+        _check(self.positional_embedding_type in ("shortformer", "standard"), s, "positional_embedding_type",
+               self.positional_embedding_type, "allowed: 'shortformer' (the paper's) or 'standard'")
+        _check(self.normalization_type in ("LN", None), s, "normalization_type", self.normalization_type,
+               "allowed: 'LN' or None")
+        _check(isinstance(self.attn_only, bool), s, "attn_only", self.attn_only, "must be True or False")
+        if not self.attn_only:
+            _int_at_least(s, "d_mlp", self.d_mlp, 1)
+        _check(self.act_fn in ("gelu", "relu", "gelu_new"), s, "act_fn", self.act_fn,
+               "allowed: 'gelu', 'gelu_new', 'relu'")
+        _int_at_least(s, "seed", self.seed, 0)
+
+    @property
+    def heads(self) -> list[str]:
+        """Head labels ``"L:H"`` in TransformerLens order."""
+        return [f"{l}:{h}" for l in range(self.n_layers) for h in range(self.n_heads)]
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """Where the text comes from and how it is split and tokenized.
+
+    ``corpus`` is one of ``python`` (every .py file of this interpreter: stdlib and site-packages), ``stdlib``,
+    ``files:<glob>``, ``shakespeare``, ``hf:<dataset>[:<column>]``. ``max_bytes`` reads a deterministic sample
+    (files ordered by a hash of their path) of at most that many bytes; None reads everything.
+    ``tokenizer`` is ``bpe`` (a byte-level BPE of ``model.d_vocab`` tokens trained on the corpus) or ``hf:<repo>``.
+    """
+
+    _name = "data"
+    corpus: str = "python"
+    max_bytes: Optional[int] = None
+    test_fraction: float = 0.02
+    tokenizer: str = "bpe"
+    tokenizer_train_bytes: int = 20_000_000
+
+    def __post_init__(self):
+        s = "data"
+        _check(isinstance(self.corpus, str) and (
+            self.corpus in ("python", "stdlib", "shakespeare") or self.corpus.startswith(("files:", "hf:"))),
+            s, "corpus", self.corpus, "allowed: 'python', 'stdlib', 'shakespeare', 'files:<glob>', 'hf:<dataset>[:<column>]'")
+        if self.max_bytes is not None:
+            _int_at_least(s, "max_bytes", self.max_bytes, 1000)
+        _check(isinstance(self.test_fraction, float) and 0 < self.test_fraction < 0.5, s, "test_fraction",
+               self.test_fraction, "must be a float in (0, 0.5)")
+        _check(isinstance(self.tokenizer, str) and (self.tokenizer == "bpe" or self.tokenizer.startswith("hf:")),
+               s, "tokenizer", self.tokenizer, "allowed: 'bpe' or 'hf:<repo>'")
+        _int_at_least(s, "tokenizer_train_bytes", self.tokenizer_train_bytes, 1000)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """AdamW training with a constant learning rate and a log-plus-linear checkpoint schedule."""
+
+    _name = "train"
+    steps: int = 26_000
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.05
+    warmup_steps: int = 0
+    seed: int = 0
+    log_checkpoints: int = 40
+    linear_checkpoints: int = 40
+    eval_every: int = 100
+    eval_batches: int = 4
+    precision: str = "auto"
+    compile: str = "auto"
+
+    def __post_init__(self):
+        s = "train"
+        _int_at_least(s, "steps", self.steps, 1)
+        _int_at_least(s, "batch_size", self.batch_size, 1)
+        _positive(s, "lr", self.lr)
+        _check(isinstance(self.beta1, float) and 0 <= self.beta1 < 1, s, "beta1", self.beta1, "must be in [0, 1)")
+        _check(isinstance(self.beta2, float) and 0 <= self.beta2 < 1, s, "beta2", self.beta2, "must be in [0, 1)")
+        _positive(s, "weight_decay", self.weight_decay, allow_zero=True)
+        _int_at_least(s, "warmup_steps", self.warmup_steps, 0)
+        _int_at_least(s, "seed", self.seed, 0)
+        _int_at_least(s, "log_checkpoints", self.log_checkpoints, 0)
+        _int_at_least(s, "linear_checkpoints", self.linear_checkpoints, 0)
+        _int_at_least(s, "eval_every", self.eval_every, 1)
+        _int_at_least(s, "eval_batches", self.eval_batches, 1)
+        _check(self.precision in ("auto", "fp32", "bf16", "fp16"), s, "precision", self.precision,
+               "allowed: 'auto', 'fp32', 'bf16', 'fp16'")
+        _check(self.compile in ("auto", "yes", "no"), s, "compile", self.compile, "allowed: 'auto', 'yes', 'no'")
+
+
+@dataclass(frozen=True)
+class SamplerConfig(_Section):
+    """SGLD hyperparameters, named once: see ``serpent.sgld``.
+
+    ``checkpoints`` selects the training checkpoints to analyse: 0 means all of them, k > 0 means k of them
+    spread evenly (always including the first and the last).
+    """
+
+    _name = "sampler"
+    epsilon: float = 3e-3
+    gamma: float = 300.0
+    n_beta: float = 21.71
+    chains: int = 4
+    draws: int = 200
+    burnin: int = 0
+    steps_between_draws: int = 1
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    seed: int = 100
+    checkpoints: int = 0
+    precision: str = "auto"
+
+    def __post_init__(self):
+        s = self._name
+        _positive(s, "epsilon", self.epsilon)
+        _positive(s, "gamma", self.gamma, allow_zero=True)
+        _positive(s, "n_beta", self.n_beta)
+        _int_at_least(s, "chains", self.chains, 1)
+        _int_at_least(s, "draws", self.draws, 1)
+        _int_at_least(s, "burnin", self.burnin, 0)
+        _int_at_least(s, "steps_between_draws", self.steps_between_draws, 1)
+        _int_at_least(s, "batch_size", self.batch_size, 1)
+        _positive(s, "weight_decay", self.weight_decay, allow_zero=True)
+        _int_at_least(s, "seed", self.seed, 0)
+        _int_at_least(s, "checkpoints", self.checkpoints, 0)
+        _check(self.precision in ("auto", "fp32", "bf16", "fp16"), s, "precision", self.precision,
+               "allowed: 'auto', 'fp32', 'bf16', 'fp16'")
+
+
+@dataclass(frozen=True)
+class SusceptibilityConfig(_Section):
+    """Per-token, per-head susceptibilities: an SGLD run per head plus a full run, probed on held-out text."""
+
+    _name = "susceptibility"
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(
+        epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=4, draws=200, batch_size=32))
+    probe_sequences: int = 96
+    probe_length: Optional[int] = None
+    components: str = "heads"
+    probe_seed: int = 1337
+
+    def __post_init__(self):
+        s = "susceptibility"
+        if isinstance(self.sampler, dict):
+            object.__setattr__(self, "sampler", SamplerConfig.from_dict(self.sampler))
+        _check(isinstance(self.sampler, SamplerConfig), s, "sampler", self.sampler, "must be a SamplerConfig")
+        _int_at_least(s, "probe_sequences", self.probe_sequences, 1)
+        if self.probe_length is not None:
+            _int_at_least(s, "probe_length", self.probe_length, 2)
+        _check(self.components in ("heads", "heads+mlp"), s, "components", self.components,
+               "allowed: 'heads' or 'heads+mlp'")
+        _int_at_least(s, "probe_seed", self.probe_seed, 0)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig(_Section):
+    """UMAP of the susceptibility vectors (see ``serpent.embedding``)."""
+
+    _name = "embedding"
+    preprocess: str = "standardize"
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "euclidean"
+    seed: int = 0
+    aligned: bool = True
+    max_points_page: int = 4000
+
+    def __post_init__(self):
+        s = "embedding"
+        _check(self.preprocess in ("raw", "standardize", "whiten", "normalize"), s, "preprocess", self.preprocess,
+               "allowed: 'raw', 'standardize', 'whiten', 'normalize'")
+        _int_at_least(s, "n_neighbors", self.n_neighbors, 2)
+        _check(isinstance(self.min_dist, float) and 0 <= self.min_dist <= 1, s, "min_dist", self.min_dist,
+               "must be a float in [0, 1]")
+        _check(isinstance(self.metric, str) and bool(self.metric), s, "metric", self.metric, "must be a UMAP metric name")
+        _int_at_least(s, "seed", self.seed, 0)
+        _int_at_least(s, "max_points_page", self.max_points_page, 100)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "llc": SamplerConfig,
+             "susceptibility": SusceptibilityConfig, "embedding": EmbeddingConfig}
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    """Everything that defines a run; sections can be replaced with :meth:`with_overrides`."""
+
+    _name = "run"
+    preset: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    llc: SamplerConfig = field(default_factory=SamplerConfig)
+    susceptibility: SusceptibilityConfig = field(default_factory=SusceptibilityConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    susceptibility_checkpoints: int = 6
+
+    def __post_init__(self):
+        for name, cls in _SECTIONS.items():
+            v = getattr(self, name)
+            if isinstance(v, dict):
+                object.__setattr__(self, name, cls.from_dict(v))
+            elif not isinstance(v, cls):
+                raise ConfigError(f"run.{name}: expected {cls.__name__}, got {type(v).__name__}")
+        _int_at_least("run", "susceptibility_checkpoints", self.susceptibility_checkpoints, 1)
+        if self.susceptibility.probe_length is not None and self.susceptibility.probe_length > self.model.n_ctx:
+            raise ConfigError(f"susceptibility.probe_length: got {self.susceptibility.probe_length}; must be at most "
+                              f"model.n_ctx = {self.model.n_ctx} (sequences longer than the context cannot be scored)")
+
+    def with_overrides(self, **sections: dict) -> "RunConfig":
+        """Return a copy with some fields of some sections replaced, e.g. ``train={"steps": 10}``."""
+        new = {}
+        for name, changes in sections.items():
+            if name not in _SECTIONS and name not in ("preset", "susceptibility_checkpoints"):
+                raise ConfigError(f"run: unknown section {name!r}; allowed: {sorted(_SECTIONS)}")
+            if name in _SECTIONS:
+                cur = getattr(self, name)
+                if isinstance(changes, _SECTIONS[name]):
+                    new[name] = changes
+                else:
+                    d = cur.to_dict()
+                    unknown = sorted(set(changes) - set(d))
+                    if unknown:
+                        raise ConfigError(f"{name}: unknown field(s) {unknown}; allowed fields are {sorted(d)}")
+                    d.update(changes)
+                    new[name] = _SECTIONS[name].from_dict(d)
+            else:
+                new[name] = changes
+        return replace(self, **new)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"run: expected a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"run: unknown field(s) {unknown}; allowed fields are {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def config_hash(section: Any) -> str:
+    """A short stable hash of a config section (or any JSON-able value), used to skip unchanged stages.
+
+    >>> config_hash(ModelConfig()) == config_hash(ModelConfig())
+    True
+    """
+    if dataclasses.is_dataclass(section):
+        section = dataclasses.asdict(section)
+    blob = json.dumps(section, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _tiny() -> RunConfig:
+    return RunConfig(
+        preset="tiny",
+        model=ModelConfig(n_layers=2, n_heads=8, d_model=64, d_head=8, n_ctx=128, d_vocab=2048),
+        data=DataConfig(corpus="python", max_bytes=6_000_000, tokenizer_train_bytes=3_000_000, test_fraction=0.05),
+        train=TrainConfig(steps=1200, batch_size=16, lr=3e-3, warmup_steps=50, log_checkpoints=8,
+                          linear_checkpoints=6, eval_every=100, eval_batches=4),
+        llc=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, burnin=0, batch_size=16,
+                          checkpoints=8),
+        susceptibility=SusceptibilityConfig(
+            sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, batch_size=16),
+            probe_sequences=16, probe_length=128),
+        embedding=EmbeddingConfig(n_neighbors=15, min_dist=0.1),
+        susceptibility_checkpoints=4,
+    )
+
+
+def _full() -> RunConfig:
+    return RunConfig(
+        preset="full",
+        model=ModelConfig(),
+        data=DataConfig(corpus="python"),
+        train=TrainConfig(steps=26_000, batch_size=64, log_checkpoints=40, linear_checkpoints=60),
+        llc=SamplerConfig(epsilon=3e-3, gamma=300.0, n_beta=21.71, chains=4, draws=200, batch_size=32,
+                          checkpoints=24),
+        susceptibility=SusceptibilityConfig(
+            sampler=SamplerConfig(epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=4, draws=200, batch_size=32),
+            probe_sequences=32, probe_length=1024),
+        susceptibility_checkpoints=12,
+    )
+
+
+def _colab() -> RunConfig:
+    full = _full()
+    return full.with_overrides(
+        preset="colab",
+        model={"n_ctx": 512},
+        train={"steps": 12_000, "batch_size": 64, "log_checkpoints": 30, "linear_checkpoints": 30},
+        llc={"chains": 2, "draws": 100, "batch_size": 16, "checkpoints": 12},
+        susceptibility={"sampler": SamplerConfig(epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=2, draws=100,
+                                                 batch_size=16), "probe_sequences": 32, "probe_length": 512},
+        susceptibility_checkpoints=6,
+    )
+
+
+def _paper() -> RunConfig:
+    return RunConfig(
+        preset="paper",
+        model=ModelConfig(),
+        data=DataConfig(corpus="hf:timaeus/dsir-pile-10m:contents", tokenizer="hf:georgeyw/TinyStories-tokenizer-5k"),
+        train=TrainConfig(steps=50_000, batch_size=100, lr=1e-3, weight_decay=0.05, log_checkpoints=100,
+                          linear_checkpoints=500),
+        llc=SamplerConfig(epsilon=3e-3, gamma=300.0, n_beta=21.71, chains=20, draws=200, batch_size=100,
+                          checkpoints=0),
+        susceptibility_checkpoints=12,
+    )
+
+
+PRESETS = {"tiny": _tiny, "full": _full, "colab": _colab, "paper": _paper}
+
+
+def get_preset(name: str, **overrides: dict) -> RunConfig:
+    """The named preset, optionally with fields replaced: ``get_preset("tiny", train={"steps": 100})``."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset: got {name!r}; allowed: {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+    return cfg.with_overrides(**overrides) if overrides else cfg

@@ -1,0 +1,207 @@
+"""The model: a TransformerLens ``HookedTransformer`` plus a fast functional forward over the same tensors.
+
+Two ways to get per-token losses, tested to agree (fp32, tight tolerance):
+
+* :func:`hooked_per_token_loss` runs the ``HookedTransformer`` itself, so every TransformerLens tool (hooks,
+  ``run_with_cache``, ``blocks.{l}.attn.hook_pattern``) works on our model.
+* :func:`per_token_loss` is a pure function of a parameter dictionary keyed by TransformerLens names
+  (``blocks.0.attn.W_Q`` ...). It uses fused attention (``scaled_dot_product_attention``) and a memory-lean
+  cross-entropy that never keeps the ``(tokens, vocab)`` logits for the backward pass. Every tensor may carry a
+  leading *replica* dimension R (stacked parameter sets: SGLD chains x weight restrictions), so R models run as one
+  batched computation.
+
+Shapes: ``tokens`` is ``(batch, pos)`` (shared by all replicas) or ``(R, batch, pos)``; the result is
+``(batch, pos-1)`` or ``(R, batch, pos-1)``: the loss of predicting token t+1 from tokens <= t.
+
+>>> cfg = ModelConfig(d_model=16, d_head=4, n_heads=2, n_ctx=8, d_vocab=32)
+>>> model = build_model(cfg)
+>>> tokens = torch.randint(0, 32, (2, 8))
+>>> fast = per_token_loss(model_params(model), tokens, cfg)
+>>> slow = hooked_per_token_loss(model, tokens)
+>>> fast.shape, bool(torch.allclose(fast, slow, atol=1e-5))
+(torch.Size([2, 7]), True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from .config import ModelConfig
+from .errors import ConfigError
+
+__all__ = [
+    "build_model", "hooked_config", "model_params", "per_token_loss", "hooked_per_token_loss", "stack_params",
+    "linear_cross_entropy", "supports_fast_path", "head_param_names",
+]
+
+
+def hooked_config(cfg: ModelConfig, device: str | torch.device = "cpu") -> HookedTransformerConfig:
+    """The ``HookedTransformerConfig`` for our :class:`ModelConfig`."""
+    return HookedTransformerConfig(
+        n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head, n_ctx=cfg.n_ctx,
+        d_vocab=cfg.d_vocab, attn_only=cfg.attn_only, d_mlp=None if cfg.attn_only else cfg.d_mlp,
+        act_fn=cfg.act_fn, positional_embedding_type=cfg.positional_embedding_type,
+        normalization_type=cfg.normalization_type, seed=cfg.seed, device=str(device),
+        default_prepend_bos=False, tokenizer_prepends_bos=False,
+    )
+
+
+def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> HookedTransformer:
+    """A freshly initialised ``HookedTransformer`` (seeded by ``cfg.seed``)."""
+    return HookedTransformer(hooked_config(cfg, device))
+
+
+def model_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's parameters by TransformerLens name (the tensors themselves, not copies)."""
+    return dict(model.named_parameters())
+
+
+def head_param_names(layer: int) -> list[str]:
+    """Names of the per-head parameter tensors of a layer (index ``[h]`` selects head h)."""
+    p = f"blocks.{layer}.attn."
+    return [p + n for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")]
+
+
+def supports_fast_path(model: HookedTransformer) -> bool:
+    """Whether :func:`per_token_loss` reproduces this model (our architecture family) exactly."""
+    c = model.cfg
+    return (c.positional_embedding_type in ("shortformer", "standard") and c.normalization_type in ("LN", None)
+            and not c.parallel_attn_mlp and c.n_key_value_heads in (None, c.n_heads) and c.use_attn_scale
+            and (c.attn_only or c.act_fn in ("gelu", "relu", "gelu_new")) and c.attn_scale == math.sqrt(c.d_head)
+            and not c.use_normalization_before_and_after and c.final_rms is False and not c.gated_mlp
+            and not c.original_architecture)
+
+
+def hooked_per_token_loss(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-token loss ``(batch, pos-1)`` computed by the ``HookedTransformer`` (the reference)."""
+    return model(tokens, return_type="loss", loss_per_token=True)
+
+
+def stack_params(params: dict[str, torch.Tensor], replicas: int) -> dict[str, torch.Tensor]:
+    """Independent copies of ``params`` stacked along a new leading dimension of size ``replicas``."""
+    return {k: v.detach().unsqueeze(0).repeat(replicas, *([1] * v.dim())).contiguous() for k, v in params.items()}
+
+
+def _layer_norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, eps: float = 1e-5) -> torch.Tensor:
+    # x: (R, B, T, D); w, b: (R, D)
+    x = x - x.mean(-1, keepdim=True)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    if w is not None:
+        x = x * w[:, None, None, :] + b[:, None, None, :]
+    return x
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Fused unembedding + cross-entropy, chunked over tokens; recomputes logits in backward."""
+
+    @staticmethod
+    def forward(ctx, x, W, b, targets, chunk):
+        # x: (R, N, D); W: (R, D, V); b: (R, V); targets: (R, N) -> loss (R, N) in fp32
+        R, N, _ = x.shape
+        loss = torch.empty(R, N, device=x.device, dtype=torch.float32)
+        lse_all = torch.empty(R, N, device=x.device, dtype=torch.float32)
+        Wc = W.to(x.dtype)
+        bc = b.to(torch.float32)
+        for s in range(0, N, chunk):
+            logits = torch.baddbmm(bc[:, None, :].to(x.dtype), x[:, s:s + chunk], Wc).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            tgt = logits.gather(-1, targets[:, s:s + chunk, None]).squeeze(-1)
+            loss[:, s:s + chunk] = lse - tgt
+            lse_all[:, s:s + chunk] = lse
+        ctx.save_for_backward(x, W, b, targets, lse_all)
+        ctx.chunk = chunk
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        x, W, b, targets, lse_all = ctx.saved_tensors
+        chunk = ctx.chunk
+        Wc = W.to(x.dtype)
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        gW = torch.zeros(W.shape, device=W.device, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        gb = torch.zeros(b.shape, device=b.device, dtype=torch.float32) if ctx.needs_input_grad[2] else None
+        N = x.shape[1]
+        for s in range(0, N, chunk):
+            xs = x[:, s:s + chunk]
+            logits = torch.baddbmm(b[:, None, :].to(x.dtype), xs, Wc).float()
+            p = torch.exp(logits - lse_all[:, s:s + chunk, None])
+            p.scatter_add_(-1, targets[:, s:s + chunk, None], torch.full_like(p[..., :1], -1.0))
+            g = p * grad_loss[:, s:s + chunk, None].float()
+            if gx is not None:
+                gx[:, s:s + chunk] = torch.bmm(g.to(x.dtype), Wc.transpose(1, 2))
+            if gW is not None:
+                gW += torch.bmm(xs.transpose(1, 2).float(), g)
+            if gb is not None:
+                gb += g.sum(1)
+        return gx, (gW.to(W.dtype) if gW is not None else None), (gb.to(b.dtype) if gb is not None else None), \
+            None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, targets: torch.Tensor,
+                         chunk: int = 4096) -> torch.Tensor:
+    """Per-token ``-log softmax(x @ W + b)[target]`` without materialising all logits at once.
+
+    ``x`` is ``(R, N, D)``, ``W`` ``(R, D, V)``, ``b`` ``(R, V)``, ``targets`` ``(R, N)``; returns ``(R, N)`` fp32.
+    """
+    return _LinearCrossEntropy.apply(x, W, b, targets, chunk)
+
+
+def per_token_loss(params: dict[str, torch.Tensor], tokens: torch.Tensor, cfg: ModelConfig,
+                   ce_chunk: int = 4096) -> torch.Tensor:
+    """Per-token next-token loss of our architecture as a pure function of ``params``.
+
+    ``params`` are keyed by TransformerLens names; each tensor either has the plain shape (one model) or a leading
+    replica dimension R (R models). ``tokens`` is ``(B, T)`` or ``(R, B, T)``. Returns ``(B, T-1)`` or
+    ``(R, B, T-1)`` in fp32. Runs inside whatever autocast context the caller set.
+    """
+    W_E = params["embed.W_E"]
+    stacked = W_E.dim() == 3
+    if not stacked:
+        params = {k: v.unsqueeze(0) for k, v in params.items()}
+        tokens = tokens.unsqueeze(0) if tokens.dim() == 2 else tokens
+    R = params["embed.W_E"].shape[0]
+    if tokens.dim() == 2:
+        tokens = tokens.unsqueeze(0).expand(R, *tokens.shape)
+    if tokens.dim() != 3 or tokens.shape[0] not in (1, R):
+        raise ConfigError(f"tokens: expected (batch, pos) or (R={R}, batch, pos), got {tuple(tokens.shape)}")
+    tokens = tokens.expand(R, *tokens.shape[1:])
+    _, B, T = tokens.shape
+    if T > cfg.n_ctx:
+        raise ConfigError(f"tokens: sequences of {T} tokens are longer than the model's context n_ctx={cfg.n_ctx}; "
+                          f"cut them to at most {cfg.n_ctx} tokens")
+    H, dh = cfg.n_heads, cfg.d_head
+    W_E = params["embed.W_E"]
+    V = W_E.shape[1]
+    flat = (tokens + torch.arange(R, device=tokens.device)[:, None, None] * V).reshape(-1)
+    x = W_E.reshape(R * V, -1).index_select(0, flat).reshape(R, B, T, -1)
+    pos = params["pos_embed.W_pos"][:, None, :T, :]  # (R, 1, T, D)
+    if cfg.positional_embedding_type == "standard":
+        x = x + pos
+    ln = cfg.normalization_type == "LN"
+    for l in range(cfg.n_layers):
+        p = f"blocks.{l}."
+        h = _layer_norm(x, params.get(p + "ln1.w"), params.get(p + "ln1.b")) if ln else x
+        qk_in = h + pos if cfg.positional_embedding_type == "shortformer" else h
+        q = torch.einsum("rbtd,rhde->rbhte", qk_in, params[p + "attn.W_Q"]) + params[p + "attn.b_Q"][:, None, :, None, :]
+        k = torch.einsum("rbtd,rhde->rbhte", qk_in, params[p + "attn.W_K"]) + params[p + "attn.b_K"][:, None, :, None, :]
+        v = torch.einsum("rbtd,rhde->rbhte", h, params[p + "attn.W_V"]) + params[p + "attn.b_V"][:, None, :, None, :]
+        z = F.scaled_dot_product_attention(q.reshape(R * B, H, T, dh), k.reshape(R * B, H, T, dh),
+                                           v.reshape(R * B, H, T, dh), is_causal=True)
+        z = z.reshape(R, B, H, T, dh)
+        x = x + torch.einsum("rbhte,rhed->rbtd", z, params[p + "attn.W_O"]) + params[p + "attn.b_O"][:, None, None, :]
+        if not cfg.attn_only:
+            h2 = _layer_norm(x, params.get(p + "ln2.w"), params.get(p + "ln2.b")) if ln else x
+            pre = torch.einsum("rbtd,rdm->rbtm", h2, params[p + "mlp.W_in"]) + params[p + "mlp.b_in"][:, None, None, :]
+            act = F.relu(pre) if cfg.act_fn == "relu" else F.gelu(pre, approximate="tanh" if cfg.act_fn == "gelu_new" else "none")
+            x = x + torch.einsum("rbtm,rmd->rbtd", act, params[p + "mlp.W_out"]) + params[p + "mlp.b_out"][:, None, None, :]
+    if ln:
+        x = _layer_norm(x, params.get("ln_final.w"), params.get("ln_final.b"))
+    x = x[:, :, :-1, :].reshape(R, B * (T - 1), -1)
+    targets = tokens[:, :, 1:].reshape(R, B * (T - 1))
+    loss = linear_cross_entropy(x, params["unembed.W_U"], params["unembed.b_U"], targets, ce_chunk)
+    loss = loss.reshape(R, B, T - 1)
+    return loss if stacked else loss[0]
