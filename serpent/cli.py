@@ -1,0 +1,189 @@
+"""Command line: ``python -m serpent <command>``.
+
+Commands are thin callers of the same stage functions the notebooks use::
+
+    python -m serpent run --preset tiny --out runs/tiny      # every stage, end to end
+    python -m serpent train runs/tiny                        # (re)train / resume only
+    python -m serpent induction runs/tiny                    # induction-head scores over checkpoints
+    python -m serpent llc runs/tiny                          # local learning coefficient over checkpoints
+    python -m serpent susceptibilities runs/tiny --steps 0 1200
+    python -m serpent explore runs/tiny                      # the offline explorer page
+    python -m serpent presets                                # list the presets and their sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import PRESETS, RunConfig, get_preset
+from .errors import ConfigError, SerpentError
+
+__all__ = ["main", "parse_overrides"]
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """``["train.steps=100", "llc.chains=2"]`` -> ``{"train": {"steps": 100}, "llc": {"chains": 2}}``.
+
+    >>> parse_overrides(["train.steps=100", "data.corpus=stdlib", "model.normalization_type=null"])
+    {'train': {'steps': 100}, 'data': {'corpus': 'stdlib'}, 'model': {'normalization_type': None}}
+    """
+    out: dict[str, dict] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. train.steps=100")
+        lhs, value = item.split("=", 1)
+        section, fld = lhs.split(".", 1)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(section, {})[fld] = parsed
+    return out
+
+
+def _config_from_args(args) -> RunConfig:
+    if args.config:
+        try:
+            cfg = RunConfig.from_dict(json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"--config {args.config}: cannot read it as JSON ({e})") from None
+    else:
+        cfg = get_preset(args.preset)
+    overrides = parse_overrides(args.set or [])
+    return cfg.with_overrides(**overrides) if overrides else cfg
+
+
+def _summary_lines(run, results: dict) -> list[str]:
+    lines = [f"run directory: {run.path}"]
+    d = results.get("data") or {}
+    if d:
+        lines.append(f"data: {d.get('corpus')} - {d.get('train_tokens', 0):,} train / {d.get('test_tokens', 0):,} test "
+                     f"tokens, vocab {d.get('vocab_size')}, unigram entropy {d.get('unigram_entropy')} nats")
+    t = results.get("train") or {}
+    if t:
+        lines.append(f"train: {t.get('steps')} steps, test loss {t.get('final_test_loss')}, "
+                     f"{t.get('tokens_per_second', 0):,} tokens/s on {t.get('device')}, {t.get('checkpoints')} checkpoints")
+    for name in ("induction", "llc", "susceptibility", "serpent"):
+        if results.get(name):
+            short = {k: v for k, v in results[name].items() if not isinstance(v, (list, dict))}
+            lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in list(short.items())[:6]))
+    explorer = run.path / "explorer.html"
+    if explorer.exists():
+        lines.append(f"explorer page: {explorer.resolve()}  (open it in a browser; works offline)")
+    return lines
+
+
+def _cmd_run(args) -> int:
+    from .pipeline import run_pipeline
+    from .rundir import Run
+    cfg = _config_from_args(args)
+    out = args.out or f"runs/{cfg.preset}"
+    run = Run.create(out, cfg)
+    if cfg.preset == "tiny":
+        print("note: the tiny preset trains for minutes on a CPU and shows the EARLY stages of training only; the "
+              "induction circuit needs the full preset (hundreds of millions of tokens, a GPU).")
+    t0 = time.time()
+    results = run_pipeline(run, args.stages, device=args.device, progress=not args.quiet)
+    print("\n".join(["", "=" * 78, *_summary_lines(run, results), f"total: {time.time() - t0:.1f} s", "=" * 78]))
+    return 0
+
+
+def _cmd_stage(stage: str):
+    def cmd(args) -> int:
+        from .pipeline import STAGES
+        from .rundir import Run
+        run = Run.open(args.run_dir)
+        kwargs = {"device": args.device, "progress": not args.quiet}
+        if stage == "susceptibility" and getattr(args, "steps", None):
+            kwargs["steps"] = args.steps
+        result = STAGES[stage](run, **kwargs)
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    return cmd
+
+
+def _cmd_explore(args) -> int:
+    from .explorer import write_explorer
+    from .rundir import Run
+    run = Run.open(args.run_dir)
+    path = write_explorer(run, args.output or run.path / "explorer.html")
+    print(f"explorer page written to {Path(path).resolve()}")
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    for name in PRESETS:
+        c = get_preset(name)
+        m, t = c.model, c.train
+        print(f"{name:6s} d_model={m.d_model} heads={m.n_layers}x{m.n_heads} n_ctx={m.n_ctx} vocab={m.d_vocab} "
+              f"corpus={c.data.corpus} steps={t.steps} batch={t.batch_size}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serpent", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--device", default=None, help="'cpu', 'cuda' or 'cuda:N' (default: CUDA if available)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    r = sub.add_parser("run", help="run every stage end to end into a run directory")
+    r.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                   help="named configuration: tiny (CPU, minutes), full (GPU, grows the induction circuit), "
+                        "colab (T4-sized full), paper (the tetrahedron-3m recipe on the paper's data)")
+    r.add_argument("--config", default=None, help="a JSON file with a whole RunConfig (instead of --preset)")
+    r.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override one config field, e.g. --set train.steps=500 --set llc.chains=2 (repeatable)")
+    r.add_argument("--out", default=None, help="run directory (default runs/<preset>); an existing one is resumed")
+    r.add_argument("--stages", nargs="+", default=None,
+                   help="only these stages (data train induction llc susceptibility serpent)")
+    common(r)
+    r.set_defaults(func=_cmd_run)
+
+    t = sub.add_parser("train", help="train or resume the model of an existing run directory")
+    t.add_argument("run_dir")
+    common(t)
+    t.set_defaults(func=lambda a: _cmd_stage("train")(a))
+
+    for name, stage, text in (("induction", "induction", "previous-token and induction scores over checkpoints"),
+                              ("llc", "llc", "local learning coefficient over checkpoints"),
+                              ("susceptibilities", "susceptibility", "per-token, per-head susceptibilities"),
+                              ("serpent", "serpent", "UMAP embeddings, serpent charts and the explorer page")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("run_dir")
+        if stage == "susceptibility":
+            sp.add_argument("--steps", nargs="+", type=int, default=None,
+                            help="checkpoint steps to analyse (default: spread over training)")
+        common(sp)
+        sp.set_defaults(func=_cmd_stage(stage))
+
+    e = sub.add_parser("explore", help="write the self-contained offline explorer page of a run")
+    e.add_argument("run_dir")
+    e.add_argument("--output", default=None, help="HTML file to write (default RUN_DIR/explorer.html)")
+    e.set_defaults(func=_cmd_explore)
+
+    pr = sub.add_parser("presets", help="list the presets")
+    pr.set_defaults(func=_cmd_presets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SerpentError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

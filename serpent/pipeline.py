@@ -1,0 +1,136 @@
+"""The pipeline: corpus -> tokens -> checkpoints -> induction -> LLC -> susceptibilities -> serpent.
+
+Each stage reads the run directory, writes its outputs there, and records the settings it ran with, so running the
+pipeline again skips what is already current and continues what was interrupted. ``run_pipeline`` is what
+``python -m serpent run`` calls; notebooks call the same stage functions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import RunConfig, config_hash
+from .rundir import Run, atomic_write_json
+
+__all__ = ["STAGES", "run_pipeline", "data_stage", "train_stage", "cache_dir"]
+
+
+def cache_dir() -> Path:
+    """Where tokenized corpora and downloads are cached: ``$SERPENT_CACHE`` or ``~/.cache/serpent``."""
+    return Path(os.environ.get("SERPENT_CACHE") or Path.home() / ".cache" / "serpent")
+
+
+def _data_key(cfg: RunConfig) -> str:
+    return config_hash({"data": cfg.data.to_dict(), "d_vocab": cfg.model.d_vocab, "v": 1})
+
+
+def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
+    """Read the corpus, train (or fetch) the tokenizer, tokenize, and store the token streams in the run."""
+    from .corpus import open_corpus
+    from .tokenizer import Tokenizer, train_bpe
+    from .tokens import tokenize_corpus
+    from .train import unigram_entropy
+
+    cfg = run.config
+    key = _data_key(cfg)
+    if run.stage_is_current("data", key):
+        return run.stage_summary("data")["summary"]
+    t0 = time.time()
+    dc = cfg.data
+    corpus = open_corpus(dc.corpus, max_bytes=dc.max_bytes, test_fraction=dc.test_fraction)
+    if dc.tokenizer == "bpe":
+        def sample_texts():
+            budget = dc.tokenizer_train_bytes
+            for doc in corpus.documents("train"):
+                if budget <= 0:
+                    break
+                budget -= len(doc.text)
+                yield doc.text
+        tokenizer = train_bpe(sample_texts(), cfg.model.d_vocab)
+    else:
+        tokenizer = Tokenizer.from_hub(dc.tokenizer.removeprefix("hf:"))
+    if tokenizer.vocab_size > cfg.model.d_vocab:
+        from .errors import ConfigError
+        raise ConfigError(f"model.d_vocab: got {cfg.model.d_vocab}, but the tokenizer has {tokenizer.vocab_size} "
+                          f"tokens; set model.d_vocab to at least {tokenizer.vocab_size}")
+    data = tokenize_corpus(corpus, tokenizer, cache_dir() / "tokens", progress=progress)
+    tokenizer.save(run.path / "tokenizer")
+    ddir = run.stage_dir("data")
+    for split in ("train", "test"):
+        arr = getattr(data, split)
+        tmp = ddir / f".{split}.npy.tmp.npy"
+        np.save(tmp, arr)
+        os.replace(tmp, ddir / f"{split}.npy")
+        starts, names = getattr(data, f"{split}_docs")
+        atomic_write_json(ddir / f"{split}_docs.json", {"starts": np.asarray(starts).tolist(), "names": list(names)})
+    fingerprint = corpus.fingerprint()
+    atomic_write_json(run.path / "corpus.json", {**fingerprint, "skipped": dict(corpus.skipped)})
+    run._cache.clear()
+    summary = {"corpus": dc.corpus, "bytes": fingerprint.get("bytes"), "documents": fingerprint.get("files"),
+               "train_tokens": int(len(data.train)), "test_tokens": int(len(data.test)),
+               "vocab_size": tokenizer.vocab_size,
+               "unigram_entropy": round(unigram_entropy(data.train, cfg.model.d_vocab), 4)}
+    run.mark_stage("data", key, time.time() - t0, summary)
+    return summary
+
+
+def train_stage(run: Run, *, device=None, progress: bool = True) -> dict:
+    """Train the model (resuming when interrupted); skipped when the run already reached ``train.steps``."""
+    from .train import train, train_key
+    key = train_key(run)
+    if run.stage_is_current("train", key) and run.config.train.steps in run.checkpoint_steps():
+        return run.stage_summary("train")["summary"]
+    t0 = time.time()
+    summary = train(run, device=device, progress=progress)
+    if summary["steps"] >= run.config.train.steps:
+        run.mark_stage("train", key, time.time() - t0, summary)
+    return summary
+
+
+def _lazy(module: str, name: str) -> Callable:
+    def call(run, **kw):
+        import importlib
+        return getattr(importlib.import_module(f"serpent.{module}"), name)(run, **kw)
+    call.__name__ = name
+    return call
+
+
+STAGES: dict[str, Callable] = {
+    "data": data_stage,
+    "train": train_stage,
+    "induction": _lazy("induction", "induction_stage"),
+    "llc": _lazy("llc", "llc_stage"),
+    "susceptibility": _lazy("susceptibility", "susceptibility_stage"),
+    "serpent": _lazy("embedding", "serpent_stage"),
+}
+
+
+def available_stages() -> list[str]:
+    """Stages whose module exists in this installation (in pipeline order)."""
+    import importlib.util
+    mods = {"induction": "induction", "llc": "llc", "susceptibility": "susceptibility", "serpent": "embedding"}
+    return [s for s in STAGES if s not in mods or importlib.util.find_spec(f"serpent.{mods[s]}") is not None]
+
+
+def run_pipeline(run: Run, stages: list[str] | None = None, *, device=None, progress: bool = True,
+                 echo: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run ``stages`` (default: every available stage) in order; returns each stage's summary."""
+    stages = stages or available_stages()
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        from .errors import ConfigError
+        raise ConfigError(f"stages: unknown {unknown}; allowed: {list(STAGES)}")
+    out = {}
+    for name in STAGES:
+        if name not in stages:
+            continue
+        t0 = time.time()
+        echo(f"[{name}] ...")
+        out[name] = STAGES[name](run, device=device, progress=progress)
+        echo(f"[{name}] done in {time.time() - t0:.1f} s")
+    return out

@@ -1,0 +1,241 @@
+"""Run directories: everything a run produced, in one folder, written atomically.
+
+Layout::
+
+    RUN/config.json              the RunConfig that produced the run
+    RUN/stages.json              per stage: the config key it ran with, seconds, a short summary
+    RUN/corpus.json              corpus fingerprint (files hash, bytes, Python and package versions)
+    RUN/tokenizer/tokenizer.json the tokenizer
+    RUN/data/{train,test}.npy    token streams (uint16), RUN/data/{train,test}_docs.json document offsets and names
+    RUN/checkpoints/step_0001000.safetensors   model parameters (TransformerLens names)
+    RUN/checkpoints/resume.safetensors         optimizer state of the last checkpoint (for resuming)
+    RUN/metrics.jsonl            training metrics, one JSON object a line
+    RUN/<stage>/                 each analysis stage's outputs (induction, llc, susceptibility, serpent)
+
+Every file is written to a temporary name and moved into place (``os.replace``), so an interrupted run never leaves
+a half-written file behind. A stage records the hash of the settings it ran with; running it again with the same
+settings is skipped.
+
+>>> import tempfile
+>>> from serpent.config import get_preset
+>>> run = Run.create(tempfile.mkdtemp() + "/r", get_preset("tiny"))
+>>> run.stage_is_current("train", "abc")
+False
+>>> run.mark_stage("train", "abc", 1.0, {"steps": 3}); run.stage_is_current("train", "abc")
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .errors import CheckpointError, ConfigError, SerpentError
+
+__all__ = ["Run", "atomic_write_bytes", "atomic_write_json", "read_json"]
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, with an error that names the file if it is missing or corrupt."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SerpentError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SerpentError(f"{path} is corrupt ({e}); delete it and run the stage again") from None
+
+
+class Run:
+    """A run directory. Create one with :meth:`create`, open an existing one with :meth:`open`."""
+
+    def __init__(self, path: str | Path, config: RunConfig):
+        self.path = Path(path)
+        self.config = config
+        self._cache: dict[str, Any] = {}
+
+    # -- creation -------------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, config: RunConfig) -> "Run":
+        """Create (or reopen) a run directory for ``config``.
+
+        Reopening with a different model, data or training config is refused, so checkpoints of one recipe never
+        mix with another's (raising the number of training steps is allowed: training resumes and continues).
+        """
+        path = Path(path)
+        cfg_file = path / "config.json"
+        if cfg_file.exists():
+            old = RunConfig.from_dict(read_json(cfg_file))
+            for section in ("model", "data"):
+                if getattr(old, section) != getattr(config, section):
+                    raise ConfigError(
+                        f"{path} already holds a run with a different {section} config; choose another --out "
+                        f"directory or delete {path}")
+            old_train = old.train.to_dict(); new_train = config.train.to_dict()
+            old_train.pop("steps"); new_train.pop("steps")
+            for k in ("log_checkpoints", "linear_checkpoints", "eval_every", "eval_batches", "compile", "precision"):
+                old_train.pop(k); new_train.pop(k)
+            if old_train != new_train:
+                raise ConfigError(f"{path} already holds a run trained with different optimizer settings; choose "
+                                  f"another --out directory or delete {path}")
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cfg_file, config.to_dict())
+        return cls(path, config)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        """Open an existing run directory."""
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise SerpentError(f"{path} is not a run directory (no config.json); create one with "
+                               f"`python -m serpent run --preset tiny --out {path}`")
+        return cls(path, RunConfig.from_dict(read_json(path / "config.json")))
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+    def stage_dir(self, name: str) -> Path:
+        d = self.path / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _stages(self) -> dict:
+        f = self.path / "stages.json"
+        return read_json(f) if f.exists() else {}
+
+    def stage_is_current(self, name: str, key: str) -> bool:
+        """True when stage ``name`` already ran to completion with settings key ``key``."""
+        return self._stages().get(name, {}).get("key") == key
+
+    def mark_stage(self, name: str, key: str, seconds: float, summary: dict | None = None) -> None:
+        stages = self._stages()
+        stages[name] = {"key": key, "seconds": round(float(seconds), 3), "summary": summary or {}}
+        atomic_write_json(self.path / "stages.json", stages)
+
+    def stage_summary(self, name: str) -> dict:
+        return self._stages().get(name, {})
+
+    # -- data -----------------------------------------------------------------------------------------------------
+    def tokenizer(self):
+        """The run's tokenizer."""
+        if "tokenizer" not in self._cache:
+            from .tokenizer import Tokenizer
+            d = self.path / "tokenizer"
+            if not d.exists():
+                raise SerpentError(f"{self.path} has no tokenizer yet; run the data stage first "
+                                   f"(`python -m serpent run --out {self.path}`)")
+            self._cache["tokenizer"] = Tokenizer.load(d)
+        return self._cache["tokenizer"]
+
+    def tokens(self, split: str) -> np.ndarray:
+        """The whole ``'train'`` or ``'test'`` token stream (uint16; documents separated by the BOS token)."""
+        if split not in ("train", "test"):
+            raise ConfigError(f"split: got {split!r}; allowed: 'train', 'test'")
+        key = f"tokens_{split}"
+        if key not in self._cache:
+            f = self.path / "data" / f"{split}.npy"
+            if not f.exists():
+                raise SerpentError(f"{f} is missing; run the data stage first (`python -m serpent run --out {self.path}`)")
+            self._cache[key] = np.load(f, mmap_mode="r")
+        return self._cache[key]
+
+    def documents(self, split: str) -> tuple[np.ndarray, list[str]]:
+        """``(starts, names)``: offset of each document in :meth:`tokens` and its name."""
+        d = read_json(self.path / "data" / f"{split}_docs.json")
+        return np.asarray(d["starts"], dtype=np.int64), list(d["names"])
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def checkpoint_path(self, step: int) -> Path:
+        return self.path / "checkpoints" / f"step_{step:07d}.safetensors"
+
+    def checkpoint_steps(self) -> list[int]:
+        """Sorted training steps that have a checkpoint."""
+        d = self.path / "checkpoints"
+        if not d.exists():
+            return []
+        steps = []
+        for f in d.glob("step_*.safetensors"):
+            try:
+                steps.append(int(f.stem.split("_")[1]))
+            except ValueError:
+                continue
+        return sorted(steps)
+
+    def load_params(self, step: int | None = None, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """Parameters at ``step`` (the last checkpoint if None), by TransformerLens name."""
+        from .checkpoints import load_checkpoint
+        steps = self.checkpoint_steps()
+        if not steps:
+            raise CheckpointError(f"{self.path} has no checkpoints; train first (`python -m serpent train {self.path}`)")
+        if step is None:
+            step = steps[-1]
+        if step not in steps:
+            raise CheckpointError(f"{self.path} has no checkpoint at step {step}; available: {steps}")
+        params, _ = load_checkpoint(self.checkpoint_path(step), self.config.model, device=device)
+        return params
+
+    def load_model(self, step: int | None = None, device: str | torch.device = "cpu"):
+        """A ``HookedTransformer`` with the weights of ``step`` (the last checkpoint if None)."""
+        from .model import build_model
+        model = build_model(self.config.model, device=device)
+        params = self.load_params(step, device=device)
+        model.load_state_dict(params, strict=False)
+        model.eval()
+        return model
+
+    def metrics(self) -> list[dict]:
+        """The training metrics log (one dict per logged step)."""
+        f = self.path / "metrics.jsonl"
+        if not f.exists():
+            return []
+        out = []
+        for line in f.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut by an interruption
+        return out
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, preset={self.config.preset!r}, checkpoints={len(self.checkpoint_steps())})"
