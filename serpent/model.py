@@ -25,6 +25,7 @@ Shapes: ``tokens`` is ``(batch, pos)`` (shared by all replicas) or ``(R, batch, 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,9 @@ def hooked_config(cfg: ModelConfig, device: str | torch.device = "cpu") -> Hooke
 
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> HookedTransformer:
     """A freshly initialised ``HookedTransformer`` (seeded by ``cfg.seed``)."""
-    return HookedTransformer(hooked_config(cfg, device))
+    with warnings.catch_warnings():  # TL 3.x announces HookedTransformer's removal in 4.0; we pin 3.x
+        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
+        return HookedTransformer(hooked_config(cfg, device))
 
 
 def model_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:

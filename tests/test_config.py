@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from serpent.cli import parse_overrides
+from serpent.config import (PRESETS, DataConfig, EmbeddingConfig, ModelConfig, RunConfig, SamplerConfig,
+                            SusceptibilityConfig, TrainConfig, config_hash, get_preset)
+from serpent.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_round_trip_through_json(name):
+    cfg = get_preset(name)
+    again = RunConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg
+    assert config_hash(again) == config_hash(cfg)
+    assert cfg.model.n_layers * cfg.model.n_heads == 16  # one susceptibility per head: 16 numbers
+
+
+def test_paper_preset_is_the_tetrahedron_recipe():
+    c = get_preset("paper")
+    m, t = c.model, c.train
+    assert (m.n_layers, m.n_heads, m.d_model, m.d_head, m.n_ctx, m.d_vocab) == (2, 8, 256, 32, 1024, 5000)
+    assert m.positional_embedding_type == "shortformer" and m.normalization_type == "LN" and m.attn_only
+    assert (t.lr, t.weight_decay, t.batch_size, t.steps, t.warmup_steps) == (1e-3, 0.05, 100, 50_000, 0)
+
+
+@pytest.mark.parametrize("build, field", [
+    (lambda: ModelConfig(n_heads=0), "model.n_heads"),
+    (lambda: ModelConfig(positional_embedding_type="rotary"), "model.positional_embedding_type"),
+    (lambda: ModelConfig(attn_only=False, d_mlp=None), "model.d_mlp"),
+    (lambda: DataConfig(corpus="wikipedia"), "data.corpus"),
+    (lambda: DataConfig(test_fraction=0.9), "data.test_fraction"),
+    (lambda: TrainConfig(lr=-1.0), "train.lr"),
+    (lambda: TrainConfig(lr=float("nan")), "train.lr"),
+    (lambda: TrainConfig(precision="fp8"), "train.precision"),
+    (lambda: SamplerConfig(epsilon=0.0), "sampler.epsilon"),
+    (lambda: SamplerConfig(chains=0), "sampler.chains"),
+    (lambda: SamplerConfig(draws=2.5), "sampler.draws"),
+    (lambda: SusceptibilityConfig(probe_sequences=0), "susceptibility.probe_sequences"),
+    (lambda: EmbeddingConfig(preprocess="tsne"), "embedding.preprocess"),
+])
+def test_invalid_fields_name_the_field_and_what_is_allowed(build, field):
+    with pytest.raises(ConfigError) as e:
+        build()
+    msg = str(e.value)
+    assert msg.startswith(field + ":"), msg
+    assert "got" in msg and ("allowed" in msg or "must" in msg)
+
+
+def test_probe_longer_than_context_is_refused():
+    with pytest.raises(ConfigError, match="n_ctx"):
+        get_preset("tiny", susceptibility={"probe_length": 4096})
+
+
+def test_unknown_fields_and_sections_are_refused():
+    with pytest.raises(ConfigError, match="unknown field"):
+        get_preset("tiny", train={"stepz": 3})
+    with pytest.raises(ConfigError, match="unknown section"):
+        get_preset("tiny", optimiser={"lr": 3})
+    with pytest.raises(ConfigError, match="preset"):
+        get_preset("huge")
+    with pytest.raises(ConfigError, match="unknown field"):
+        RunConfig.from_dict({"model": {}, "colour": 1})
+
+
+def test_overrides_and_cli_parsing():
+    cfg = get_preset("tiny", **parse_overrides(["train.steps=7", "llc.epsilon=0.01", "data.corpus=stdlib"]))
+    assert cfg.train.steps == 7 and cfg.llc.epsilon == 0.01 and cfg.data.corpus == "stdlib"
+    with pytest.raises(ConfigError, match="SECTION.FIELD=VALUE"):
+        parse_overrides(["steps=7"])

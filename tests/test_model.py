@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from serpent.config import ModelConfig
+from serpent.errors import ConfigError
+from serpent.model import (build_model, head_param_names, hooked_per_token_loss, linear_cross_entropy, model_params,
+                           per_token_loss, stack_params, supports_fast_path)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},                                                   # the paper's family: shortformer + LN, attention-only
+    {"positional_embedding_type": "standard"},
+    {"normalization_type": None},
+    {"attn_only": False, "d_mlp": 64},
+    {"attn_only": False, "d_mlp": 64, "act_fn": "gelu_new"},
+])
+def test_fast_path_matches_hooked_transformer(kwargs, micro_model_cfg):
+    cfg = ModelConfig(**{**micro_model_cfg.to_dict(), **kwargs})
+    model = build_model(cfg)
+    # move weights off their init so biases and LN params matter
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert supports_fast_path(model)
+    tokens = torch.randint(0, cfg.d_vocab, (3, cfg.n_ctx))
+    fast = per_token_loss(model_params(model), tokens, cfg)
+    ref = hooked_per_token_loss(model, tokens)
+    assert fast.shape == (3, cfg.n_ctx - 1)
+    torch.testing.assert_close(fast, ref, atol=2e-5, rtol=1e-5)
+    # gradients agree too
+    g_fast = torch.autograd.grad(fast.mean(), list(model.parameters()))
+    g_ref = torch.autograd.grad(hooked_per_token_loss(model, tokens).mean(), list(model.parameters()))
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_stacked_replicas_are_independent_models(micro_model_cfg):
+    cfg = micro_model_cfg
+    model = build_model(cfg)
+    params = model_params(model)
+    stacked = stack_params(params, 3)
+    with torch.no_grad():
+        stacked["blocks.1.attn.W_V"][2].mul_(3.0)
+    tokens = torch.randint(0, cfg.d_vocab, (2, cfg.n_ctx))
+    out = per_token_loss(stacked, tokens, cfg)
+    ref = hooked_per_token_loss(model, tokens)
+    assert out.shape == (3, 2, cfg.n_ctx - 1)
+    torch.testing.assert_close(out[0], ref, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(out[1], ref, atol=2e-5, rtol=1e-5)
+    assert (out[2] - ref).abs().max() > 1e-3  # the perturbed replica differs
+    # per-replica token batches
+    tok3 = torch.randint(0, cfg.d_vocab, (3, 2, cfg.n_ctx))
+    out3 = per_token_loss(stacked, tok3, cfg)
+    torch.testing.assert_close(out3[1], hooked_per_token_loss(model, tok3[1]), atol=2e-5, rtol=1e-5)
+
+
+def test_linear_cross_entropy_matches_dense_and_its_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(2, 37, 8, requires_grad=True)
+    W = torch.randn(2, 8, 50, requires_grad=True)
+    b = torch.randn(2, 50, requires_grad=True)
+    t = torch.randint(0, 50, (2, 37))
+    ours = linear_cross_entropy(x, W, b, t, chunk=10)
+    dense = torch.nn.functional.cross_entropy((x @ W + b[:, None]).reshape(-1, 50), t.reshape(-1),
+                                              reduction="none").reshape(2, 37)
+    torch.testing.assert_close(ours, dense, atol=1e-5, rtol=1e-5)
+    w = torch.rand(2, 37)
+    g1 = torch.autograd.grad((ours * w).sum(), [x, W, b])
+    g2 = torch.autograd.grad((dense * w).sum(), [x, W, b])
+    for a, c in zip(g1, g2):
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-4)
+
+
+def test_sequences_longer_than_context_are_refused(micro_model_cfg):
+    model = build_model(micro_model_cfg)
+    tokens = torch.zeros(1, micro_model_cfg.n_ctx + 1, dtype=torch.long)
+    with pytest.raises(ConfigError, match="longer than the model's context"):
+        per_token_loss(model_params(model), tokens, micro_model_cfg)
+
+
+def test_head_slices_have_the_papers_size():
+    cfg = ModelConfig()  # tetrahedron-3m
+    with torch.device("meta"):
+        model = build_model(cfg, device="meta")
+    params = model_params(model)
+    assert sum(p.numel() for p in params.values()) == 3_355_016
+    per_head = sum(params[n][0].numel() for n in head_param_names(1))
+    assert per_head == 32_864  # W_Q, W_K, W_V, W_O and the Q/K/V biases of one head (science.md §1.5)
