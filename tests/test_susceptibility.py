@@ -1,0 +1,103 @@
+"""Tests of serpent.susceptibility: format, estimator (devinterp equivalence, Gaussian known answer), driver, stage."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from serpent.errors import ConfigError, DivergenceError, SerpentError
+from serpent.susceptibility import (SusceptibilityResult, SusceptibilityStats, response_matrix, response_pca,
+                                    susceptibility_from_traces)
+
+
+def _random_traces(rng, wrs, chains=3, draws=7, n_task=2, n_probe=3, T=5, coef_seed=0):
+    """Loss arrays shaped like devinterp's (chain, draw, batch, token_pos), correlated through a shared factor.
+
+    The per-token levels and couplings are fixed by ``coef_seed``; the draws come from ``rng``."""
+    out = {}
+    coef = np.random.default_rng(coef_seed)
+    for name in wrs:
+        level, slope = coef.normal(size=(1, 1, n_probe, T)), coef.normal(size=(1, 1, n_probe, T))
+        z = rng.normal(size=(chains, draws, 1, 1))
+        task = 3.0 + 0.1 * z + 0.05 * rng.normal(size=(chains, draws, n_task, T))
+        probe = 2.5 + level + 0.1 * z * slope + 0.05 * rng.normal(size=(chains, draws, n_probe, T))
+        out[name] = (task.astype(np.float32), probe.astype(np.float32))
+    return out
+
+
+def _feed(traces, wrs, task_ref, probe_ref):
+    chains, draws = traces[wrs[0]][0].shape[:2]
+    stats = SusceptibilityStats(len(wrs), chains, traces[wrs[0]][1][0, 0].size, task_ref=task_ref,
+                                probe_ref=torch.as_tensor(probe_ref))
+    for d in range(draws):
+        task = torch.stack([torch.as_tensor(traces[w][0][c, d]).double().mean() for w in wrs for c in range(chains)])
+        probe = torch.stack([torch.as_tensor(traces[w][1][c, d]).double().reshape(-1) for w in wrs
+                             for c in range(chains)])
+        stats.update(task, probe)
+    return stats
+
+
+def test_equals_devinterp_compute_susceptibilities():
+    xr = pytest.importorskip("xarray")
+    from devinterp.slt.susceptibilities import compute_susceptibilities
+
+    rng = np.random.default_rng(1)
+    wrs = ["full", "l0h0", "l0h1", "l1h0"]
+    traces = _random_traces(rng, wrs)
+    chains, draws, n_probe, T = traces["full"][1].shape
+    init_loss = (3.0 + 0.01 * rng.normal(size=(chains, T))).astype(np.float32)
+    ids = rng.integers(0, 50, size=(n_probe, T + 1))
+    wr_map = {}
+    for w in wrs:
+        task, probe = traces[w]
+        ds = xr.Dataset({
+            "init_loss": (("chain", "token_pos"), init_loss),
+            "loss_task": (("chain", "draw", "batch_task", "token_pos"), task),
+            "loss_probe": (("chain", "draw", "batch_probe", "token_pos"), probe),
+            "input_ids_probe": (("batch_probe", "token"), ids),
+        })
+        wr_map[w] = xr.DataTree(dataset=ds)
+    ref = compute_susceptibilities(wr_map, "task")["susceptibilities"]["sus"]
+    assert list(ref.coords["wr"].values) == wrs[1:]
+    ref = ref.values                                             # (n_probe * T, 3), batch-major like ours
+    # our streaming estimator, with two different shifts (the result must not depend on them)
+    baseline = float(init_loss.mean())
+    for task_ref, probe_ref in [(0.0, np.zeros(n_probe * T)), (3.1, traces["full"][1][0, 0].reshape(-1))]:
+        stats = _feed(traces, wrs, task_ref, probe_ref)
+        chi, se = stats.chi(baseline)
+        assert chi.shape == ref.shape == se.shape
+        np.testing.assert_allclose(chi, ref, rtol=1e-4, atol=1e-6)
+        assert np.all(se > 0)
+    # the readable trace formula agrees too
+    for k, w in enumerate(wrs[1:]):
+        t, p = traces[w]
+        ft, fp = traces["full"]
+        mine = susceptibility_from_traces(t.mean(axis=(2, 3)), p.reshape(chains, draws, -1), ft.mean(axis=(2, 3)),
+                                          fp.reshape(chains, draws, -1), baseline)
+        np.testing.assert_allclose(mine, ref[:, k], rtol=1e-4, atol=1e-6)
+
+
+def test_standard_error_matches_spread_of_independent_repeats():
+    """SE from the chain spread should match the actual spread of χ over independent repeats (within a factor)."""
+    rng = np.random.default_rng(2)
+    wrs = ["full", "c"]
+    chis, ses = [], []
+    for _ in range(60):
+        stats = _feed(_random_traces(rng, wrs, chains=4, draws=30, n_probe=1, T=2), wrs, 3.0, np.zeros(2))
+        chi, se = stats.chi(3.0)
+        chis.append(chi[:, 0]); ses.append(se[:, 0])
+    spread = np.std(chis, axis=0, ddof=1)
+    ratio = np.sqrt(np.mean(np.square(ses), axis=0)) / spread
+    assert np.all((ratio > 0.6) & (ratio < 1.6)), ratio
+
+
+def test_stats_bad_shapes_and_empty():
+    stats = SusceptibilityStats(2, 2, 3)
+    with pytest.raises(SerpentError):
+        stats.chi(0.0)
+    with pytest.raises(ConfigError):
+        stats.update(torch.zeros(3), torch.zeros(4, 3))
