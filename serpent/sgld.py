@@ -1,0 +1,442 @@
+"""The SGLD engine: many chains and weight restrictions sampled as one batched computation.
+
+Design
+------
+* **Update** (science.md §1.3, the same as devinterp's ``SGLD``)::
+
+      g  = n_beta * grad L_B(w) + gamma * (w - w*) + weight_decay * w
+      w <- w - (epsilon / 2) * M * g + sqrt(epsilon) * M * xi,      xi ~ N(0, I)
+
+  with ``L_B`` the mean loss of minibatch B, ``w*`` the starting point (a checkpoint) and ``M`` the 0/1 mask of the
+  replica's weight restriction. Step ``i`` records a *draw* when ``i >= burnin`` and ``(i - burnin) %
+  steps_between_draws == 0``; there are ``burnin + draws * steps_between_draws`` steps.
+* **Replicas.** Every (restriction, chain) pair is one *replica*; replica ``r = restriction_index * chains + chain``.
+  All replicas live in one flat ``(R, P)`` fp32 buffer holding every parameter that some restriction frees (the
+  ``P`` weights); the loss function sees ``(R, ...)`` views of it (``torch.split``, so the gradient arrives as one
+  ``(R, P)`` tensor) plus read-only broadcast views of the parameters no restriction frees. One forward and one
+  backward per step serve all replicas; the update is a handful of whole-buffer operations.
+* **Masks and bit-identity.** A weight whose mask is 0 receives ``w + 0`` exactly, so weights outside a restriction
+  stay bit-identical to ``w*`` (tested).
+* **Noise.** Chain ``c`` of *every* restriction uses the same noise stream, seeded ``cfg.seed + c`` (one generator per
+  chain, one ``randn`` per chain per step). Sharing noise across restrictions gives common random numbers between,
+  e.g., a head-restricted run and the full run. Minibatch ``i`` is the same for all replicas (devinterp's
+  ``match_sampling_input_ids_across_chains=True``). Seeded runs are reproducible on the same device.
+* **Statistics** are running sums on the device (mean minibatch loss over draws and over all steps); a full
+  ``(R, steps)`` loss trace only with ``record_traces=True``. ``on_draw`` gives callers (the susceptibility
+  estimator) the stacked parameters at every draw.
+* **Divergence.** Every step marks replicas whose loss is NaN/inf or above ``init_loss + max_loss_increase`` (on the
+  device, no sync); every ``check_every`` steps (and at the end) the host looks, also checks the parameters for
+  NaN/inf, and raises :class:`~serpent.errors.DivergenceError` naming the step, chain and restriction and what to
+  change. A run never returns a silent NaN.
+* **Devices.** Device-agnostic; the forward runs under ``serpent.device.autocast`` with the dtype for
+  ``cfg.precision`` (bf16 on recent GPUs, fp32 on the CPU); parameters, updates and statistics stay fp32.
+
+>>> import torch
+>>> from serpent.config import SamplerConfig
+>>> cfg = SamplerConfig(epsilon=0.01, gamma=0.0, n_beta=10.0, chains=2, draws=50, batch_size=1)
+>>> loss = lambda p, batch: 0.5 * (p["w"] ** 2).sum(-1, keepdim=True)       # (R, 1): a quadratic, no data
+>>> res = run_sgld(loss, {"w": torch.zeros(3)}, lambda i: None, cfg, progress=False)
+>>> res.mean_loss.shape, res.init_loss
+(torch.Size([2]), 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import ModelConfig, SamplerConfig
+from .device import autocast, autocast_dtype, default_device
+from .errors import ConfigError, DivergenceError
+
+__all__ = [
+    "Restriction", "make_restriction", "head_restrictions", "restriction_size", "DrawState", "SGLDResult",
+    "run_sgld", "transformer_loss_fn", "module_loss_fn", "sgld_steps",
+]
+
+LossFn = Callable[[dict, Any], torch.Tensor]
+_HEAD_PARAMS = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Weight restrictions
+
+
+@dataclass(frozen=True)
+class Restriction:
+    """Which weights a replica may move.
+
+    ``masks`` maps a parameter name to a 0/1 float mask of that parameter's shape, or to ``None`` (the whole tensor
+    is free). Parameters absent from the dict stay frozen at ``w*``, bit-identical.
+    """
+
+    name: str
+    masks: dict[str, Optional[torch.Tensor]] = field(repr=False)
+
+
+def restriction_size(restriction: Restriction, params: dict[str, torch.Tensor]) -> int:
+    """Number of free weights of ``restriction`` on ``params``.
+
+    >>> p = {"blocks.0.attn.W_Q": torch.zeros(2, 4, 3), "blocks.0.attn.b_Q": torch.zeros(2, 3)}
+    >>> restriction_size(make_restriction("0:1", p), p), restriction_size(make_restriction("full", p), p)
+    (15, 30)
+    """
+    n = 0
+    for name, m in restriction.masks.items():
+        n += params[name].numel() if m is None else int(m.sum().item())
+    return n
+
+
+def make_restriction(spec: str, params: dict[str, torch.Tensor], n_heads: int | None = None) -> Restriction:
+    """A :class:`Restriction` from a spec string.
+
+    * ``"full"``: every parameter;
+    * ``"L:H"``: head H of layer L, the slices ``[H]`` of ``blocks.L.attn.{W_Q,W_K,W_V,W_O,b_Q,b_K,b_V}`` (``b_O``
+      and LayerNorms excluded, as in devinterp; 32,864 weights per head of the 3M model);
+    * ``"mlp:L"``: all of ``blocks.L.mlp.*``;
+    * an exact parameter name.
+
+    >>> p = {"blocks.0.attn.W_Q": torch.zeros(2, 4, 3), "blocks.0.attn.b_Q": torch.zeros(2, 3)}
+    >>> r = make_restriction("0:1", p)
+    >>> r.masks["blocks.0.attn.W_Q"][:, 0, 0].tolist()
+    [0.0, 1.0]
+    """
+    if not isinstance(spec, str):
+        raise ConfigError(f"restriction: got {spec!r}; expected a string such as 'full', '1:6', 'mlp:0' or a "
+                          "parameter name")
+    if spec == "full":
+        return Restriction("full", {name: None for name in params})
+    m = re.fullmatch(r"(\d+):(\d+)", spec)
+    if m:
+        layer, head = int(m.group(1)), int(m.group(2))
+        names = [f"blocks.{layer}.attn.{n}" for n in _HEAD_PARAMS]
+        present = [n for n in names if n in params]
+        if not present or f"blocks.{layer}.attn.W_Q" not in params:
+            raise ConfigError(f"restriction {spec!r}: the model has no layer {layer} with attention heads; "
+                              f"valid choices: {_valid_choices(params)}")
+        h_count = params[f"blocks.{layer}.attn.W_Q"].shape[0]
+        if n_heads is not None and n_heads != h_count:
+            raise ConfigError(f"restriction {spec!r}: n_heads={n_heads} but blocks.{layer}.attn.W_Q has {h_count} "
+                              "heads; pass the model's n_heads")
+        if head >= h_count:
+            raise ConfigError(f"restriction {spec!r}: layer {layer} has heads 0..{h_count - 1}; "
+                              f"valid choices: {_valid_choices(params)}")
+        masks = {}
+        for n in present:
+            mask = torch.zeros(params[n].shape, dtype=torch.float32, device=params[n].device)
+            mask[head] = 1.0
+            masks[n] = mask
+        return Restriction(spec, masks)
+    m = re.fullmatch(r"mlp:(\d+)", spec)
+    if m:
+        prefix = f"blocks.{m.group(1)}.mlp."
+        names = [n for n in params if n.startswith(prefix)]
+        if not names:
+            raise ConfigError(f"restriction {spec!r}: the model has no parameters {prefix}* (attention-only model, "
+                              f"or no such layer); valid choices: {_valid_choices(params)}")
+        return Restriction(spec, {n: None for n in names})
+    if spec in params:
+        return Restriction(spec, {spec: None})
+    raise ConfigError(f"restriction: got {spec!r}; valid choices: {_valid_choices(params)}")
+
+
+def _valid_choices(params: dict[str, torch.Tensor]) -> str:
+    layers = sorted({int(n.split(".")[1]) for n in params if re.match(r"blocks\.\d+\.attn\.W_Q$", n)})
+    heads = {l: params[f"blocks.{l}.attn.W_Q"].shape[0] for l in layers}
+    mlps = sorted({int(n.split(".")[1]) for n in params if re.match(r"blocks\.\d+\.mlp\.", n)})
+    parts = ["'full'"]
+    if layers:
+        parts.append("heads " + ", ".join(f"'{l}:0'..'{l}:{heads[l] - 1}'" for l in layers))
+    if mlps:
+        parts.append(", ".join(f"'mlp:{l}'" for l in mlps))
+    parts.append("or a parameter name (" + ", ".join(list(params)[:40]) + (", ..." if len(params) > 40 else "") + ")")
+    return "; ".join(parts)
+
+
+def head_restrictions(params: dict[str, torch.Tensor], n_layers: int, n_heads: int) -> list[Restriction]:
+    """One restriction per attention head, in ``"L:H"`` order (``0:0, 0:1, ..., 1:0, ...``)."""
+    return [make_restriction(f"{l}:{h}", params, n_heads) for l in range(n_layers) for h in range(n_heads)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loss functions
+
+
+def transformer_loss_fn(model_cfg: ModelConfig) -> LossFn:
+    """Fast path for our transformer: ``(stacked params, tokens (B, T)) -> per-token losses (R, B, T-1)``."""
+    from .model import per_token_loss
+
+    def loss_fn(params: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+        return per_token_loss(params, tokens, model_cfg)
+
+    return loss_fn
+
+
+def module_loss_fn(model: torch.nn.Module, loss: Callable[[Any, Any], torch.Tensor]) -> LossFn:
+    """Generic path for any ``nn.Module``: ``torch.func.functional_call`` vmapped over the replica dimension.
+
+    The module is called on ``batch[0]`` when the batch is a tuple or list, else on ``batch``; then
+    ``loss(output, batch)`` must return per-sample losses ``(B, ...)``. Buffers are shared by all replicas.
+
+    >>> net = torch.nn.Linear(3, 1)
+    >>> fn = module_loss_fn(net, lambda out, b: ((out[:, 0] - b[1]) ** 2))
+    >>> from serpent.model import stack_params
+    >>> fn(stack_params(dict(net.named_parameters()), 4), (torch.randn(5, 3), torch.randn(5))).shape
+    torch.Size([4, 5])
+    """
+    from torch.func import functional_call, vmap
+
+    buffers = {k: v for k, v in model.named_buffers()}
+
+    def loss_fn(params: dict[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+
+        def one(p):
+            return loss(functional_call(model, (p, buffers), (inputs,)), batch)
+
+        return vmap(one, randomness="different")(params)
+
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The sampler
+
+
+@dataclass
+class DrawState:
+    """What ``on_draw`` receives at every draw.
+
+    ``params`` are the stacked ``(R, ...)`` parameters of all replicas *after* the update of step ``step`` (read-only
+    views: copy what you keep); ``batch_loss`` ``(R,)`` is the minibatch loss of that step, evaluated at the
+    parameters *before* the update (devinterp's callbacks see the same pair).
+    """
+
+    step: int
+    draw: int
+    params: dict[str, torch.Tensor]
+    batch_loss: torch.Tensor
+
+
+@dataclass
+class SGLDResult:
+    """Summary statistics of a run. Tensors are on the CPU; ``R = len(restrictions) * chains``."""
+
+    init_loss: float
+    mean_loss: torch.Tensor                    # (R,) mean minibatch loss over draws
+    traces: Optional[torch.Tensor]             # (R, steps) minibatch loss at every step, or None
+    chains: int
+    restrictions: list[str]
+    cfg: SamplerConfig
+    mean_loss_all: Optional[torch.Tensor] = None   # (R,) mean over all steps incl. burn-in (devinterp 2.0.1)
+    final_distance: Optional[torch.Tensor] = None  # (R,) ||w - w*|| at the end
+    seconds: float = 0.0
+    steps: int = 0
+
+    def by_restriction(self, x: torch.Tensor) -> torch.Tensor:
+        """Reshape an ``(R, ...)`` tensor to ``(n_restrictions, chains, ...)``."""
+        return x.reshape(len(self.restrictions), self.chains, *x.shape[1:])
+
+
+def sgld_steps(cfg: SamplerConfig) -> int:
+    """Total SGLD steps of a run: ``burnin + draws * steps_between_draws``.
+
+    >>> sgld_steps(SamplerConfig(draws=10, burnin=5, steps_between_draws=2))
+    25
+    """
+    return cfg.burnin + cfg.draws * cfg.steps_between_draws
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_fn(batches) -> Callable[[int], Any]:
+    if callable(batches):
+        return batches
+    if isinstance(batches, Sequence) and len(batches) > 0:
+        return lambda i: batches[i % len(batches)]
+    raise ConfigError("batches: expected a function i -> i-th minibatch, or a non-empty list of minibatches")
+
+
+def _mean_per_replica(losses: torch.Tensor, R: int, what: str) -> torch.Tensor:
+    if losses.dim() == 0 or losses.shape[0] != R:
+        raise ConfigError(f"loss_fn returned shape {tuple(losses.shape)} for {R} replicas; it must return "
+                          f"per-sample losses with the replica dimension first, shape ({R}, batch, ...) ({what})")
+    return losses.float().reshape(R, -1).mean(1)
+
+
+def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg: SamplerConfig,
+             restrictions: list[Restriction] | None = None, *, on_draw: Callable[[DrawState], None] | None = None,
+             init_loss_batches: int = 4, record_traces: bool = False, device=None, progress: bool = True,
+             check_every: int = 20, max_loss_increase: float | None = None) -> SGLDResult:
+    """Run ``cfg.chains`` SGLD chains for every restriction, all replicas in one batched computation.
+
+    ``loss_fn(stacked_params, batch)`` returns per-sample losses ``(R, B, ...)`` (the engine averages everything but
+    R); ``init_params`` is ``w*`` (plain shapes, TransformerLens names for the transformer); ``batches(i)`` is the
+    i-th minibatch, shared by all replicas (a list is cycled). ``restrictions`` defaults to ``[full]``.
+    ``init_loss`` is the mean loss at ``w*`` over ``batches(0..init_loss_batches-1)`` (the first sampling
+    minibatches, as devinterp does). A replica diverges when its loss is NaN/inf or exceeds
+    ``init_loss + max_loss_increase`` (default ``max(10, 10 * |init_loss|)``): then :class:`DivergenceError`.
+    Returns an :class:`SGLDResult`; replica ``r = restriction_index * chains + chain``.
+    """
+    if not isinstance(cfg, SamplerConfig):
+        raise ConfigError(f"cfg: expected a SamplerConfig, got {type(cfg).__name__}")
+    if not init_params:
+        raise ConfigError("init_params: empty; pass the model's parameters by name, e.g. model_params(model)")
+    if init_loss_batches < 1:
+        raise ConfigError(f"init_loss_batches: got {init_loss_batches}; must be >= 1")
+    if check_every < 1:
+        raise ConfigError(f"check_every: got {check_every}; must be >= 1")
+    device = default_device(device)
+    dtype = autocast_dtype(device, cfg.precision)
+    get_batch = _batch_fn(batches)
+    restrictions = restrictions if restrictions is not None else [make_restriction("full", init_params)]
+    if not restrictions:
+        raise ConfigError("restrictions: empty list; pass None for the full model or at least one Restriction")
+    for r in restrictions:
+        if not isinstance(r, Restriction):
+            raise ConfigError(f"restrictions: got {type(r).__name__}; build them with make_restriction(spec, params)")
+        bad = [n for n in r.masks if n not in init_params]
+        if bad:
+            raise ConfigError(f"restriction {r.name!r}: unknown parameter(s) {bad}; names must match init_params")
+        for n, m in r.masks.items():
+            if m is not None and tuple(m.shape) != tuple(init_params[n].shape):
+                raise ConfigError(f"restriction {r.name!r}: mask of {n} has shape {tuple(m.shape)}, the parameter "
+                                  f"{tuple(init_params[n].shape)}")
+    NR, C = len(restrictions), cfg.chains
+    R = NR * C
+
+    # ---- layout: free parameters in one flat (R, P) buffer, the rest broadcast
+    w0 = {k: v.detach().to(device=device, dtype=torch.float32) for k, v in init_params.items()}
+    active = [n for n in init_params if any(n in r.masks for r in restrictions)]
+    frozen = {n: w0[n].unsqueeze(0).expand(R, *w0[n].shape) for n in init_params if n not in active}
+    shapes = [w0[n].shape for n in active]
+    sizes = [w0[n].numel() for n in active]
+    P = sum(sizes)
+    w0_flat = torch.cat([w0[n].reshape(-1) for n in active])                       # (P,)
+    flat = w0_flat.unsqueeze(0).repeat(R, 1)                                      # (R, P)
+    need_mask = any(n not in r.masks or r.masks[n] is not None for r in restrictions for n in active)
+    mask = None
+    if need_mask:
+        mask = torch.zeros(NR, 1, P, device=device)
+        for i, r in enumerate(restrictions):
+            parts = []
+            for n, s in zip(active, sizes):
+                if n not in r.masks:
+                    parts.append(torch.zeros(s, device=device))
+                elif r.masks[n] is None:
+                    parts.append(torch.ones(s, device=device))
+                else:
+                    parts.append(r.masks[n].to(device=device, dtype=torch.float32).reshape(-1))
+            mask[i, 0] = torch.cat(parts)
+
+    def views(buf: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {n: t.view(R, *s) for n, t, s in zip(active, buf.split(sizes, dim=1), shapes)}
+        out.update(frozen)
+        return {n: out[n] for n in init_params}
+
+    # ---- initial loss at w*
+    one = {k: v.unsqueeze(0) for k, v in w0.items()}
+    with torch.no_grad(), autocast(device, dtype):
+        init = torch.stack([_mean_per_replica(loss_fn(one, _to_device(get_batch(j), device)), 1, "initial loss")[0]
+                            for j in range(init_loss_batches)]).mean()
+    init_loss = float(init)
+    if not math.isfinite(init_loss):
+        raise DivergenceError(f"the loss at the starting point w* is {init_loss}; check the checkpoint and the data "
+                              "(SGLD cannot start from a non-finite loss)")
+    bound = init_loss + (max_loss_increase if max_loss_increase is not None else max(10.0, 10.0 * abs(init_loss)))
+
+    # ---- state
+    steps = sgld_steps(cfg)
+    gens = []
+    for c in range(C):
+        g = torch.Generator(device=device)
+        g.manual_seed(cfg.seed + c)
+        gens.append(g)
+    noise = torch.empty(C, P, device=device)
+    half = cfg.epsilon / 2
+    sq = math.sqrt(cfg.epsilon)
+    loss_sum = torch.zeros(R, device=device, dtype=torch.float64)
+    loss_sum_all = torch.zeros(R, device=device, dtype=torch.float64)
+    traces = torch.empty(R, steps, device=device) if record_traces else None
+    first_bad = torch.full((R,), -1, dtype=torch.long, device=device)
+    first_val = torch.zeros(R, device=device)
+    names = [r.name for r in restrictions]
+
+    def check(i: int) -> None:
+        finite = torch.isfinite(flat).all(1)
+        bad = first_bad.clone()
+        bad[(bad < 0) & ~finite] = i
+        idx = torch.nonzero(bad >= 0).flatten()
+        if idx.numel() == 0:
+            return
+        r = int(idx[torch.argmin(bad[idx])])
+        s = int(bad[r])
+        val = float(first_val[r]) if int(first_bad[r]) >= 0 else float("nan")
+        what = (f"the minibatch loss was {val:.4g} (initial loss {init_loss:.4g}, limit {bound:.4g})"
+                if int(first_bad[r]) >= 0 else "a parameter became NaN/inf")
+        raise DivergenceError(
+            f"SGLD diverged at step {s} of {steps} in chain {r % C} of restriction {names[r // C]!r} "
+            f"({int(idx.numel())} of {R} replicas diverged): {what}. Use a smaller epsilon (now {cfg.epsilon:g}) "
+            f"or a larger gamma (now {cfg.gamma:g}); a smaller n_beta (now {cfg.n_beta:g}) also helps.")
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, desc=f"SGLD {NR}x{C} replicas", disable=not progress, leave=False)
+    for i in range(steps):
+        batch = _to_device(get_batch(i), device)
+        flat.requires_grad_(True)
+        with autocast(device, dtype):
+            bl = _mean_per_replica(loss_fn(views(flat), batch), R, "sampling")
+        (grad,) = torch.autograd.grad(bl.sum(), flat, allow_unused=True, materialize_grads=True)
+        flat.requires_grad_(False)
+        with torch.no_grad():
+            bl = bl.detach()
+            for c in range(C):
+                torch.randn(P, generator=gens[c], device=device, out=noise[c])
+            step = grad.mul_(-half * cfg.n_beta)
+            if cfg.gamma:
+                step.add_(flat - w0_flat, alpha=-half * cfg.gamma)
+            if cfg.weight_decay:
+                step.add_(flat, alpha=-half * cfg.weight_decay)
+            step3 = step.view(NR, C, P)
+            step3.add_(noise.unsqueeze(0), alpha=sq)
+            if mask is not None:
+                step3.mul_(mask)
+            flat.add_(step)
+            # statistics and divergence flags, all on the device
+            loss_sum_all += bl
+            if traces is not None:
+                traces[:, i] = bl
+            bad = ~torch.isfinite(bl) | (bl > bound)
+            newly = bad & (first_bad < 0)
+            first_bad.masked_fill_(newly, i)
+            first_val.copy_(torch.where(newly, bl, first_val))
+            d, rem = divmod(i - cfg.burnin, cfg.steps_between_draws)
+            is_draw = i >= cfg.burnin and rem == 0
+            if is_draw:
+                loss_sum += bl
+        if (i + 1) % check_every == 0 or i == steps - 1:
+            check(i)
+        if is_draw and on_draw is not None:
+            on_draw(DrawState(step=i, draw=d, params=views(flat), batch_loss=bl))
+        bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    dist = (flat - w0_flat).norm(dim=1)
+    return SGLDResult(
+        init_loss=init_loss, mean_loss=(loss_sum / cfg.draws).float().cpu(),
+        traces=traces.cpu() if traces is not None else None, chains=C, restrictions=names, cfg=cfg,
+        mean_loss_all=(loss_sum_all / steps).float().cpu(), final_distance=dist.cpu(), seconds=seconds, steps=steps)
