@@ -330,3 +330,84 @@ def response_pca(matrix, n_components: int | None = None, center: bool = True) -
     return ResponsePCA(scores=pd.DataFrame(u[:, :k] * s[:k], index=m.index, columns=names),
                        loadings=pd.DataFrame(vt[:k], index=names, columns=m.columns),
                        explained_variance_ratio=ratio[:k])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The batched driver
+# ----------------------------------------------------------------------------------------------------------------
+
+Observe = Callable[[dict], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def sample_susceptibilities(loss_fn, init_params: dict[str, torch.Tensor], batches, cfg, components: Sequence,
+                            observe: Observe, *, baseline: str = "init_loss", init_loss_batches: int = 4,
+                            device=None, progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """χ for any model: one :func:`serpent.sgld.run_sgld` call over ``[full] + components``, observed at every draw.
+
+    ``loss_fn``, ``init_params``, ``batches``, ``cfg`` (a :class:`~serpent.config.SamplerConfig`) are those of
+    :func:`~serpent.sgld.run_sgld`. ``components`` are restriction specs (``"L:H"``, ``"mlp:L"``, a parameter name)
+    or :class:`~serpent.sgld.Restriction` objects. ``observe(stacked_params)`` returns the task loss ``(R,)`` and
+    the per-token probe losses ``(R, N)`` for parameters with any leading replica count R (called without grad).
+    ``baseline`` is L_0 in φ = L − L_0: ``"init_loss"`` (devinterp: mean minibatch loss at w*) or ``"task"`` (the
+    task loss at w*). Returns ``chi (N, C)``, ``chi_se (N, C)`` and a dict of diagnostics.
+    """
+    from .device import autocast, autocast_dtype, default_device
+    from .sgld import Restriction, make_restriction, run_sgld
+
+    if baseline not in ("init_loss", "task"):
+        raise ConfigError(f"baseline: got {baseline!r}; allowed: 'init_loss' (devinterp's) or 'task'")
+    if not components:
+        raise ConfigError("components: empty; name at least one head ('0:0'), MLP ('mlp:0') or parameter")
+    device = default_device(device)
+    dtype = autocast_dtype(device, cfg.precision)
+    restrictions = [make_restriction("full", init_params)]
+    for c in components:
+        r = c if isinstance(c, Restriction) else make_restriction(c, init_params)
+        if r.name == "full":
+            raise ConfigError("components: 'full' is the baseline run, always included; list heads/MLPs only")
+        restrictions.append(r)
+    names = [r.name for r in restrictions[1:]]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"components: duplicates in {names}")
+
+    # values at the checkpoint: the shift of the running sums, and the "task" baseline
+    w0 = {k: v.detach().to(device=device, dtype=torch.float32).unsqueeze(0) for k, v in init_params.items()}
+    with torch.no_grad(), autocast(device, dtype):
+        task0, probe0 = observe(w0)
+    task0, probe0 = task0.reshape(()).double(), probe0.reshape(-1).double()
+    if not (torch.isfinite(task0) and torch.isfinite(probe0).all()):
+        raise DivergenceError("the task or probe loss at the checkpoint is not finite; check the checkpoint and "
+                              "the probe tokens (ids must be < d_vocab)")
+    del w0
+    stats = SusceptibilityStats(len(restrictions), cfg.chains, probe0.numel(), task_ref=task0, probe_ref=probe0,
+                                device=device)
+
+    def on_draw(state) -> None:
+        with torch.no_grad(), autocast(device, dtype):
+            task, probe = observe(state.params)
+        stats.update(task.reshape(-1), probe.reshape(stats.sum_a.shape[0], -1))
+
+    t0 = time.perf_counter()
+    res = run_sgld(loss_fn, init_params, batches, cfg, restrictions, on_draw=on_draw,
+                   init_loss_batches=init_loss_batches, device=device, progress=progress)
+    seconds = time.perf_counter() - t0
+    bad = ~(torch.isfinite(stats.sum_a) & torch.isfinite(stats.sum_ab).all(1))
+    if bad.any():
+        r = int(torch.nonzero(bad)[0])
+        raise DivergenceError(
+            f"the observables of chain {r % cfg.chains} of restriction {restrictions[r // cfg.chains].name!r} became "
+            f"non-finite; use a smaller epsilon (now {cfg.epsilon:g}) or a larger gamma (now {cfg.gamma:g})")
+    base = res.init_loss if baseline == "init_loss" else float(task0)
+    chi, se = stats.chi(base)
+    phi = stats.phi_mean(base)                                    # (K, chains)
+    info = {
+        "components": names, "baseline": baseline, "baseline_value": base, "init_loss": res.init_loss,
+        "task_loss_at_checkpoint": float(task0), "draws_observed": stats.n, "replicas": len(restrictions) * cfg.chains,
+        "phi_mean": {n: float(phi[k + 1].mean()) for k, n in enumerate(names)},
+        "phi_mean_full": float(phi[0].mean()),
+        "mean_batch_loss": {r.name: float(v) for r, v in zip(restrictions, res.by_restriction(res.mean_loss).mean(1))},
+        "final_distance": {r.name: float(v) for r, v in
+                           zip(restrictions, res.by_restriction(res.final_distance).mean(1))},
+        "sampling_seconds": round(seconds, 3),
+    }
+    return chi, se, info

@@ -101,3 +101,64 @@ def test_stats_bad_shapes_and_empty():
         stats.chi(0.0)
     with pytest.raises(ConfigError):
         stats.update(torch.zeros(3), torch.zeros(4, 3))
+
+
+def _gauss_moments(S, A, B):
+    """E[½xᵀAx], E[½xᵀBx], E[(½xᵀAx)(½xᵀBx)] for x ~ N(0, S)."""
+    return 0.5 * np.trace(A @ S), 0.5 * np.trace(B @ S), 0.25 * (np.trace(A @ S) * np.trace(B @ S)
+                                                                  + 2 * np.trace(A @ S @ B @ S))
+
+
+def test_gaussian_known_answer_and_sign():
+    """Quadratic losses ⇒ Gaussian posteriors: χ in closed form (science.md §7.3), including SGLD's ε-bias.
+
+    w = (u, v) ∈ R² × R², w* = 0, L = ½wᵀAw, token losses ℓ_j = ½wᵀB_jw + c_j. Component "u" (v frozen at 0).
+    Token 0 depends on u only (the component fits it: χ < 0, expresses); token 1 on v only (χ > 0, suppresses);
+    token 2 on both. Tolerance: within 4 standard errors; the two large ones also within 10 %.
+    (Measured: est -0.01530, 0.01078, -0.00078 ± 0.0006/0.0006/0.0003; exact -0.01539, 0.01112, -0.00068.)
+    """
+    from serpent.config import SamplerConfig
+    from serpent.susceptibility import sample_susceptibilities
+
+    A = np.array([[1.0, 0.3, 0.2, 0.0], [0.3, 0.8, 0.0, 0.1], [0.2, 0.0, 1.2, 0.2], [0.0, 0.1, 0.2, 0.9]])
+    Bs = [np.diag([2.0, 1.0, 0.0, 0.0]), np.diag([0.0, 0.0, 1.5, 1.0]), np.full((4, 4), 0.25)]
+    cs = [0.5, 1.0, 2.0]
+    cfg = SamplerConfig(epsilon=0.02, gamma=1.0, n_beta=10.0, chains=8, draws=1500, burnin=100,
+                        steps_between_draws=2, batch_size=1, seed=3)
+    At = torch.tensor(A, dtype=torch.float32)
+    Bt = torch.tensor(np.stack(Bs), dtype=torch.float32)
+
+    def w_of(p):
+        return torch.cat([p["u"], p["v"]], dim=-1)                        # (R, 4)
+
+    def quad(w, M):
+        return 0.5 * torch.einsum("ri,ij,rj->r", w, M, w)
+
+    loss_fn = lambda p, batch: quad(w_of(p), At)[:, None]                   # (R, 1): no data noise
+    observe = lambda p: (quad(w_of(p), At), torch.stack([quad(w_of(p), B) + c for B, c in zip(Bt, cs)], 1))
+    params = {"u": torch.zeros(2), "v": torch.zeros(2)}
+    chi, se, info = sample_susceptibilities(loss_fn, params, lambda i: None, cfg, ["u"], observe,
+                                            baseline="task", progress=False, device="cpu")
+
+    def sgld_cov(P):        # stationary covariance of the discretised chain: (P − εP²/4)⁻¹
+        return np.linalg.inv(P - cfg.epsilon * P @ P / 4)
+
+    P_full = cfg.n_beta * A + cfg.gamma * np.eye(4)
+    S_full = sgld_cov(P_full)
+    S_u = np.zeros((4, 4))
+    S_u[:2, :2] = sgld_cov(P_full[:2, :2])
+    EL, _, ELL = _gauss_moments(S_u, A, A)
+    ELf = 0.5 * np.trace(A @ S_full)
+    exact = []
+    for B, c in zip(Bs, cs):
+        _, _, ELB = _gauss_moments(S_u, A, B)
+        El_f = 0.5 * np.trace(B @ S_full) + c
+        El_u = 0.5 * np.trace(B @ S_u) + c
+        exact.append(-((ELB + c * EL) - ELL - EL * (El_f - ELf)))
+    exact = np.array(exact)
+    est, err = chi[:, 0].astype(np.float64), se[:, 0].astype(np.float64)
+    assert exact[0] < 0 < exact[1]
+    assert np.sign(est[0]) == -1 and np.sign(est[1]) == 1
+    assert np.all(np.abs(est - exact) < 4 * err + 1e-9), (est, exact, err)
+    assert np.all(np.abs(est - exact)[:2] < 0.1 * np.abs(exact[:2])), (est, exact)
+    assert info["phi_mean"]["u"] > 0
