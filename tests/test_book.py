@@ -1,0 +1,288 @@
+"""The built book: it builds offline with warnings as errors, every page exists, nothing is loaded from the network,
+a raising notebook fails the build, and (browser test) a chart page draws its chart and its math in Chromium.
+
+The book is built once per module, in fast mode (SERPENT_FAST=1), into a temporary folder with the same command
+CI and the Pages workflow use (``bash book/_scripts/build.sh``).
+"""
+
+from __future__ import annotations
+
+import html.parser
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD_SH = ROOT / "book" / "_scripts" / "build.sh"
+# A page with an Altair chart and math: the browser test opens it. When the serpent notebook lands, add its page.
+CHART_PAGES = ["book/04_llc_in_practice.html"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.slow  # one book build (about a minute on 2 cores) shared by the module
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(SERPENT_FAST="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONHASHSEED="0")
+    return env
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    proc = subprocess.run(["bash", str(BUILD_SH), "--path-output", str(out)], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=1500)
+    return proc, out / "_build" / "html"
+
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+            walk(e.get("chapters"))
+
+    walk(toc.get("parts"))
+    walk(toc.get("chapters"))
+    return files
+
+
+class _Refs(html.parser.HTMLParser):
+    """Collects every URL a browser would fetch on its own: script src, link href (style sheets, preloads, icons,
+    fonts), img/iframe/source/embed/object src, and url()/@import inside inline <style>."""
+
+    FETCHING_LINK_RELS = {"stylesheet", "preload", "modulepreload", "icon", "shortcut", "apple-touch-icon",
+                          "manifest", "prefetch", "dns-prefetch", "preconnect"}
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+        self._in_style = False
+        self.inline_scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script":
+            if a.get("src"):
+                self.urls.append(a["src"])
+            else:
+                self._in_script = True
+                self.inline_scripts.append("")
+        elif tag == "link":
+            rels = set((a.get("rel") or "").lower().split())
+            if rels & self.FETCHING_LINK_RELS and a.get("href"):
+                self.urls.append(a["href"])
+        elif tag in ("img", "iframe", "source", "embed", "audio", "video") and a.get("src"):
+            self.urls.append(a["src"])
+        elif tag == "object" and a.get("data"):
+            self.urls.append(a["data"])
+        elif tag == "style":
+            self._in_style = True
+
+    def handle_endtag(self, tag):
+        if tag == "style":
+            self._in_style = False
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.urls += re.findall(r"url\(\s*['\"]?([^'\")]+)", data) + re.findall(r"@import\s+['\"]([^'\"]+)", data)
+        if self._in_script:
+            self.inline_scripts[-1] += data
+
+
+def _remote(url: str) -> bool:
+    return bool(re.match(r"^\s*(https?:)?//", url, re.I))
+
+
+def test_build_succeeds_with_warnings_as_errors(built):
+    proc, html = built
+    log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+    assert proc.returncode == 0, log[-6000:]
+    assert "build succeeded" in log
+    sphinx_warnings = [l for l in log.splitlines() if re.search(r"(^|: )(WARNING|ERROR|CRITICAL): ", l)]
+    assert not sphinx_warnings, sphinx_warnings[:10]
+    assert (html / "index.html").is_file()
+
+
+def test_every_toc_page_is_built(built):
+    _, html = built
+    files = _toc_files()
+    chapters = [f"book/0{i}_" for i in range(8)]
+    for prefix in chapters:
+        assert any(f.startswith(prefix) for f in files), f"no chapter {prefix}* in _toc.yml"
+    for name in ("book/workshop", "book/glossary", "book/computed", "book/setup", "book/bibliography"):
+        assert name in files
+    for f in files:
+        page = html / (str(Path(f).with_suffix("")) + ".html")
+        assert page.is_file(), f"{f} listed in _toc.yml but {page} was not built"
+        assert page.stat().st_size > 5000
+
+
+def test_no_remote_scripts_styles_or_fonts(built):
+    _, html = built
+    pages = sorted(html.rglob("*.html"))
+    assert len(pages) >= 12
+    offenders = []
+    vega_pages = 0
+    for page in pages:
+        p = _Refs()
+        p.feed(page.read_text(encoding="utf-8"))
+        offenders += [f"{page.relative_to(html)}: {u}" for u in p.urls if _remote(u)]
+        assert not any("require.js" in u or "require.min.js" in u for u in p.urls), page
+        if any("vegaEmbed" in s for s in p.inline_scripts):
+            vega_pages += 1
+            local = [u for u in p.urls if not _remote(u)]
+            assert any("vega-bundle.js" in u for u in local), f"{page}: Altair chart without the vendored bundle"
+            assert any("vega-debug.js" in u for u in local), f"{page}: Altair chart without vega-debug.js"
+    assert not offenders, offenders[:20]
+    assert vega_pages >= 1, "no page with an Altair chart: the offline vega check tests nothing"
+    for css in (html / "_static").rglob("*.css"):
+        text = css.read_text(encoding="utf-8", errors="replace")
+        remote = [u for u in re.findall(r"url\(\s*['\"]?([^'\")]+)", text) + re.findall(r"@import\s+['\"]([^'\"]+)",
+                                                                                           text) if _remote(u)]
+        assert not remote, f"{css.relative_to(html)} loads {remote[:3]}"
+
+
+def test_vendored_assets_are_in_static(built):
+    _, html = built
+    static = html / "_static"
+    bundle = (static / "vega-bundle.js").read_text(encoding="utf-8")
+    assert len(bundle) > 500_000 and "(function(){" in bundle[:1000] and bundle.rstrip().endswith("})();")
+    sys.path.insert(0, str(ROOT / "book" / "_scripts"))
+    try:
+        import vendor_assets
+        versions = vendor_assets.altair_versions()
+    finally:
+        sys.path.pop(0)
+    debug = (static / "vega-debug.js").read_text(encoding="utf-8")
+    for key, value in versions.items():
+        assert f'"{key}": "{value}"' in debug
+    assert (static / "mathjax" / "tex-mml-chtml.js").stat().st_size > 500_000
+    assert (static / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2" / "MathJax_Main-Regular.woff").is_file()
+    page = (html / CHART_PAGES[0]).read_text(encoding="utf-8")
+    assert re.search(r'<script[^>]*src="[^"]*_static/mathjax/tex-mml-chtml\.js', page), "MathJax not vendored"
+
+
+def test_repository_links_derive_from_config(built):
+    _, html = built
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    branch = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["branch"]
+    text = "".join(p.read_text(encoding="utf-8") for p in (html / "book").glob("*.html"))
+    assert f'href="{url}/blob/{branch}/serpent/config.py"' in text  # the {repo} role
+    assert f'href="{url}"' in text  # the theme's repository button
+
+
+def test_raising_notebook_fails_the_build(tmp_path):
+    """The real _config.yml on a one-page book whose code cell raises: the build must fail and name the error."""
+    (tmp_path / "book").mkdir()
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/index\n")
+    for name in ("_ext", "_static", "references.bib"):
+        (tmp_path / "book" / name).symlink_to(ROOT / "book" / name)
+    (tmp_path / "book" / "index.md").write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+        "kernelspec:\n  name: python3\n  display_name: Python 3\n---\n# Broken\n\n"
+        "```{code-cell} ipython3\nraise RuntimeError('this notebook is broken on purpose')\n```\n")
+    proc = subprocess.run(["jupyter-book", "build", str(tmp_path), "-W", "-n", "--keep-going"],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log[-3000:]
+    assert "this notebook is broken on purpose" in log
+
+
+# ------------------------------------------------------------------------------------------------ browser check
+
+def _png_pixels(path: Path) -> tuple[int, int, int, list[bytes]]:
+    """Decode an 8-bit RGB/RGBA PNG (what Chromium writes) with the standard library.
+
+    Returns (width, height, bytes per pixel, rows of raw pixel bytes)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, ctype = struct.unpack(">IIBB", chunk[:10])
+            assert depth == 8 and ctype in (2, 6), f"unsupported PNG (depth {depth}, colour type {ctype})"
+            bpp = 3 if ctype == 2 else 4
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    rows, prev = [], bytearray(stride)
+    for y in range(height):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        prev = line
+    return width, height, bpp, rows
+
+
+def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp / 'profile'}",
+            # every host name fails to resolve: a page that tries the network logs an error we catch below
+            "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0",
+            "--window-size=1280,1800", "--virtual-time-budget=10000"]
+    return subprocess.run(base + args, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", CHART_PAGES)
+def test_chart_page_draws_in_chromium(built, page, tmp_path):
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: apt-get install -y chromium (the browser test needs it)")
+    _, html = built
+    url = (html / page).as_uri()
+    dom = _chromium(["--dump-dom", url], tmp_path)
+    assert dom.returncode == 0, dom.stderr[-3000:]
+    # vega-embed replaced the chart's placeholder with a drawn view; MathJax typeset the math
+    assert re.search(r'class="[^"]*\bvega-embed\b', dom.stdout), "the Altair chart was not embedded"
+    assert re.search(r"<(canvas|svg)[^>]*class=\"marks\"", dom.stdout), "vega drew no marks"
+    assert "<mjx-container" in dom.stdout, "MathJax did not typeset the math"
+    console = [l for l in dom.stderr.splitlines() if ":CONSOLE" in l]
+    errors = [l for l in console if re.search(r"Uncaught|Error|Failed to load|ERR_|Refused", l)]
+    assert not errors, errors
+    assert not [l for l in dom.stderr.splitlines() if "ERR_NAME_NOT_RESOLVED" in l], "the page tried the network"
+
+    shot = tmp_path / "page.png"
+    res = _chromium([f"--screenshot={shot}", url], tmp_path)
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-3000:]
+    width, height, bpp, rows = _png_pixels(shot)
+    assert (width, height) == (1280, 1800)
+    # not blank: many distinct colours over the page, and a good share of non-white pixels in the content column
+    pixels = {row[i:i + 3] for row in rows[::4] for i in range(0, len(row), 4 * bpp)}
+    assert len(pixels) > 30, f"only {len(pixels)} colours: the page looks blank"
+    column = [row[i:i + 3] for row in rows[::4] for i in range(300 * bpp, 1000 * bpp, 4 * bpp)]
+    ink = sum(1 for px in column if px != b"\xff\xff\xff")
+    assert ink > 0.02 * len(column), f"only {ink} of {len(column)} sampled pixels drawn in the content column"
