@@ -1,0 +1,418 @@
+"""Embeddings: UMAP of the per-token susceptibility vectors at every checkpoint, aligned across checkpoints.
+
+Each probed token (x, y) has a vector η_xy ∈ ℝ^C of susceptibilities, one per component (16 heads). At every
+checkpoint the vectors are pre-processed (:func:`preprocess`), projected to 2-D with UMAP, and the 2-D maps of
+successive checkpoints are aligned so that the same token moves smoothly from one checkpoint to the next.
+
+Design choices (science.md §1.6; the papers' settings are not public):
+
+* **Pre-processing** (``EmbeddingConfig.preprocess``), per checkpoint, because χ's scale changes by orders of
+  magnitude over training: ``raw``; ``standardize`` (default: z-score every component across tokens, so that every
+  head weighs the same and the map is not dominated by the one or two heads with the largest χ); ``normalize`` (unit
+  rows: direction only, the magnitude axis is lost); ``whiten`` (PCA whitening: decorrelated unit-variance axes).
+* **UMAP** 15 neighbours, min_dist 0.1, euclidean, fixed ``random_state`` (single-threaded, reproducible bit for bit
+  on one machine).
+* **Alignment** ``"warm"`` (the default when ``EmbeddingConfig.aligned``): checkpoints are fitted in training order,
+  each UMAP initialised from the previous checkpoint's aligned map (tokens matched by (sequence, position)), then
+  similarity-Procrustes-aligned (rotation/reflection, scale, shift) to it. Measured on this 2-core CPU: 4 checkpoints ×
+  2,000 tokens took 24 s this way (numba warm-up included) against 158 s with umap-learn's ``AlignedUMAP``, which
+  is available as ``alignment="aligned_umap"`` for small inputs. ``"procrustes"`` fits every checkpoint
+  independently (spectral init) and only rotates/scales it onto the previous one; ``"none"`` does nothing.
+* **Separation** (:func:`separation`): chance-corrected k-nearest-neighbour purity of the pattern labels,
+  (P − E)/(1 − E), where P is the mean fraction of a token's k neighbours that share its pattern and E the same
+  fraction expected if patterns were assigned at random (Σ_c n_c(n_c−1)/(N(N−1))). 0 = no structure, 1 = patterns
+  perfectly separated. Computed in the 2-D map ("how handsome is the serpent") and in the pre-processed C-dim space
+  (independent of UMAP's randomness); :func:`pattern_separation` gives one number per pattern (e.g. induction).
+
+The stage :func:`serpent_stage` chains it all on a run directory: labels (:mod:`serpent.patterns`) → embedding →
+separation → one PNG per checkpoint (:mod:`serpent.charts.serpent`) → the explorer page (:mod:`serpent.explorer`).
+
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(200, 4)) * [1, 10, 100, 1000]
+>>> np.round(preprocess(X, "standardize").std(0), 6).tolist()
+[1.0, 1.0, 1.0, 1.0]
+>>> labels = np.repeat(["a", "b"], 100)
+>>> pts = np.where(labels[:, None] == "a", 0.0, 10.0) + rng.normal(size=(200, 2))
+>>> round(separation(pts, labels), 2), abs(separation(rng.normal(size=(200, 2)), labels)) < 0.2
+(1.0, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .config import EmbeddingConfig, config_hash
+from .errors import ConfigError, SerpentError
+
+__all__ = ["PREPROCESS", "ALIGNMENTS", "preprocess", "umap_2d", "procrustes_align", "embed_checkpoints",
+           "separation", "pattern_separation", "separation_table", "serpent_stage"]
+
+PREPROCESS = ("raw", "standardize", "normalize", "whiten")
+ALIGNMENTS = ("warm", "procrustes", "aligned_umap", "none")
+STAGE = "serpent"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pre-processing and UMAP
+# ----------------------------------------------------------------------------------------------------------------
+
+def preprocess(chi: np.ndarray, method: str = "standardize") -> np.ndarray:
+    """Pre-process susceptibility vectors ``(N, C)`` → ``(N, C')`` float64 before UMAP (see module docstring).
+
+    Constant columns stay zero under ``standardize``; ``whiten`` drops directions of (numerically) zero variance.
+
+    >>> preprocess(np.array([[3.0, 4.0], [0.0, 2.0]]), "normalize").tolist()
+    [[0.6, 0.8], [0.0, 1.0]]
+    """
+    X = np.asarray(chi, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 2:
+        raise SerpentError(f"preprocess needs an (N, C) array with N >= 2 tokens, got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise SerpentError(f"{int((~np.isfinite(X)).sum())} non-finite susceptibilities; the SGLD run diverged: "
+                           "recompute the susceptibility stage with a smaller epsilon or a larger gamma")
+    if method == "raw":
+        return X.copy()
+    if method == "standardize":
+        sd = X.std(axis=0)
+        return (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    if method == "normalize":
+        norm = np.linalg.norm(X, axis=1, keepdims=True)
+        return X / np.where(norm > 0, norm, 1.0)
+    if method == "whiten":
+        Xc = X - X.mean(axis=0)
+        u, s, vt = np.linalg.svd(Xc, full_matrices=False)
+        keep = s > s.max() * 1e-9 if s.size and s.max() > 0 else np.zeros_like(s, dtype=bool)
+        if not keep.any():
+            return np.zeros((X.shape[0], 1))
+        return u[:, keep] * np.sqrt(X.shape[0] - 1)
+    raise ConfigError(f"embedding.preprocess: got {method!r}; allowed: {list(PREPROCESS)}")
+
+
+def _umap_kwargs(cfg: EmbeddingConfig, n: int) -> dict:
+    return dict(n_components=2, n_neighbors=min(cfg.n_neighbors, max(2, n - 1)), min_dist=cfg.min_dist,
+                metric=cfg.metric, random_state=cfg.seed)
+
+
+def umap_2d(X: np.ndarray, cfg: EmbeddingConfig = EmbeddingConfig(), init: Optional[np.ndarray] = None) -> np.ndarray:
+    """UMAP of ``(N, D)`` → ``(N, 2)`` float32 with the settings of ``cfg`` (seeded); ``init`` an optional start."""
+    import umap  # numba JIT: ~15 s on first import, 10-35 s on the first fit of a process
+    X = np.asarray(X, dtype=np.float32)
+    if len(X) < 4:
+        raise SerpentError(f"UMAP needs at least 4 tokens, got {len(X)}; probe more sequences")
+    kw = _umap_kwargs(cfg, len(X))
+    if init is not None:
+        kw["init"] = np.asarray(init, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs.*")
+        warnings.filterwarnings("ignore", message=".*initial embedding.*")
+        warnings.filterwarnings("ignore", category=UserWarning, module="umap")
+        return umap.UMAP(**kw).fit_transform(X).astype(np.float32)
+
+
+def procrustes_align(Y: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Similarity transform (rotation or reflection, uniform scale, shift) of ``Y (N, 2)`` that best matches ``ref``.
+
+    >>> ref = np.array([[0., 0.], [1., 0.], [0., 2.]])
+    >>> rot = np.array([[0., -1.], [1., 0.]])
+    >>> np.allclose(procrustes_align(3 * ref @ rot + 5, ref), ref)
+    True
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    my, mr = Y.mean(0), ref.mean(0)
+    A, B = Y - my, ref - mr
+    u, s, vt = np.linalg.svd(A.T @ B)
+    R = u @ vt
+    norm = (A ** 2).sum()
+    scale = s.sum() / norm if norm > 0 else 1.0
+    return A @ R * scale + mr
+
+
+def _as_chi(r: Any) -> np.ndarray:
+    chi = r if isinstance(r, np.ndarray) else getattr(r, "chi", None)
+    if chi is None:
+        raise SerpentError(f"expected a SusceptibilityResult or an (N, C) array, got {type(r).__name__}")
+    return np.asarray(chi)
+
+
+def _keys_of(r: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(r, "seq_index") and hasattr(r, "position"):
+        return np.asarray(r.seq_index, dtype=np.int64), np.asarray(r.position, dtype=np.int64)
+    return np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64)
+
+
+def _match(prev_keys: dict, seq: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the new step and of the previous step that are the same token (same sequence and position)."""
+    cur, old = [], []
+    for i, k in enumerate(zip(seq.tolist(), pos.tolist())):
+        j = prev_keys.get(k)
+        if j is not None:
+            cur.append(i)
+            old.append(j)
+    return np.asarray(cur, dtype=np.int64), np.asarray(old, dtype=np.int64)
+
+
+def embed_checkpoints(results_by_step: Mapping[int, Any], cfg: EmbeddingConfig = EmbeddingConfig(), *,
+                      alignment: Optional[str] = None, progress: bool = True):
+    """2-D maps of every checkpoint's susceptibility vectors, aligned across checkpoints: a tidy DataFrame.
+
+    ``results_by_step`` maps a training step to a ``SusceptibilityResult`` (or anything with ``chi`` (N, C),
+    ``seq_index`` and ``position``) or to a plain ``(N, C)`` array (rows then matched by index). Returns columns
+    ``step, point, seq, pos, x, y`` (``point`` = row of that step's result). ``alignment`` defaults to ``"warm"``
+    when ``cfg.aligned`` else ``"none"`` (see the module docstring).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if not results_by_step:
+        raise SerpentError("no susceptibility results to embed; run the susceptibility stage first")
+    alignment = alignment or ("warm" if cfg.aligned else "none")
+    if alignment not in ALIGNMENTS:
+        raise ConfigError(f"alignment: got {alignment!r}; allowed: {list(ALIGNMENTS)}")
+    steps = sorted(int(s) for s in results_by_step)
+    data = []
+    for s in steps:
+        r = results_by_step[s]
+        chi = _as_chi(r)
+        seq, pos = _keys_of(r, len(chi))
+        data.append((s, preprocess(chi, cfg.preprocess), seq, pos))
+
+    maps: list[np.ndarray] = []
+    if alignment == "aligned_umap":
+        maps = _aligned_umap(data, cfg)
+    else:
+        prev = None  # (map, keys dict)
+        for s, X, seq, pos in tqdm(data, desc="UMAP per checkpoint", unit="ckpt", disable=not progress):
+            init = None
+            if prev is not None and alignment != "none":
+                cur_i, old_i = _match(prev[1], seq, pos)
+                if alignment == "warm" and len(cur_i) == len(seq):
+                    init = np.empty((len(seq), 2), dtype=np.float32)
+                    init[cur_i] = prev[0][old_i]
+            Y = umap_2d(X, cfg, init=init)
+            if prev is not None and alignment != "none":
+                cur_i, old_i = _match(prev[1], seq, pos)
+                if len(cur_i) >= 3:
+                    A = procrustes_align(Y[cur_i], prev[0][old_i])
+                    # apply the same transform to every row: refit on the matched rows, then map all rows
+                    Y = _apply_similarity(Y, Y[cur_i], A)
+            maps.append(Y.astype(np.float32))
+            prev = (maps[-1], {k: i for i, k in enumerate(zip(seq.tolist(), pos.tolist()))})
+    frames = []
+    for (s, X, seq, pos), Y in zip(data, maps):
+        frames.append(pd.DataFrame({"step": np.full(len(seq), s, dtype=np.int64),
+                                    "point": np.arange(len(seq), dtype=np.int64), "seq": seq, "pos": pos,
+                                    "x": Y[:, 0].astype(np.float32), "y": Y[:, 1].astype(np.float32)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _apply_similarity(Y: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Apply to all rows of Y the similarity transform that maps ``src`` (rows of Y) onto ``dst``."""
+    ms, md = src.mean(0), dst.mean(0)
+    A, B = src - ms, dst - md
+    # dst = A @ M + md with M = R*scale: least squares recovers it exactly for a similarity transform
+    M, *_ = np.linalg.lstsq(A, B, rcond=None)
+    return (Y - ms) @ M + md
+
+
+def _aligned_umap(data, cfg: EmbeddingConfig) -> list[np.ndarray]:
+    from umap import AlignedUMAP
+    relations = []
+    for (_, _, s0, p0), (_, _, s1, p1) in zip(data[:-1], data[1:]):
+        keys0 = {k: i for i, k in enumerate(zip(s0.tolist(), p0.tolist()))}
+        cur, old = _match(keys0, s1, p1)
+        relations.append({int(o): int(c) for c, o in zip(cur, old)})
+    kw = _umap_kwargs(cfg, min(len(d[1]) for d in data))
+    kw.pop("n_components")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        fit = AlignedUMAP(**kw).fit([d[1].astype(np.float32) for d in data], relations=relations)
+    return [np.asarray(e, dtype=np.float32) for e in fit.embeddings_]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Separation of patterns
+# ----------------------------------------------------------------------------------------------------------------
+
+def _subsample(n: int, max_points: Optional[int], seed: int) -> np.ndarray:
+    if max_points is None or n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+def _neighbour_agreement(points: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    from sklearn.neighbors import NearestNeighbors
+    k = min(k, len(points) - 1)
+    if k < 1:
+        raise SerpentError("separation needs at least 2 points")
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(points)
+    _, idx = nn.kneighbors(points)
+    # drop each point itself (normally column 0, but exact duplicates may come first); if a point is not among
+    # its own k+1 neighbours (many duplicates), drop the farthest neighbour instead
+    is_self = idx == np.arange(len(points))[:, None]
+    is_self[~is_self.any(1), -1] = True
+    nbr = idx[~is_self].reshape(len(points), k)
+    return (labels[nbr] == labels[:, None]).mean(1)
+
+
+def separation(points: np.ndarray, labels: Sequence, *, k: int = 15, method: str = "knn",
+               max_points: Optional[int] = 10_000, seed: int = 0) -> float:
+    """How well ``labels`` separate in ``points (N, D)``: chance-corrected kNN purity (default) or silhouette.
+
+    ``knn``: (P − E)/(1 − E) (module docstring); 1 = perfectly separated, 0 = no better than chance.
+    ``silhouette``: scikit-learn's mean silhouette in [−1, 1]. At most ``max_points`` points (a seeded random
+    subset) are used. NaN when there is only one label.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    lab = np.asarray(labels).astype(str)
+    if pts.ndim != 2 or len(pts) != len(lab):
+        raise SerpentError(f"points {pts.shape} and labels ({len(lab)},) do not match; pass (N, D) and (N,)")
+    idx = _subsample(len(pts), max_points, seed)
+    pts, lab = pts[idx], lab[idx]
+    uniq, counts = np.unique(lab, return_counts=True)
+    if len(uniq) < 2:
+        return float("nan")
+    if method == "silhouette":
+        from sklearn.metrics import silhouette_score
+        return float(silhouette_score(pts, lab))
+    if method != "knn":
+        raise ConfigError(f"separation method: got {method!r}; allowed: 'knn', 'silhouette'")
+    n = len(lab)
+    P = float(_neighbour_agreement(pts, lab, k).mean())
+    E = float((counts * (counts - 1)).sum() / (n * (n - 1)))
+    return (P - E) / (1.0 - E)
+
+
+def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, max_points: Optional[int] = 10_000,
+                       seed: int = 0) -> dict[str, float]:
+    """Chance-corrected kNN purity of each label alone: (P_c − e_c)/(1 − e_c), e_c = (n_c − 1)/(N − 1).
+
+    >>> rng = np.random.default_rng(1)
+    >>> lab = np.array(["x"] * 50 + ["y"] * 150)
+    >>> pts = rng.normal(size=(200, 2)); pts[:50] += 20
+    >>> {k: round(v, 2) for k, v in pattern_separation(pts, lab).items()}
+    {'x': 1.0, 'y': 1.0}
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    lab = np.asarray(labels).astype(str)
+    idx = _subsample(len(pts), max_points, seed)
+    pts, lab = pts[idx], lab[idx]
+    agree = _neighbour_agreement(pts, lab, k)
+    n = len(lab)
+    out = {}
+    for c in np.unique(lab):
+        m = lab == c
+        e = (m.sum() - 1) / (n - 1)
+        out[str(c)] = float((agree[m].mean() - e) / (1 - e)) if e < 1 else float("nan")
+    return out
+
+
+def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapping[int, np.ndarray]] = None, *,
+                     k: int = 15, seed: int = 0) -> dict:
+    """Separation per step: ``{step: {"map": .., "features": .., "silhouette": .., "by_pattern": {..}}}``.
+
+    ``embedding`` is the frame of :func:`embed_checkpoints`; ``labels_by_point`` maps ``(step, point)`` rows to a
+    pattern: a frame with columns ``step, point, pattern``. ``features_by_step`` (the pre-processed vectors) adds
+    the separation in the full susceptibility space.
+    """
+    merged = embedding.merge(labels_by_point[["step", "point", "pattern"]], on=["step", "point"], how="left")
+    if merged["pattern"].isna().any():
+        raise SerpentError("some embedded points have no pattern label; label the same results you embedded")
+    out = {}
+    for s, g in merged.groupby("step", sort=True):
+        pts = g[["x", "y"]].to_numpy()
+        lab = g["pattern"].astype(str).to_numpy()
+        row = {"map": separation(pts, lab, k=k, seed=seed),
+               "silhouette": separation(pts, lab, method="silhouette", max_points=4000, seed=seed),
+               "by_pattern": pattern_separation(pts, lab, k=k, seed=seed)}
+        if features_by_step is not None and int(s) in features_by_step:
+            feats = np.asarray(features_by_step[int(s)])[g["point"].to_numpy()]
+            row["features"] = separation(feats, lab, k=k, seed=seed)
+        out[int(s)] = row
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stage
+# ----------------------------------------------------------------------------------------------------------------
+
+def _fingerprint(results: Mapping[int, Any]) -> str:
+    h = hashlib.sha256()
+    for s in sorted(results):
+        r = results[s]
+        h.update(str(int(s)).encode())
+        h.update(np.ascontiguousarray(_as_chi(r), dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(getattr(r, "probe_tokens", np.zeros(0))).tobytes())
+    return h.hexdigest()[:16]
+
+
+def serpent_stage(run, *, device=None, progress: bool = True, force: bool = False) -> dict:
+    """The serpent of a run: labels, aligned UMAP, separation, a PNG per checkpoint and the explorer page.
+
+    Reads ``susceptibility/step_*.safetensors``; writes ``serpent/embedding.parquet`` (one row per token and
+    checkpoint: x, y, pattern, token, context, χ), ``serpent/separation.json``, ``serpent/step_XXXXXXX.png``, a
+    small-multiples ``serpent/serpent.png`` and ``explorer.html`` at the top of the run directory. ``device`` is
+    unused (CPU work). Returns a summary with the separation at the first and last checkpoint.
+    """
+    import io
+    from .patterns import label_result, pattern_counts
+    from .rundir import atomic_write_bytes, atomic_write_json
+    from .susceptibility import load_susceptibilities
+
+    t0 = time.time()
+    cfg: EmbeddingConfig = run.config.embedding
+    results = load_susceptibilities(run)
+    if not results:
+        raise SerpentError(f"{run.path}: no susceptibilities yet; run `python -m serpent run --out {run.path}` "
+                           "(or the susceptibility stage) first")
+    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 1})
+    out_dir = run.stage_dir(STAGE)
+    explorer_path = run.path / "explorer.html"
+    if not force and run.stage_is_current(STAGE, key) and explorer_path.exists():
+        return run.stage_summary(STAGE).get("summary", {})
+
+    import pandas as pd
+    tok = run.tokenizer()
+    labels = pd.concat([label_result(r, tok) for _, r in sorted(results.items())], ignore_index=True)
+    emb = embed_checkpoints(results, cfg, progress=progress)
+    feats = {s: preprocess(r.chi, cfg.preprocess) for s, r in results.items()}
+    sep = separation_table(emb, labels, feats, seed=cfg.seed)
+    frame = emb.merge(labels.drop(columns=["seq", "pos"]), on=["step", "point"], how="left")
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    atomic_write_bytes(out_dir / "embedding.parquet", buf.getvalue())
+    atomic_write_json(out_dir / "separation.json", {"measure": "chance-corrected kNN purity of patterns (k=15)",
+                                                     "steps": {str(s): v for s, v in sep.items()}})
+
+    from .charts.serpent import save_png, serpent_snapshot, small_multiples
+    from .explorer import write_explorer
+    pngs = []
+    for s, g in frame.groupby("step", sort=True):
+        p = out_dir / f"step_{int(s):07d}.png"
+        save_png(serpent_snapshot(g), p)
+        pngs.append(p.name)
+    save_png(small_multiples(frame), out_dir / "serpent.png")
+    write_explorer(frame, explorer_path, max_points=cfg.max_points_page, separation=sep,
+                   title=f"serpent explorer: {run.path.name}")
+
+    steps = sorted(sep)
+    summary = {
+        "steps": steps, "tokens_per_step": int(len(frame) // max(1, len(steps))),
+        "separation_first": sep[steps[0]]["map"], "separation_last": sep[steps[-1]]["map"],
+        "separation_features_first": sep[steps[0]].get("features"),
+        "separation_features_last": sep[steps[-1]].get("features"),
+        "pattern_counts": pattern_counts(labels[labels["step"] == steps[-1]]["pattern"].astype(str)),
+        "explorer": str(explorer_path), "pngs": len(pngs),
+    }
+    run.mark_stage(STAGE, key, time.time() - t0, summary)
+    if progress:
+        print(f"serpent: separation {summary['separation_first']:.3f} (step {steps[0]}) -> "
+              f"{summary['separation_last']:.3f} (step {steps[-1]}); explorer page: {explorer_path}")
+    return summary
