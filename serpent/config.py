@@ -240,6 +240,8 @@ class SusceptibilityConfig(_Section):
     probe_length: Optional[int] = None
     components: str = "heads"
     probe_seed: int = 1337
+    task_sequences: int = 0      # 0: the probe sequences define the sampling-task loss L; k > 0: k training windows
+    baseline: str = "init_loss"  # L_0 in phi = L - L_0: devinterp's "init_loss" or "task" (L at the checkpoint)
 
     def __post_init__(self):
         s = "susceptibility"
@@ -252,6 +254,8 @@ class SusceptibilityConfig(_Section):
         _check(self.components in ("heads", "heads+mlp"), s, "components", self.components,
                "allowed: 'heads' or 'heads+mlp'")
         _int_at_least(s, "probe_seed", self.probe_seed, 0)
+        _int_at_least(s, "task_sequences", self.task_sequences, 0)
+        _check(self.baseline in ("init_loss", "task"), s, "baseline", self.baseline, "allowed: 'init_loss' or 'task'")
 
 
 @dataclass(frozen=True)
@@ -367,7 +371,7 @@ def _tiny() -> RunConfig:
                           checkpoints=8),
         susceptibility=SusceptibilityConfig(
             sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, batch_size=16),
-            probe_sequences=16, probe_length=128),
+            probe_sequences=16, probe_length=None),
         embedding=EmbeddingConfig(n_neighbors=15, min_dist=0.1),
         susceptibility_checkpoints=4,
     )

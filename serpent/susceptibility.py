@@ -411,3 +411,240 @@ def sample_susceptibilities(loss_fn, init_params: dict[str, torch.Tensor], batch
         "sampling_seconds": round(seconds, 3),
     }
     return chi, se, info
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Transformers (any HookedTransformer)
+# ----------------------------------------------------------------------------------------------------------------
+
+def component_specs(model, components="heads") -> list[str]:
+    """Component names for a ``HookedTransformer``: ``"heads"`` (every ``"L:H"``), ``"heads+mlp"`` (then every
+    ``"mlp:L"``), or an explicit list of specs (checked against the model)."""
+    c = model.cfg
+    heads = [f"{l}:{h}" for l in range(c.n_layers) for h in range(c.n_heads)]
+    if components == "heads":
+        return heads
+    if components == "heads+mlp":
+        if c.attn_only:
+            raise ConfigError("components='heads+mlp' but the model is attention-only; use 'heads'")
+        return heads + [f"mlp:{l}" for l in range(c.n_layers)]
+    if isinstance(components, str) or not all(isinstance(x, str) for x in components):
+        raise ConfigError(f"components: got {components!r}; allowed: 'heads', 'heads+mlp' or a list such as "
+                          "['0:1', '1:6', 'mlp:0']")
+    from .sgld import make_restriction
+    params = dict(model.named_parameters())
+    for spec in components:
+        make_restriction(spec, params, c.n_heads)         # raises ConfigError listing the valid choices
+    return list(components)
+
+
+def _fast_config(model):
+    """Our :class:`~serpent.config.ModelConfig` for a HookedTransformer of our family, else None."""
+    from .config import ModelConfig
+    from .model import supports_fast_path
+
+    c = model.cfg
+    if not supports_fast_path(model) or c.normalization_type not in ("LN", None) or getattr(c, "eps", 1e-5) != 1e-5:
+        return None
+    try:
+        return ModelConfig(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head, n_ctx=c.n_ctx,
+                           d_vocab=c.d_vocab, positional_embedding_type=c.positional_embedding_type,
+                           normalization_type=c.normalization_type, attn_only=c.attn_only,
+                           d_mlp=None if c.attn_only else c.d_mlp, act_fn=c.act_fn or "gelu")
+    except ConfigError:
+        return None
+
+
+def _generic_loss_fn(model):
+    from .sgld import module_loss_fn
+
+    def ce(logits, tokens):               # (B, T, V), (B, T) -> (B, T-1)
+        lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+
+    return module_loss_fn(model, ce)
+
+
+def _check_tokens(tokens, what: str, n_ctx: int, d_vocab: int) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(tokens) if not isinstance(tokens, torch.Tensor) else tokens)
+    if t.dim() != 2 or t.shape[0] < 1 or t.shape[1] < 2 or t.dtype.is_floating_point:
+        raise ConfigError(f"{what}: expected integer token ids of shape (sequences, length >= 2); got "
+                          f"{tuple(t.shape)} {t.dtype}")
+    if t.shape[1] > n_ctx:
+        raise ConfigError(f"{what}: sequences of {t.shape[1]} tokens are longer than the model's context "
+                          f"n_ctx={n_ctx}; use sequences of at most {n_ctx} tokens (susceptibility.probe_length)")
+    if int(t.min()) < 0 or int(t.max()) >= d_vocab:
+        raise ConfigError(f"{what}: token ids must lie in [0, {d_vocab}); got [{int(t.min())}, {int(t.max())}] "
+                          "(tokenizer and model vocabulary differ?)")
+    return t.long()
+
+
+def susceptibilities(model, probe_tokens, batches, cfg, *, task_tokens=None, components="heads",
+                     doc_names: Sequence[str] | None = None, step: int = -1, baseline: str = "init_loss",
+                     init_loss_batches: int = 4, device=None, progress: bool = True,
+                     max_forward_tokens: int | None = None, forward: str = "auto",
+                     settings: dict | None = None) -> SusceptibilityResult:
+    """Per-token susceptibilities of a ``HookedTransformer`` at its current weights.
+
+    ``probe_tokens`` ``(S, L)``: fixed probe sequences (held-out text), every target token of every sequence is a row
+    of the result. ``batches(i)`` ``-> (B, T)`` token ids: the SGLD minibatches (training distribution).
+    ``cfg``: a :class:`~serpent.config.SamplerConfig`. ``task_tokens`` ``(S', L')``: the fixed sequences defining the
+    sampling-task loss L (default: the probe sequences themselves; then the mean of χ over probe tokens is 0).
+    ``components``: ``"heads"``, ``"heads+mlp"`` or a list of specs (``"1:6"``, ``"mlp:0"``, a parameter name).
+    Any ``HookedTransformer`` works: our architecture family runs the fast stacked forward, any other (Pythia, GPT-2...)
+    the generic ``torch.func`` path (``forward="generic"`` forces it). ``max_forward_tokens`` bounds replicas × sequences × length of one observation
+    forward (default 2^20 on a GPU, 2^15 on the CPU).
+    """
+    from .device import default_device
+    from .sgld import transformer_loss_fn
+
+    device = default_device(device)
+    c = model.cfg
+    probe = _check_tokens(probe_tokens, "probe_tokens", c.n_ctx, c.d_vocab)
+    task = probe if task_tokens is None else _check_tokens(task_tokens, "task_tokens", c.n_ctx, c.d_vocab)
+    S, L = probe.shape
+    if doc_names is not None and len(doc_names) != S:
+        raise ConfigError(f"doc_names: got {len(doc_names)} names for {S} probe sequences")
+    specs = component_specs(model, components)
+    if forward not in ("auto", "fast", "generic"):
+        raise ConfigError(f"forward: got {forward!r}; allowed: 'auto', 'fast', 'generic'")
+    fast_cfg = _fast_config(model) if forward != "generic" else None
+    if forward == "fast" and fast_cfg is None:
+        raise ConfigError("forward='fast' but this model is not of serpent's architecture family; use 'auto'")
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    if fast_cfg is not None:
+        loss_fn = transformer_loss_fn(fast_cfg)
+    else:
+        if next(model.parameters()).device != device:
+            try:
+                model = model.to(device, print_details=False)
+            except TypeError:
+                model = model.to(device)
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        loss_fn = _generic_loss_fn(model)
+    R = (len(specs) + 1) * cfg.chains
+    budget = max_forward_tokens or (2 ** 20 if device.type == "cuda" else 2 ** 15)
+    same = task_tokens is None
+    groups = [probe.to(device)] if same else [probe.to(device), task.to(device)]
+
+    def losses_of(p, tokens) -> torch.Tensor:          # (r, n, len-1) in chunks of sequences
+        r = next(iter(p.values())).shape[0]
+        chunk = max(1, budget // (r * tokens.shape[1]))
+        return torch.cat([loss_fn(p, tokens[i:i + chunk]).float() for i in range(0, tokens.shape[0], chunk)], 1)
+
+    def observe(p):
+        probe_l = losses_of(p, groups[0])
+        task_l = probe_l if same else losses_of(p, groups[1])
+        r = probe_l.shape[0]
+        return task_l.reshape(r, -1).mean(1), probe_l.reshape(r, -1)
+
+    chi, se, info = sample_susceptibilities(loss_fn, params, batches, cfg, specs, observe, baseline=baseline,
+                                            init_loss_batches=init_loss_batches, device=device, progress=progress)
+    seq_index = np.repeat(np.arange(S, dtype=np.int64), L - 1)
+    position = np.tile(np.arange(1, L, dtype=np.int64), S)
+    from .device import describe_device
+    all_settings = {"sampler": cfg.to_dict(), "probe_sequences": S, "probe_length": L,
+                    "task": "probe" if same else {"sequences": int(task.shape[0]), "length": int(task.shape[1])},
+                    "forward": "fast" if fast_cfg is not None else "generic", "device": describe_device(device),
+                    "sign_convention": SIGN_CONVENTION, "replicas": R, **info, **(settings or {})}
+    return SusceptibilityResult(step=int(step), components=specs, chi=chi, chi_se=se,
+                                probe_tokens=probe.cpu().numpy().astype(np.int64), seq_index=seq_index,
+                                position=position, doc_names=list(doc_names) if doc_names is not None else
+                                [f"probe_{i}" for i in range(S)], settings=all_settings)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline stage
+# ----------------------------------------------------------------------------------------------------------------
+
+def _select_steps(available: list[int], k: int) -> list[int]:
+    try:
+        from .llc import select_steps
+        return list(select_steps(available, k))
+    except ImportError:
+        if k <= 0 or k >= len(available):
+            return list(available)
+        idx = np.unique(np.round(np.linspace(0, len(available) - 1, k)).astype(int))
+        return [available[i] for i in idx]
+
+
+def _stage_key(cfg) -> str:
+    from .config import config_hash
+    return config_hash({"model": cfg.model.to_dict(), "data": cfg.data.to_dict(),
+                        "susceptibility": cfg.susceptibility.to_dict(), "v": 1})
+
+
+def step_path(run, step: int) -> Path:
+    """Where the result of checkpoint ``step`` lives: ``RUN/susceptibility/step_{step:07d}.safetensors``."""
+    return run.stage_dir(STAGE) / f"step_{step:07d}.safetensors"
+
+
+def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None, progress: bool = True) -> dict:
+    """Susceptibilities at ``run.config.susceptibility_checkpoints`` checkpoints (or the given ``steps``).
+
+    Probe windows: ``probe_sequences`` fixed windows of ``probe_length`` tokens (default ``n_ctx``) from the held-out
+    split (seed ``probe_seed``), with their document names; SGLD minibatches from the training split; results in
+    ``RUN/susceptibility/step_{step:07d}.safetensors``. A step whose file was written with the same settings is
+    skipped, so an interrupted stage continues where it stopped.
+    """
+    from .config import config_hash
+    from .errors import CheckpointError
+    from .tokens import batch_at, document_of, fixed_windows
+
+    cfg = run.config
+    sc, mc = cfg.susceptibility, cfg.model
+    available = run.checkpoint_steps()
+    if not available:
+        raise CheckpointError(f"{run.path} has no checkpoints; train first (`python -m serpent run --out {run.path}`)")
+    if steps is None:
+        chosen = _select_steps(available, cfg.susceptibility_checkpoints)
+    else:
+        chosen = sorted({int(s) for s in steps})
+        missing = [s for s in chosen if s not in available]
+        if missing:
+            raise CheckpointError(f"no checkpoint at step(s) {missing}; available: {available}")
+    key = _stage_key(cfg)
+    stage_key = config_hash({"key": key, "steps": chosen})
+    if run.stage_is_current(STAGE, stage_key) and all(step_path(run, s).exists() for s in chosen):
+        return run.stage_summary(STAGE)["summary"]
+    length = sc.probe_length or mc.n_ctx
+    if length > mc.n_ctx:
+        raise ConfigError(f"susceptibility.probe_length: got {length}; must be at most model.n_ctx = {mc.n_ctx}")
+    t0 = time.time()
+    tok = run.tokenizer()
+    test, train = run.tokens("test"), run.tokens("train")
+    probe, offsets = fixed_windows(test, sc.probe_sequences, length, sc.probe_seed, tok.bos_id)
+    starts, names = run.documents("test")
+    docs = [names[i] if 0 <= i < len(names) else "?" for i in document_of(starts, offsets)]
+    task = None
+    if sc.task_sequences:
+        task, _ = fixed_windows(train, sc.task_sequences, length, sc.probe_seed + 1, tok.bos_id)
+    s_cfg = sc.sampler
+    batches = lambda i: batch_at(train, i, s_cfg.batch_size, mc.n_ctx, s_cfg.seed, tok.bos_id)
+    done, computed = [], []
+    for step in _tqdm_steps(chosen, progress):
+        path = step_path(run, step)
+        if path.exists():
+            try:
+                if SusceptibilityResult.load(path).settings.get("key") == key:
+                    done.append(step)
+                    continue
+            except SerpentError:
+                pass
+        model = run.load_model(step, device="cpu")
+        res = susceptibilities(model, probe, batches, s_cfg, task_tokens=task, components=sc.components,
+                               doc_names=docs, step=step, baseline=sc.baseline, device=device, progress=progress,
+                               settings={"key": key, "probe_seed": sc.probe_seed, "probe_offsets": offsets.tolist()})
+        res.save(path)
+        done.append(step)
+        computed.append(step)
+    n_comp = mc.n_layers * mc.n_heads + (mc.n_layers if sc.components == "heads+mlp" else 0)
+    summary = {"steps": done, "computed": computed, "components": n_comp,
+               "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(time.time() - t0, 1)}
+    run.mark_stage(STAGE, stage_key, time.time() - t0, summary)
+    return summary
+
+
+def _tqdm_steps(steps, progress: bool):
+    from tqdm.auto import tqdm
+    return tqdm(steps, desc="susceptibilities", disable=not progress or len(steps) < 2)

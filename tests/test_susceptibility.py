@@ -162,3 +162,98 @@ def test_gaussian_known_answer_and_sign():
     assert np.all(np.abs(est - exact) < 4 * err + 1e-9), (est, exact, err)
     assert np.all(np.abs(est - exact)[:2] < 0.1 * np.abs(exact[:2])), (est, exact)
     assert info["phi_mean"]["u"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# transformers: fast and generic paths, any HookedTransformer, bad input
+
+
+def _tiny_lm(n_ctx=24, d_vocab=64, seed=0):
+    from serpent.config import ModelConfig
+    from serpent.model import build_model
+    return build_model(ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=4, n_ctx=n_ctx, d_vocab=d_vocab,
+                                   seed=seed))
+
+
+def _data(n=32, T=24, V=64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, V, (n, T), generator=g)
+
+
+def _sampler(**kw):
+    from serpent.config import SamplerConfig
+    base = dict(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=6, batch_size=4, seed=7)
+    base.update(kw)
+    return SamplerConfig(**base)
+
+
+def test_fast_and_generic_forward_give_the_same_susceptibilities(tmp_path):
+    from serpent.susceptibility import susceptibilities
+    model, data = _tiny_lm(), _data()
+    probe = _data(3, 12, seed=2)
+    batches = lambda i: data[(4 * i) % 32:(4 * i) % 32 + 4]
+    out = {f: susceptibilities(model, probe, batches, _sampler(), components=["0:1", "1:0"], progress=False,
+                               device="cpu", forward=f) for f in ("fast", "generic")}
+    fast, gen = out["fast"], out["generic"]
+    assert fast.settings["forward"] == "fast" and gen.settings["forward"] == "generic"
+    assert fast.chi.shape == (3 * 11, 2) and np.isfinite(fast.chi).all() and np.isfinite(fast.chi_se).all()
+    scale = np.abs(fast.chi).max()
+    assert scale > 0
+    np.testing.assert_allclose(gen.chi, fast.chi, atol=2e-3 * scale)
+    # the result records what it needs to show each token in context, and survives a save/load round trip
+    np.testing.assert_array_equal(fast.token_ids, probe.numpy()[fast.seq_index, fast.position])
+    assert fast.position.min() == 1 and fast.position.max() == 11
+    back = SusceptibilityResult.load(fast.save(tmp_path / "r.safetensors"))
+    np.testing.assert_array_equal(back.chi, fast.chi)
+    np.testing.assert_array_equal(back.probe_tokens, fast.probe_tokens)
+    assert back.components == ["0:1", "1:0"] and back.settings["sampler"]["draws"] == 6
+    assert back.settings["sign_convention"].startswith("chi < 0")
+
+
+def _pythia14m_like(d_vocab=256):
+    """The Pythia-14m architecture (6 layers × 4 heads, d_model 128, MLP 512, rotary on 8 dims, parallel
+    attention + MLP, GPT-NeoX), randomly initialised from a TransformerLens config; vocabulary shrunk for speed."""
+    import warnings
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    cfg = HookedTransformerConfig(
+        d_model=128, d_head=32, n_heads=4, d_mlp=512, n_layers=6, n_ctx=2048, eps=1e-5, d_vocab=d_vocab,
+        act_fn="gelu", use_attn_scale=True, use_local_attn=False, scale_attn_by_inverse_layer_idx=False,
+        parallel_attn_mlp=True, positional_embedding_type="rotary", rotary_adjacent_pairs=False, rotary_dim=8,
+        normalization_type="LN", default_prepend_bos=False, original_architecture="GPTNeoXForCausalLM", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return HookedTransformer(cfg)
+
+
+def test_any_hooked_transformer_pythia14m_architecture_with_mlp_components():
+    from serpent.susceptibility import component_specs, susceptibilities
+    model = _pythia14m_like()
+    specs = component_specs(model, "heads+mlp")
+    assert len(specs) == 6 * 4 + 6 and specs[-1] == "mlp:5"
+    data = _data(16, 10, V=256)
+    probe = _data(2, 8, V=256, seed=3)
+    res = susceptibilities(model, probe, lambda i: data[(4 * i) % 16:(4 * i) % 16 + 4],
+                           _sampler(epsilon=1e-4, draws=3), components=["0:0", "5:3", "mlp:2"], progress=False,
+                           device="cpu")
+    assert res.settings["forward"] == "generic"
+    assert res.chi.shape == (2 * 7, 3) and np.isfinite(res.chi).all()
+    assert np.abs(res.chi).max() > 0
+
+
+def test_bad_input_gives_clear_errors():
+    from serpent.susceptibility import susceptibilities
+    model, data = _tiny_lm(n_ctx=16), _data(8, 16)
+    batches = lambda i: data[:4]
+    with pytest.raises(ConfigError, match="longer than the model's context"):
+        susceptibilities(model, _data(2, 17), batches, _sampler(), progress=False, device="cpu")
+    with pytest.raises(ConfigError, match="valid choices"):
+        susceptibilities(model, _data(2, 8), batches, _sampler(), components=["0:1", "3:0"], progress=False,
+                         device="cpu")
+    with pytest.raises(ConfigError, match="token ids"):
+        susceptibilities(model, _data(2, 8, V=100), batches, _sampler(), progress=False, device="cpu")
+    with pytest.raises(ConfigError, match="attention-only"):
+        susceptibilities(model, _data(2, 8), batches, _sampler(), components="heads+mlp", progress=False,
+                         device="cpu")
+    with pytest.raises(DivergenceError, match="epsilon"):
+        susceptibilities(model, _data(2, 8), batches, _sampler(epsilon=50.0, gamma=0.0, n_beta=1e4, draws=30),
+                         components=["0:0"], progress=False, device="cpu")
