@@ -438,6 +438,10 @@ class _HFCorpus(Corpus):
         import pyarrow.compute as pc
         table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
         col = table.column(column)
+        import pyarrow as pa
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            raise CorpusError(f"column {column!r} of {spec!r} holds {col.type}, not text; name a text column "
+                              f"with 'hf:<dataset>:<column>'")
         sizes = pc.binary_length(pc.cast(col, "large_string")).fill_null(0).to_pylist()
         width = max(len(str(len(sizes) - 1)), 6)
         entries = [_Entry(f"row/{i:0{width}d}", int(s), i) for i, s in enumerate(sizes)]

@@ -169,6 +169,8 @@ def test_hf_local_parquet_directory(tmp_path):
     assert 0 < small.n_bytes <= 200
     with pytest.raises(CorpusError, match="no column 'text'"):
         open_corpus(f"hf:{tmp_path}/ds")
+    with pytest.raises(CorpusError, match="not text"):
+        open_corpus(f"hf:{tmp_path}/ds:meta")
 
 
 def test_hf_local_jsonl_and_text(tmp_path):
