@@ -18,8 +18,9 @@ Design
 * **Masks and bit-identity.** A weight whose mask is 0 receives ``w + 0`` exactly, so weights outside a restriction
   stay bit-identical to ``w*`` (tested).
 * **Noise.** Chain ``c`` of *every* restriction uses the same noise stream, seeded ``cfg.seed + c`` (one generator per
-  chain, one ``randn`` per chain per step). Sharing noise across restrictions gives common random numbers between,
-  e.g., a head-restricted run and the full run. Minibatch ``i`` is the same for all replicas (devinterp's
+  chain, one ``randn`` over all parameters per chain per step): the noise a weight gets depends only on the seed,
+  the chain and the weight, so a restriction gives the same chains whether it runs alone or batched with others,
+  and a head-restricted run shares its noise with the full run (common random numbers). Minibatch ``i`` is the same for all replicas (devinterp's
   ``match_sampling_input_ids_across_chains=True``). Seeded runs are reproducible on the same device.
 * **Statistics** are running sums on the device (mean minibatch loss over draws and over all steps); a full
   ``(R, steps)`` loss trace only with ``record_traces=True``. ``on_draw`` gives callers (the susceptibility
@@ -366,7 +367,17 @@ def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg
         g = torch.Generator(device=device)
         g.manual_seed(cfg.seed + c)
         gens.append(g)
-    noise = torch.empty(C, P, device=device)
+    # the noise of weight j in chain c depends only on (cfg.seed + c, j's index among all parameters), not on which
+    # restrictions share the run: draw noise for every parameter, keep the free ones
+    P_all = sum(v.numel() for v in init_params.values())
+    noise = torch.empty(C, P_all, device=device)
+    keep = None
+    if P < P_all:
+        offsets, o = {}, 0
+        for n, v in init_params.items():
+            offsets[n] = o
+            o += v.numel()
+        keep = torch.cat([torch.arange(offsets[n], offsets[n] + s, device=device) for n, s in zip(active, sizes)])
     half = cfg.epsilon / 2
     sq = math.sqrt(cfg.epsilon)
     loss_sum = torch.zeros(R, device=device, dtype=torch.float64)
@@ -405,14 +416,15 @@ def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg
         with torch.no_grad():
             bl = bl.detach()
             for c in range(C):
-                torch.randn(P, generator=gens[c], device=device, out=noise[c])
+                torch.randn(P_all, generator=gens[c], device=device, out=noise[c])
+            xi = noise if keep is None else noise.index_select(1, keep)
             step = grad.mul_(-half * cfg.n_beta)
             if cfg.gamma:
                 step.add_(flat - w0_flat, alpha=-half * cfg.gamma)
             if cfg.weight_decay:
                 step.add_(flat, alpha=-half * cfg.weight_decay)
             step3 = step.view(NR, C, P)
-            step3.add_(noise.unsqueeze(0), alpha=sq)
+            step3.add_(xi.unsqueeze(0), alpha=sq)
             if mask is not None:
                 step3.mul_(mask)
             flat.add_(step)

@@ -1,0 +1,194 @@
+"""The SGLD engine: stationary law, restrictions, seeding, batching, divergence, restriction specs."""
+import math
+
+import pytest
+import torch
+
+from serpent.checkpoints import expected_shapes
+from serpent.config import ModelConfig, SamplerConfig
+from serpent.errors import ConfigError, DivergenceError
+from serpent.model import build_model, model_params, stack_params
+from serpent.sgld import (DrawState, head_restrictions, make_restriction, module_loss_fn, restriction_size,
+                          run_sgld, sgld_steps, transformer_loss_fn)
+
+MC = ModelConfig(n_layers=2, n_heads=4, d_model=16, d_head=4, n_ctx=16, d_vocab=64)
+
+
+def _quadratic(a: float):
+    """L(w) = (a/2) * sum_j w_j^2 over independent coordinates (summed, so each is its own 1-D chain)."""
+    return lambda p, batch: 0.5 * a * (p["w"] ** 2).sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("eps", [0.02, 0.1])
+def test_stationary_variance_is_the_discretised_gaussian_one(eps):
+    # 1-D Gaussian target with precision p = n_beta * a + gamma; SGLD without MH has variance 1/(p (1 - eps p / 4))
+    a, n_beta, gamma, N = 1.0, 10.0, 10.0, 4000
+    p = n_beta * a + gamma
+    cfg = SamplerConfig(epsilon=eps, gamma=gamma, n_beta=n_beta, chains=2, draws=400, burnin=200, batch_size=1)
+    sq_sum = torch.zeros(())
+    count = [0]
+
+    def on_draw(s: DrawState):
+        sq_sum.add_((s.params["w"].double() ** 2).sum())
+        count[0] += s.params["w"].numel()
+
+    # the summed loss of 4000 coordinates is large: lift the runaway bound (the default suits mean losses)
+    run_sgld(_quadratic(a), {"w": torch.zeros(N)}, lambda i: None, cfg, on_draw=on_draw, progress=False,
+             max_loss_increase=math.inf)
+    var = float(sq_sum) / count[0]
+    expected = 1.0 / (p * (1.0 - eps * p / 4.0))
+    assert var == pytest.approx(expected, rel=0.03)
+    # and it is measurably not the continuous-time answer 1/p
+    assert abs(var - 1.0 / p) > 0.05 / p
+
+
+def test_restricted_sampling_leaves_masked_weights_bit_identical():
+    model = build_model(MC)
+    w0 = {k: v.detach().clone() for k, v in model_params(model).items()}
+    half = torch.zeros_like(w0["blocks.0.attn.b_O"])
+    half[::2] = 1.0
+    from serpent.sgld import Restriction
+    restrictions = [make_restriction("1:2", w0), make_restriction("embed.W_E", w0),
+                    Restriction("half b_O", {"blocks.0.attn.b_O": half})]
+    toks = torch.randint(0, MC.d_vocab, (10, 4, MC.n_ctx))
+    cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=6, batch_size=4)
+    last = {}
+
+    def on_draw(s):
+        last.update({k: v.clone() for k, v in s.params.items()})
+
+    run_sgld(transformer_loss_fn(MC), w0, lambda i: toks[i % 10], cfg, restrictions, on_draw=on_draw, progress=False)
+    heads = {f"blocks.1.attn.{n}" for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")}
+    for r in range(6):                                  # replica r = restriction * chains + chain
+        ri = r // 2
+        for name, v in w0.items():
+            got = last[name][r]
+            if ri == 0 and name in heads:
+                assert torch.equal(torch.cat([got[:2], got[3:]]), torch.cat([v[:2], v[3:]])), name
+                assert not torch.equal(got[2], v[2]), name  # the free head did move
+            elif ri == 1 and name == "embed.W_E":
+                assert not torch.equal(got, v)
+            elif ri == 2 and name == "blocks.0.attn.b_O":
+                assert torch.equal(got[1::2], v[1::2]) and not torch.equal(got[::2], v[::2])
+            else:
+                assert torch.equal(got, v), (r, name)
+    # the caller's tensors are untouched
+    for name, v in model_params(model).items():
+        assert torch.equal(v.detach(), w0[name])
+
+
+def test_seeded_runs_are_reproducible_and_chain_c_uses_seed_plus_c():
+    quad = _quadratic(1.0)
+    cfg2 = SamplerConfig(epsilon=0.05, gamma=1.0, n_beta=5.0, chains=2, draws=20, batch_size=1, seed=7)
+    w0 = {"w": torch.zeros(5)}
+    a = run_sgld(quad, w0, lambda i: None, cfg2, record_traces=True, progress=False)
+    b = run_sgld(quad, w0, lambda i: None, cfg2, record_traces=True, progress=False)
+    assert torch.equal(a.traces, b.traces) and torch.equal(a.mean_loss, b.mean_loss)
+    assert not torch.equal(a.traces[0], a.traces[1])            # chains get different noise
+    # chain 1 of seed 7 is chain 0 of seed 8
+    cfg1 = SamplerConfig(**{**cfg2.to_dict(), "chains": 1, "seed": 8})
+    c = run_sgld(quad, w0, lambda i: None, cfg1, record_traces=True, progress=False)
+    assert torch.allclose(c.traces[0], a.traces[1], rtol=1e-6, atol=1e-7)
+    other = run_sgld(quad, w0, lambda i: None, SamplerConfig(**{**cfg2.to_dict(), "seed": 9}), record_traces=True,
+                     progress=False)
+    assert not torch.allclose(other.traces, a.traces)
+
+
+def test_batched_restrictions_equal_separate_runs_and_share_noise():
+    # all restrictions in one batched run == each restriction on its own (same seed), within float tolerance
+    model = build_model(MC)
+    w0 = {k: v.detach() for k, v in model_params(model).items()}
+    toks = torch.randint(0, MC.d_vocab, (10, 3, MC.n_ctx))
+    cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=5, batch_size=3)
+    rs = [make_restriction("full", w0), make_restriction("0:1", w0)]
+    fn = transformer_loss_fn(MC)
+    both = run_sgld(fn, w0, lambda i: toks[i % 10], cfg, rs, record_traces=True, progress=False)
+    assert both.restrictions == ["full", "0:1"] and both.traces.shape == (4, sgld_steps(cfg))
+    for i, r in enumerate(rs):
+        alone = run_sgld(fn, w0, lambda i: toks[i % 10], cfg, [r], record_traces=True, progress=False)
+        assert torch.allclose(both.by_restriction(both.traces)[i], alone.traces, rtol=1e-4, atol=1e-5)
+        assert alone.init_loss == pytest.approx(both.init_loss, rel=1e-6)
+
+
+def test_schedule_draw_count_and_on_draw_state():
+    cfg = SamplerConfig(epsilon=0.01, gamma=1.0, n_beta=1.0, chains=3, draws=4, burnin=5, steps_between_draws=3,
+                        batch_size=1)
+    seen = []
+
+    def on_draw(s):
+        seen.append((s.step, s.draw, tuple(s.params["w"].shape), tuple(s.batch_loss.shape)))
+
+    res = run_sgld(_quadratic(1.0), {"w": torch.zeros(2)}, [None], cfg, on_draw=on_draw, record_traces=True,
+                   progress=False)
+    assert sgld_steps(cfg) == 5 + 4 * 3 == res.steps
+    assert [s[0] for s in seen] == [5, 8, 11, 14] and [s[1] for s in seen] == [0, 1, 2, 3]
+    assert all(s[2] == (3, 2) and s[3] == (3,) for s in seen)
+    # mean_loss is the mean of the trace at the draw steps; mean_loss_all averages every step
+    assert torch.allclose(res.mean_loss, res.traces[:, [5, 8, 11, 14]].mean(1), atol=1e-6)
+    assert torch.allclose(res.mean_loss_all, res.traces.mean(1), atol=1e-6)
+    assert res.by_restriction(res.mean_loss).shape == (1, 3)
+
+
+def test_divergence_stops_with_step_chain_restriction_and_advice():
+    # eps * p = 0.5 * 100 > 4: the chain explodes geometrically
+    cfg = SamplerConfig(epsilon=0.5, gamma=0.0, n_beta=100.0, chains=2, draws=500, batch_size=1)
+    with pytest.raises(DivergenceError) as e:
+        run_sgld(_quadratic(1.0), {"w": torch.ones(3) * 0.1}, lambda i: None, cfg, progress=False, check_every=5)
+    msg = str(e.value)
+    assert "step" in msg and "chain" in msg and "'full'" in msg and "smaller epsilon" in msg and "larger gamma" in msg
+    step = int(msg.split("at step ")[1].split()[0])
+    assert step < 100
+
+    # a NaN loss is never returned silently
+    def nan_from_5(p, batch):
+        out = 0.5 * (p["w"] ** 2).sum(-1, keepdim=True)
+        return out * (float("nan") if batch >= 5 else 1.0)
+
+    cfg = SamplerConfig(epsilon=0.01, gamma=1.0, n_beta=1.0, chains=2, draws=30, batch_size=1)
+    with pytest.raises(DivergenceError, match="at step 5 "):
+        run_sgld(nan_from_5, {"w": torch.zeros(2)}, lambda i: i, cfg, progress=False, check_every=50)
+
+
+def test_head_restriction_sizes_match_devinterp_for_the_3m_model():
+    shapes = expected_shapes(ModelConfig())
+    params = {k: torch.zeros(s) for k, s in shapes.items()}
+    r = make_restriction("1:6", params, n_heads=8)
+    assert restriction_size(r, params) == 32_864
+    assert set(r.masks) == {f"blocks.1.attn.{n}" for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")}
+    assert restriction_size(make_restriction("full", params), params) == sum(v.numel() for v in params.values())
+    hs = head_restrictions(params, 2, 8)
+    assert [h.name for h in hs[:3]] == ["0:0", "0:1", "0:2"] and hs[-1].name == "1:7" and len(hs) == 16
+    assert restriction_size(make_restriction("unembed.W_U", params), params) == 256 * 5000
+
+
+@pytest.mark.parametrize("spec", ["2:0", "0:8", "mlp:0", "attention", "", "1:x"])
+def test_bad_restriction_spec_lists_valid_choices(spec):
+    shapes = expected_shapes(ModelConfig())
+    params = {k: torch.zeros(s) for k, s in shapes.items()}
+    with pytest.raises(ConfigError) as e:
+        make_restriction(spec, params)
+    assert "'full'" in str(e.value) and "'1:7'" in str(e.value)
+
+
+def test_bad_inputs_raise_config_errors():
+    cfg = SamplerConfig(epsilon=0.01, chains=1, draws=2, batch_size=1)
+    with pytest.raises(ConfigError, match="replica dimension"):
+        run_sgld(lambda p, b: p["w"].sum(), {"w": torch.zeros(2)}, [None], cfg, progress=False)
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        from serpent.sgld import Restriction
+        run_sgld(_quadratic(1.0), {"w": torch.zeros(2)}, [None], cfg, [Restriction("x", {"v": None})],
+                 progress=False)
+    with pytest.raises(ConfigError, match="batches"):
+        run_sgld(_quadratic(1.0), {"w": torch.zeros(2)}, [], cfg, progress=False)
+
+
+def test_module_loss_fn_matches_a_hand_written_stacked_loss():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    x, y = torch.randn(7, 3), torch.randn(7, 2)
+    fn = module_loss_fn(net, lambda out, b: ((out - b[1]) ** 2).sum(-1))
+    p = stack_params(dict(net.named_parameters()), 4)
+    p = {k: v + 0.1 * torch.randn_like(v) for k, v in p.items()}
+    got = fn(p, (x, y))
+    want = ((torch.einsum("bi,roi->rbo", x, p["weight"]) + p["bias"][:, None, :] - y) ** 2).sum(-1)
+    assert got.shape == (4, 7) and torch.allclose(got, want, atol=1e-5)
