@@ -7,22 +7,14 @@ pipeline again skips what is already current and continues what was interrupted.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from .config import RunConfig, config_hash
+from .corpus import cache_dir
 from .rundir import Run, atomic_write_json
 
-__all__ = ["STAGES", "run_pipeline", "data_stage", "train_stage", "cache_dir"]
-
-
-def cache_dir() -> Path:
-    """Where tokenized corpora and downloads are cached: ``$SERPENT_CACHE`` or ``~/.cache/serpent``."""
-    return Path(os.environ.get("SERPENT_CACHE") or Path.home() / ".cache" / "serpent")
+__all__ = ["STAGES", "run_pipeline", "data_stage", "train_stage", "available_stages"]
 
 
 def _data_key(cfg: RunConfig) -> str:
@@ -32,7 +24,7 @@ def _data_key(cfg: RunConfig) -> str:
 def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
     """Read the corpus, train (or fetch) the tokenizer, tokenize, and store the token streams in the run."""
     from .corpus import open_corpus
-    from .tokenizer import Tokenizer, train_bpe
+    from .tokenizer import build_tokenizer
     from .tokens import tokenize_corpus
     from .train import unigram_entropy
 
@@ -43,31 +35,10 @@ def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
     t0 = time.time()
     dc = cfg.data
     corpus = open_corpus(dc.corpus, max_bytes=dc.max_bytes, test_fraction=dc.test_fraction)
-    if dc.tokenizer == "bpe":
-        def sample_texts():
-            budget = dc.tokenizer_train_bytes
-            for doc in corpus.documents("train"):
-                if budget <= 0:
-                    break
-                budget -= len(doc.text)
-                yield doc.text
-        tokenizer = train_bpe(sample_texts(), cfg.model.d_vocab)
-    else:
-        tokenizer = Tokenizer.from_hub(dc.tokenizer.removeprefix("hf:"))
-    if tokenizer.vocab_size > cfg.model.d_vocab:
-        from .errors import ConfigError
-        raise ConfigError(f"model.d_vocab: got {cfg.model.d_vocab}, but the tokenizer has {tokenizer.vocab_size} "
-                          f"tokens; set model.d_vocab to at least {tokenizer.vocab_size}")
+    tokenizer = build_tokenizer(dc.tokenizer, corpus, cfg.model.d_vocab, dc.tokenizer_train_bytes, progress=progress)
     data = tokenize_corpus(corpus, tokenizer, cache_dir() / "tokens", progress=progress)
     tokenizer.save(run.path / "tokenizer")
-    ddir = run.stage_dir("data")
-    for split in ("train", "test"):
-        arr = getattr(data, split)
-        tmp = ddir / f".{split}.npy.tmp.npy"
-        np.save(tmp, arr)
-        os.replace(tmp, ddir / f"{split}.npy")
-        starts, names = getattr(data, f"{split}_docs")
-        atomic_write_json(ddir / f"{split}_docs.json", {"starts": np.asarray(starts).tolist(), "names": list(names)})
+    data.save(run.path / "data")
     fingerprint = corpus.fingerprint()
     atomic_write_json(run.path / "corpus.json", {**fingerprint, "skipped": dict(corpus.skipped)})
     run._cache.clear()
