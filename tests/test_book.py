@@ -22,8 +22,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_SH = ROOT / "book" / "_scripts" / "build.sh"
-# A page with an Altair chart and math: the browser test opens it. When the serpent notebook lands, add its page.
-CHART_PAGES = ["book/04_llc_in_practice.html"]
+# Pages with an Altair chart and math: the browser test opens them. The serpent chapter draws its token-pattern
+# chart with the package (serpent.patterns); add notebooks/06_*.html here when the serpent notebook lands.
+CHART_PAGES = ["book/06_serpent.html"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = pytest.mark.slow  # one book build (about a minute on 2 cores) shared by the module
@@ -253,7 +254,7 @@ def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
             "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp / 'profile'}",
             # every host name fails to resolve: a page that tries the network logs an error we catch below
             "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0",
-            "--window-size=1280,1800", "--virtual-time-budget=10000"]
+            "--window-size=1280,2400", "--virtual-time-budget=10000"]
     return subprocess.run(base + args, capture_output=True, text=True, timeout=180)
 
 
@@ -279,10 +280,17 @@ def test_chart_page_draws_in_chromium(built, page, tmp_path):
     res = _chromium([f"--screenshot={shot}", url], tmp_path)
     assert res.returncode == 0 and shot.is_file(), res.stderr[-3000:]
     width, height, bpp, rows = _png_pixels(shot)
-    assert (width, height) == (1280, 1800)
+    assert (width, height) == (1280, 2400)
     # not blank: many distinct colours over the page, and a good share of non-white pixels in the content column
     pixels = {row[i:i + 3] for row in rows[::4] for i in range(0, len(row), 4 * bpp)}
     assert len(pixels) > 30, f"only {len(pixels)} colours: the page looks blank"
     column = [row[i:i + 3] for row in rows[::4] for i in range(300 * bpp, 1000 * bpp, 4 * bpp)]
     ink = sum(1 for px in column if px != b"\xff\xff\xff")
     assert ink > 0.02 * len(column), f"only {ink} of {len(column)} sampled pixels drawn in the content column"
+    # the chart itself is in the pixels: the token boxes are filled with the pattern palette's exact colours
+    from serpent.patterns import PALETTE
+
+    sampled = [row[i:i + 3] for row in rows[::2] for i in range(0, len(row), 2 * bpp)]
+    palette = {name: bytes.fromhex(colour.lstrip("#")) for name, colour in PALETTE.items()}
+    seen = {name: sum(1 for px in sampled if px == rgb) for name, rgb in palette.items()}
+    assert sum(1 for n in seen.values() if n >= 50) >= 4, f"chart colours not on screen: {seen}"
