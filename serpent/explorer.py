@@ -238,6 +238,8 @@ function showPanel(){
   if (selected < 0) { panel.innerHTML = '<h2>Click a dot</h2><p class="muted">to see the token in its context and ' +
     'its ' + C + ' susceptibilities (one per head). Hover for a quick look; search or filter above.</p>'; return; }
   const p = D.points.id.indexOf(selected);
+  if (p < 0) { panel.innerHTML = '<h2>Token ' + esc(selected) + ' is not in this page</h2><p class="muted">The page ' +
+    'holds a random subset of the tokens; search for another one.</p>'; return; }
   const i = byCkptPoint.get(ckpt + ':' + selected);
   let h = '<h2>token <span class="tok" id="ptoken">' + esc(D.points.token[p]) + '</span></h2>';
   const pat = i === undefined ? null : D.patterns[D.rows.k[i]];

@@ -91,8 +91,9 @@ def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict]:
         elif _COMPONENT.match(str(c)):
             v = df[c].astype(np.float64).to_numpy()
             df[c] = [float(f"{a:.4g}") for a in v]
-        elif isinstance(df[c].dtype, pd.CategoricalDtype) or df[c].dtype == object:
-            df[c] = df[c].astype(str)
+        elif not (pd.api.types.is_numeric_dtype(df[c].dtype) or pd.api.types.is_bool_dtype(df[c].dtype)):
+            # Altair's HTML output inlines the spec in a <script>: "</" in a token's context would end it early
+            df[c] = df[c].astype(str).str.replace("</", "<\u200b/", regex=False)
     return df.to_dict(orient="records")
 
 
@@ -133,22 +134,22 @@ def serpent_chart(frame: pd.DataFrame, *, max_points: Optional[int] = 4000, bars
     xdom = (float(df["x"].min()), float(df["x"].max()))
     ydom = (float(df["y"].min()), float(df["y"].max()))
 
-    dots = alt.Chart(data).mark_circle(size=point_size).encode(
+    dots = alt.Chart().mark_circle(size=point_size).encode(
         x=_axis("x", xdom), y=_axis("y", ydom),
         color=_color("pattern (click to filter)"),
         opacity=alt.condition(legend, alt.value(0.75), alt.value(0.03)),
         tooltip=_tooltip(df),
     ).transform_filter(alt.datum.ckpt == ckpt).add_params(legend, pick)
-    ring = alt.Chart(data).mark_point(size=120, color="black", strokeWidth=2).encode(
+    ring = alt.Chart().mark_point(size=120, color="black", strokeWidth=2).encode(
         x=_axis("x", xdom), y=_axis("y", ydom)).transform_filter(alt.datum.ckpt == ckpt).transform_filter(pick)
     label = alt.Chart(alt.Data(values=[{"ckpt": i, "label": f"step {s:,}"} for i, s in enumerate(steps)])).mark_text(
         align="left", baseline="top", fontSize=14, fontWeight="bold", dx=4, dy=4).encode(
         x=alt.value(0), y=alt.value(0), text="label:N").transform_filter(alt.datum.ckpt == ckpt)
-    serp = alt.layer(dots, ring, label).properties(width=width, height=height,
+    serp = alt.layer(dots, ring, label, data=data if not (bars and comps) else alt.Undefined).properties(width=width, height=height,
                                                    title="The rainbow serpent (UMAP of per-token susceptibilities)")
     if not bars or not comps:
         return serp.add_params(ckpt)
-    bar = alt.Chart(data).transform_filter(alt.datum.ckpt == ckpt).transform_filter(pick).transform_fold(
+    bar = alt.Chart().transform_filter(alt.datum.ckpt == ckpt).transform_filter(pick).transform_fold(
         comps, as_=["component", "chi"]).transform_calculate(
         sign=f"datum.chi < 0 ? '{list(SIGN_COLORS)[0]}' : '{list(SIGN_COLORS)[1]}'").mark_bar().encode(
         x=alt.X("component:N", sort=comps, title="component (layer:head)"),
@@ -157,7 +158,7 @@ def serpent_chart(frame: pd.DataFrame, *, max_points: Optional[int] = 4000, bars
                         legend=alt.Legend(title="sign")),
         tooltip=["component:N", alt.Tooltip("chi:Q", format=".3g"), "token:N", "context:N"],
     ).properties(width=width, height=160, title="χ of the clicked token (double-click the map to clear)")
-    return alt.vconcat(serp, bar).add_params(ckpt)
+    return alt.vconcat(serp, bar, data=data).add_params(ckpt).resolve_scale(color="independent")
 
 
 def serpent_snapshot(frame: pd.DataFrame, *, domain: Optional[tuple] = None, width: int = 560, height: int = 460,
