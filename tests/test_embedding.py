@@ -1,0 +1,125 @@
+"""Embeddings: pre-processing, seeded UMAP across checkpoints, Procrustes alignment, the separation measure."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from serpent.config import EmbeddingConfig
+from serpent.embedding import (embed_checkpoints, pattern_separation, preprocess, procrustes_align, separation,
+                               separation_table)
+from serpent.errors import ConfigError, SerpentError
+
+
+def clustered(n=300, c=16, k=4, spread=6.0, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    centers = rng.normal(size=(k, c)) * spread
+    return centers[labels] + rng.normal(size=(n, c)), labels.astype(str)
+
+
+def test_preprocess_options():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 5)) @ rng.normal(size=(5, 5)) * [1, 10, 100, 1e3, 1e4]
+    Z = preprocess(X, "standardize")
+    np.testing.assert_allclose(Z.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(Z.std(0), 1, atol=1e-9)
+    W = preprocess(X, "whiten")
+    np.testing.assert_allclose(np.cov(W.T), np.eye(5), atol=1e-8)        # decorrelated, unit variance
+    N = preprocess(X, "normalize")
+    np.testing.assert_allclose(np.linalg.norm(N, axis=1), 1, atol=1e-12)
+    np.testing.assert_array_equal(preprocess(X, "raw"), X)
+    # a constant column (a head that never responds) does not produce NaN
+    Xc = X.copy(); Xc[:, 2] = 3.0
+    assert np.isfinite(preprocess(Xc, "standardize")).all() and np.isfinite(preprocess(Xc, "whiten")).all()
+    with pytest.raises(ConfigError):
+        preprocess(X, "pca")
+    with pytest.raises(SerpentError, match="diverged"):
+        preprocess(np.array([[np.nan, 1.0], [0.0, 1.0]]))
+
+
+def test_procrustes_recovers_similarity_transform():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(50, 2))
+    th = 1.1
+    R = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]) @ np.diag([1, -1])   # with a reflection
+    np.testing.assert_allclose(procrustes_align(0.3 * ref @ R + [4, -2], ref), ref, atol=1e-9)
+
+
+def test_separation_clustered_vs_noise():
+    X, lab = clustered()
+    assert separation(X, lab) > 0.95
+    assert separation(X[:, :2], lab) > 0.5
+    rng = np.random.default_rng(2)
+    noise = rng.normal(size=X.shape)
+    assert abs(separation(noise, lab)) < 0.1                  # chance-corrected: no structure, about 0
+    assert separation(X, lab, method="silhouette") > 0.5 > separation(noise, lab, method="silhouette")
+    per = pattern_separation(X, lab)
+    assert set(per) == set(lab) and min(per.values()) > 0.9
+    # one separated class among noise: only that class scores high
+    lab2 = np.where(lab == "0", "a", "b")
+    pts = noise.copy(); pts[lab2 == "a"] += 10
+    per2 = pattern_separation(pts, lab2)
+    assert per2["a"] > 0.9
+    assert np.isnan(separation(X, np.zeros(len(X))))           # a single label: undefined
+    with pytest.raises(SerpentError):
+        separation(X, lab[:-1])
+
+
+def test_separation_handles_duplicate_points():
+    pts = np.zeros((40, 2)); pts[20:] = 1.0
+    lab = np.repeat(["a", "b"], 20)
+    assert separation(pts, lab, k=5) == pytest.approx(1.0)
+
+
+def _results(steps=(0, 10, 100), n=240, seed=0):
+    """Susceptibility-like results whose pattern structure grows over training."""
+    X, lab = clustered(n=n, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    out = {}
+    for k, s in enumerate(steps):
+        a = k / (len(steps) - 1)
+        chi = (a * X + (1 - a) * 4 * rng.normal(size=X.shape)).astype(np.float32)
+        out[s] = SimpleNamespace(step=s, chi=chi, seq_index=np.arange(n) // 40, position=np.arange(n) % 40 + 1)
+    return out, lab
+
+
+@pytest.mark.slow
+def test_embed_checkpoints_seeded_aligned_and_separating():
+    res, lab = _results()
+    cfg = EmbeddingConfig(n_neighbors=10, seed=3)
+    a = embed_checkpoints(res, cfg, progress=False)
+    b = embed_checkpoints(res, cfg, progress=False)
+    assert list(a.columns[:6]) == ["step", "point", "seq", "pos", "x", "y"]
+    assert len(a) == 3 * 240 and sorted(a.step.unique()) == [0, 10, 100]
+    np.testing.assert_array_equal(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy())     # reproducible
+    c = embed_checkpoints(res, EmbeddingConfig(n_neighbors=10, seed=4), progress=False)
+    assert not np.allclose(a[["x", "y"]].to_numpy(), c[["x", "y"]].to_numpy())           # the seed matters
+
+    # separation in the map rises from the noisy first checkpoint to the clustered last one
+    labels = a[["step", "point"]].copy()
+    labels["pattern"] = np.tile(lab, 3)
+    feats = {s: preprocess(r.chi) for s, r in res.items()}
+    table = separation_table(a, labels, feats)
+    assert table[0]["map"] < 0.3 < 0.8 < table[100]["map"]
+    assert table[0]["features"] < table[100]["features"]
+    assert set(table[100]["by_pattern"]) == set(lab)
+
+    # alignment: tokens move less between the last two checkpoints than with independent fits
+    none = embed_checkpoints(res, cfg, alignment="none", progress=False)
+
+    def moved(df):
+        p, q = df[df.step == 10][["x", "y"]].to_numpy(), df[df.step == 100][["x", "y"]].to_numpy()
+        scale = np.ptp(q, axis=0).mean()
+        return np.linalg.norm(p - q, axis=1).mean() / scale
+
+    assert moved(a) < moved(none)
+
+
+def test_embed_checkpoints_rejects_bad_input():
+    with pytest.raises(SerpentError, match="no susceptibility results"):
+        embed_checkpoints({})
+    with pytest.raises(ConfigError):
+        embed_checkpoints({0: np.zeros((10, 2))}, alignment="psychic")
+    with pytest.raises(SerpentError):
+        embed_checkpoints({0: "not an array"})
