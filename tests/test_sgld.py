@@ -14,6 +14,16 @@ from serpent.sgld import (DrawState, head_restrictions, make_restriction, module
 MC = ModelConfig(n_layers=2, n_heads=4, d_model=16, d_head=4, n_ctx=16, d_vocab=64)
 
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread avoids OpenMP spin-waiting on a busy 2-core machine (10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _quadratic(a: float):
     """L(w) = (a/2) * sum_j w_j^2 over independent coordinates (summed, so each is its own 1-D chain)."""
     return lambda p, batch: 0.5 * a * (p["w"] ** 2).sum(-1, keepdim=True)

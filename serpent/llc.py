@@ -1,0 +1,307 @@
+"""The local learning coefficient (LLC): estimator, LLC over training checkpoints, and ε × nβ calibration.
+
+Estimator (Lau et al.; science.md §1.4), per chain c::
+
+    llc_c = n_beta * ( mean over draws of L_B(w_draw) - L(w*) )
+
+where ``L_B`` is the minibatch loss at the draw (evaluated before the update of that step, as devinterp does) and
+``L(w*)`` is the loss at the checkpoint averaged over the first ``init_loss_batches`` sampling minibatches (devinterp
+v1's multi-batch fix for a noisy single-batch baseline). We report the mean over chains, the standard deviation
+across chains (``ddof=1``; devinterp reports ``ddof=0``), the per-chain values, the initial loss and, on request,
+the loss traces.
+
+Conventions, and how they differ from devinterp 2.0.1's ``compute_llc``:
+
+* ``convention="draws"`` (default) averages the draws only, so burn-in is discarded;
+* ``convention="devinterp"`` averages every SGLD step *including burn-in* (what ``compute_llc`` does). With
+  ``burnin=0`` and ``steps_between_draws=1`` the two coincide.
+* devinterp averages its init loss over ``num_init_loss_batches=32`` batches by default; pass the same number as
+  ``init_loss_batches`` to match it exactly.
+
+All chains (and the restriction, if any) run as one batched computation on :mod:`serpent.sgld`.
+
+:func:`llc_stage` estimates the LLC at ``run.config.llc.checkpoints`` checkpoints (see :func:`select_steps`) with
+the same minibatches at every checkpoint (so differences between checkpoints are not data noise) and writes
+``llc/llc.parquet``, ``llc/traces.parquet`` and the charts. :func:`calibrate` sweeps ``epsilon × n_beta`` and reports
+where chains are stable and the estimate flat.
+
+>>> import torch
+>>> from serpent.config import SamplerConfig
+>>> cfg = SamplerConfig(epsilon=0.002, gamma=0.0, n_beta=10.0, chains=2, draws=300, burnin=100, batch_size=1)
+>>> quad = lambda p, batch: 0.5 * (p["w"] ** 2).sum(-1, keepdim=True)      # d = 8, so the LLC is 4
+>>> res = estimate_llc(quad, {"w": torch.zeros(8)}, lambda i: None, cfg, progress=False)
+>>> 2.0 < res.mean < 6.0
+True
+>>> select_steps([0, 10, 20, 30, 40, 50], 3)
+[0, 20, 50]
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import ModelConfig, SamplerConfig, config_hash
+from .errors import ConfigError, DivergenceError
+from .sgld import (Restriction, SGLDResult, make_restriction, module_loss_fn, run_sgld, sgld_steps,
+                   transformer_loss_fn)
+
+__all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "select_steps", "llc_over_checkpoints", "llc_stage",
+           "calibrate", "model_config_of"]
+
+
+@dataclass
+class LLCResult:
+    """LLC estimate: ``mean ± std`` over chains, per-chain values and the initial loss.
+
+    ``traces`` is ``(chains, steps)`` minibatch losses (burn-in included) when requested, else None.
+    """
+
+    mean: float
+    std: float
+    per_chain: np.ndarray
+    init_loss: float
+    traces: Optional[np.ndarray] = None
+    n_beta: float = float("nan")
+    convention: str = "draws"
+    seconds: float = 0.0
+    steps: int = 0
+    final_distance: Optional[np.ndarray] = field(default=None, repr=False)
+
+    @property
+    def ms_per_step(self) -> float:
+        """Wall-clock milliseconds per SGLD step (all chains together)."""
+        return 1000.0 * self.seconds / max(self.steps, 1)
+
+
+def model_config_of(model) -> ModelConfig:
+    """The :class:`ModelConfig` of a ``HookedTransformer`` of our architecture family."""
+    c = model.cfg
+    return ModelConfig(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head, n_ctx=c.n_ctx,
+                       d_vocab=c.d_vocab, positional_embedding_type=c.positional_embedding_type,
+                       normalization_type=c.normalization_type, attn_only=c.attn_only,
+                       d_mlp=None if c.attn_only else c.d_mlp, act_fn=c.act_fn or "gelu")
+
+
+def _resolve_loss(model_or_loss_fn, params, loss):
+    """(loss_fn, params) from a ModelConfig, a HookedTransformer, another nn.Module (+ loss) or a loss function."""
+    if isinstance(model_or_loss_fn, ModelConfig):
+        if params is None:
+            raise ConfigError("params: required with a ModelConfig; pass e.g. run.load_params(step)")
+        return transformer_loss_fn(model_or_loss_fn), params
+    if isinstance(model_or_loss_fn, torch.nn.Module):
+        module = model_or_loss_fn
+        if params is None:
+            params = {k: v.detach() for k, v in module.named_parameters()}
+        if loss is None:
+            from .model import supports_fast_path
+            try:
+                from transformer_lens import HookedTransformer
+            except ImportError:  # pragma: no cover
+                HookedTransformer = ()
+            if isinstance(module, HookedTransformer) and supports_fast_path(module):
+                return transformer_loss_fn(model_config_of(module)), params
+            raise ConfigError("loss: required for a generic nn.Module; pass loss(output, batch) -> per-sample "
+                              "losses, or use a HookedTransformer of the serpent architecture")
+        return module_loss_fn(module, loss), params
+    if callable(model_or_loss_fn):
+        if params is None:
+            raise ConfigError("params: required with a loss function; pass the starting point w* by name")
+        return model_or_loss_fn, params
+    raise ConfigError(f"model_or_loss_fn: got {type(model_or_loss_fn).__name__}; pass a ModelConfig, an nn.Module "
+                      "or a function loss_fn(stacked_params, batch) -> per-sample losses (R, B, ...)")
+
+
+def llc_from_sgld(res: SGLDResult, convention: str = "draws", restriction_index: int = 0) -> LLCResult:
+    """The LLC estimate from an :class:`~serpent.sgld.SGLDResult` (one restriction of it)."""
+    if convention not in ("draws", "devinterp"):
+        raise ConfigError(f"convention: got {convention!r}; allowed: 'draws' (mean over draws, burn-in discarded) "
+                          "or 'devinterp' (mean over all steps including burn-in, as devinterp 2.0.1)")
+    mean_loss = res.mean_loss if convention == "draws" else res.mean_loss_all
+    per_chain = (res.cfg.n_beta * (res.by_restriction(mean_loss.double())[restriction_index] - res.init_loss)).numpy()
+    traces = res.by_restriction(res.traces)[restriction_index].numpy() if res.traces is not None else None
+    dist = res.by_restriction(res.final_distance)[restriction_index].numpy() if res.final_distance is not None else None
+    return LLCResult(mean=float(per_chain.mean()), std=float(per_chain.std(ddof=1)) if len(per_chain) > 1 else 0.0,
+                     per_chain=per_chain, init_loss=res.init_loss, traces=traces, n_beta=res.cfg.n_beta,
+                     convention=convention, seconds=res.seconds, steps=res.steps, final_distance=dist)
+
+
+def estimate_llc(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches, cfg: SamplerConfig, *,
+                 loss: Callable | None = None, restriction: str | Restriction | None = None,
+                 init_loss_batches: int = 8, record_traces: bool = False, convention: str = "draws", device=None,
+                 progress: bool = True, **sgld_kwargs) -> LLCResult:
+    """Estimate the LLC at ``params`` with ``cfg.chains`` batched SGLD chains.
+
+    ``model_or_loss_fn`` is a :class:`ModelConfig` (our transformer, fast path; ``params`` by TransformerLens name),
+    a ``HookedTransformer`` (fast path) or any ``nn.Module`` with ``loss(output, batch)`` (generic path), or a
+    function ``loss_fn(stacked_params, batch) -> (R, B, ...)``. ``batches(i)`` is the i-th minibatch (a list is
+    cycled). ``restriction`` (e.g. ``"1:6"``) estimates a weight-restricted LLC. Returns an :class:`LLCResult`.
+    """
+    loss_fn, params = _resolve_loss(model_or_loss_fn, params, loss)
+    if isinstance(restriction, str):
+        restriction = make_restriction(restriction, params)
+    res = run_sgld(loss_fn, params, batches, cfg, [restriction] if restriction is not None else None,
+                   init_loss_batches=init_loss_batches, record_traces=record_traces, device=device,
+                   progress=progress, **sgld_kwargs)
+    return llc_from_sgld(res, convention)
+
+
+def select_steps(steps: Sequence[int], k: int) -> list[int]:
+    """``k`` checkpoint steps spread evenly over ``steps`` (always the first and the last); ``k = 0``: all.
+
+    >>> select_steps(range(0, 100, 10), 0) == list(range(0, 100, 10))
+    True
+    >>> select_steps([5, 7, 9], 2), select_steps([5, 7, 9], 10), select_steps([5, 7, 9], 1)
+    ([5, 9], [5, 7, 9], [9])
+    """
+    steps = sorted(int(s) for s in steps)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ConfigError(f"checkpoints: got {k!r}; must be 0 (all) or a positive number of checkpoints")
+    if k == 0 or k >= len(steps):
+        return steps
+    if k == 1:
+        return [steps[-1]]
+    idx = np.unique(np.round(np.linspace(0, len(steps) - 1, k)).astype(int))
+    return [steps[i] for i in idx]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# over a run's checkpoints
+
+
+def _run_batches(run, cfg: SamplerConfig) -> Callable[[int], torch.Tensor]:
+    from .tokens import batch_at
+    tokens = run.tokens("train")
+    bos = run.tokenizer().bos_id
+    n_ctx = run.config.model.n_ctx
+    return lambda i: batch_at(tokens, i, cfg.batch_size, n_ctx, cfg.seed, bos)
+
+
+def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerConfig | None = None, *,
+                         init_loss_batches: int = 8, device=None, progress: bool = True
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """LLC at each of ``steps`` (default: ``select_steps`` of the run's config). Returns ``(table, traces)``.
+
+    ``table`` columns: ``step, mean, std, init_loss, chain_0 .. chain_{C-1}, seconds, ms_per_step``;
+    ``traces`` columns: ``step, chain, sgld_step, loss`` (the minibatch loss at every SGLD step).
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or run.config.llc
+    if steps is None:
+        steps = select_steps(run.checkpoint_steps(), cfg.checkpoints)
+    if not steps:
+        raise ConfigError(f"{run.path} has no checkpoints to analyse; train first "
+                          f"(`python -m serpent run --out {run.path}`)")
+    batches = _run_batches(run, cfg)
+    rows, trace_rows = [], []
+    from .device import default_device
+    dev = default_device(device)
+    for step in tqdm(steps, desc="LLC over checkpoints", disable=not progress):
+        params = run.load_params(step, device=dev)
+        try:
+            r = estimate_llc(run.config.model, params, batches, cfg, init_loss_batches=init_loss_batches,
+                             record_traces=True, device=dev, progress=progress)
+        except DivergenceError as e:
+            raise DivergenceError(f"checkpoint step {step}: {e} (run `calibrate` to choose epsilon and n_beta; set "
+                                  "them with --set llc.epsilon=... --set llc.gamma=...)") from None
+        row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss}
+        row.update({f"chain_{c}": float(v) for c, v in enumerate(r.per_chain)})
+        row.update({"seconds": r.seconds, "ms_per_step": r.ms_per_step})
+        rows.append(row)
+        C, S = r.traces.shape
+        trace_rows.append(pd.DataFrame({"step": int(step), "chain": np.repeat(np.arange(C), S),
+                                        "sgld_step": np.tile(np.arange(S), C), "loss": r.traces.reshape(-1)}))
+    return pd.DataFrame(rows), pd.concat(trace_rows, ignore_index=True)
+
+
+def _write_parquet(df: pd.DataFrame, path) -> None:
+    from .rundir import atomic_write_bytes
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def llc_stage(run, *, device=None, progress: bool = True) -> dict:
+    """Pipeline stage ``llc``: the LLC over the run's checkpoints, with charts.
+
+    Writes into ``run.stage_dir("llc")``: ``llc.parquet`` (step, mean, std, init_loss, chain_*), ``traces.parquet``
+    (step, chain, sgld_step, loss), ``llc.{png,html}`` (LLC across training) and ``traces.{png,html}`` (loss
+    traces). Skipped when it already ran with the same settings and checkpoints. Returns a short summary.
+    """
+    cfg = run.config.llc
+    steps = select_steps(run.checkpoint_steps(), cfg.checkpoints)
+    key = config_hash({"v": 1, "llc": cfg.to_dict(), "steps": steps, "model": run.config.model.to_dict()})
+    out = run.stage_dir("llc")
+    if run.stage_is_current("llc", key) and (out / "llc.parquet").exists():
+        summary = dict(run.stage_summary("llc").get("summary", {}))
+        summary["skipped"] = True
+        return summary
+    t0 = time.time()
+    table, traces = llc_over_checkpoints(run, steps, cfg, device=device, progress=progress)
+    _write_parquet(table, out / "llc.parquet")
+    _write_parquet(traces, out / "traces.parquet")
+    from .charts.llc import llc_curve_chart, loss_trace_chart, save_chart
+    save_chart(llc_curve_chart(table), out / "llc")
+    save_chart(loss_trace_chart(traces, table), out / "traces")
+    seconds = time.time() - t0
+    last = table.iloc[-1]
+    summary = {"checkpoints": len(table), "final_step": int(last["step"]), "final_llc": round(float(last["mean"]), 3),
+               "final_llc_std": round(float(last["std"]), 3), "min_llc": round(float(table["mean"].min()), 3),
+               "max_llc": round(float(table["mean"].max()), 3),
+               "ms_per_sgld_step": round(float(table["ms_per_step"].mean()), 2)}
+    run.mark_stage("llc", key, seconds, summary)
+    summary["seconds"] = round(seconds, 2)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# calibration
+
+
+def calibrate(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches, cfg: SamplerConfig,
+              epsilons: Sequence[float], n_betas: Sequence[float], *, loss: Callable | None = None,
+              init_loss_batches: int = 8, flat_tolerance: float = 0.1, device=None,
+              progress: bool = True) -> pd.DataFrame:
+    """Sweep ``epsilon × n_beta`` (other settings from ``cfg``) and say where sampling is healthy.
+
+    One row per pair: ``epsilon, n_beta, llc_mean, llc_std, diverged, drift, stable, error``. ``drift`` compares the
+    mean loss over the second half of the draws with the first half, relative to the loss rise above ``L(w*)``:
+    near 0 when the chains have reached a plateau. ``stable`` = no divergence, a non-negative estimate and
+    ``|drift| < flat_tolerance``. Choose the largest stable ``epsilon`` at which the estimate no longer moves
+    with ``epsilon`` (see :func:`serpent.charts.llc.calibration_chart`).
+    """
+    from tqdm.auto import tqdm
+
+    loss_fn, params = _resolve_loss(model_or_loss_fn, params, loss)
+    rows = []
+    grid = [(float(e), float(nb)) for nb in n_betas for e in epsilons]
+    if not grid:
+        raise ConfigError("calibrate: epsilons and n_betas must be non-empty")
+    for eps, nb in tqdm(grid, desc="calibration", disable=not progress):
+        c = SamplerConfig(**{**cfg.to_dict(), "epsilon": eps, "n_beta": nb})
+        row = {"epsilon": eps, "n_beta": nb, "llc_mean": math.nan, "llc_std": math.nan, "diverged": False,
+               "drift": math.nan, "stable": False, "error": ""}
+        try:
+            r = estimate_llc(loss_fn, params, batches, c, init_loss_batches=init_loss_batches, record_traces=True,
+                             device=device, progress=False)
+        except DivergenceError as e:
+            row.update(diverged=True, error=str(e))
+            rows.append(row)
+            continue
+        draws = r.traces[:, c.burnin::c.steps_between_draws][:, :c.draws]
+        half = max(draws.shape[1] // 2, 1)
+        first, second = draws[:, :half].mean(), draws[:, half:].mean() if draws.shape[1] > 1 else draws.mean()
+        rise = max(abs(float(draws.mean()) - r.init_loss), 1e-12)
+        drift = float(second - first) / rise
+        row.update(llc_mean=r.mean, llc_std=r.std, drift=drift,
+                   stable=bool(r.mean >= 0 and abs(drift) < flat_tolerance and np.isfinite(r.mean)))
+        rows.append(row)
+    return pd.DataFrame(rows)
