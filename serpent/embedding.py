@@ -14,7 +14,7 @@ Design choices (science.md §1.6; the papers' settings are not public):
   on one machine).
 * **Alignment** ``"warm"`` (the default when ``EmbeddingConfig.aligned``): checkpoints are fitted in training order,
   each UMAP initialised from the previous checkpoint's aligned map (tokens matched by (sequence, position)), then
-  similarity-Procrustes-aligned (rotation/reflection, scale, shift) to it. Measured on this 2-core CPU: 4 checkpoints ×
+  Procrustes-aligned (rotation/reflection, shift, and a scale that keeps the spread) to it. Measured on this 2-core CPU: 4 checkpoints ×
   2,000 tokens took 24 s this way (numba warm-up included) against 158 s with umap-learn's ``AlignedUMAP``, which
   is available as ``alignment="aligned_umap"`` for small inputs. ``"procrustes"`` fits every checkpoint
   independently (spectral init) and only rotates/scales it onto the previous one; ``"none"`` does nothing.
@@ -115,8 +115,29 @@ def umap_2d(X: np.ndarray, cfg: EmbeddingConfig = EmbeddingConfig(), init: Optio
         return umap.UMAP(**kw).fit_transform(X).astype(np.float32)
 
 
-def procrustes_align(Y: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Similarity transform (rotation or reflection, uniform scale, shift) of ``Y (N, 2)`` that best matches ``ref``.
+def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shift_src, M, shift_dst) with ``(Y - shift_src) @ M + shift_dst`` mapping ``src`` onto ``dst``.
+
+    M = R·s: R the orthogonal Procrustes rotation/reflection, s the ratio of the two point clouds' RMS spreads
+    (not the least-squares scale, which shrinks towards 0 when the two maps are unrelated, e.g. a structureless
+    early checkpoint followed by a structured one).
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    A, B = src - ms, dst - md
+    u, _, vt = np.linalg.svd(A.T @ B)
+    na, nb = np.sqrt((A ** 2).sum()), np.sqrt((B ** 2).sum())
+    scale = nb / na if na > 0 else 1.0
+    return ms, (u @ vt) * scale, md
+
+
+def procrustes_align(Y: np.ndarray, ref: np.ndarray, rows: Optional[np.ndarray] = None,
+                     ref_rows: Optional[np.ndarray] = None) -> np.ndarray:
+    """Rotate/reflect, rescale and shift the map ``Y (N, 2)`` onto ``ref``; returns the whole transformed ``Y``.
+
+    The transform is fitted on the matched rows ``Y[rows]`` ↔ ``ref[ref_rows]`` (default: all rows, in order) and
+    applied to every row of ``Y``; the scale makes both clouds equally spread (see :func:`_similarity`).
 
     >>> ref = np.array([[0., 0.], [1., 0.], [0., 2.]])
     >>> rot = np.array([[0., -1.], [1., 0.]])
@@ -125,13 +146,10 @@ def procrustes_align(Y: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """
     Y = np.asarray(Y, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
-    my, mr = Y.mean(0), ref.mean(0)
-    A, B = Y - my, ref - mr
-    u, s, vt = np.linalg.svd(A.T @ B)
-    R = u @ vt
-    norm = (A ** 2).sum()
-    scale = s.sum() / norm if norm > 0 else 1.0
-    return A @ R * scale + mr
+    src = Y if rows is None else Y[rows]
+    dst = ref if ref_rows is None else ref[ref_rows]
+    ms, M, md = _similarity(src, dst)
+    return (Y - ms) @ M + md
 
 
 def _as_chi(r: Any) -> np.ndarray:
@@ -199,9 +217,7 @@ def embed_checkpoints(results_by_step: Mapping[int, Any], cfg: EmbeddingConfig =
             if prev is not None and alignment != "none":
                 cur_i, old_i = _match(prev[1], seq, pos)
                 if len(cur_i) >= 3:
-                    A = procrustes_align(Y[cur_i], prev[0][old_i])
-                    # apply the same transform to every row: refit on the matched rows, then map all rows
-                    Y = _apply_similarity(Y, Y[cur_i], A)
+                    Y = procrustes_align(Y, prev[0], cur_i, old_i)
             maps.append(Y.astype(np.float32))
             prev = (maps[-1], {k: i for i, k in enumerate(zip(seq.tolist(), pos.tolist()))})
     frames = []
@@ -210,15 +226,6 @@ def embed_checkpoints(results_by_step: Mapping[int, Any], cfg: EmbeddingConfig =
                                     "point": np.arange(len(seq), dtype=np.int64), "seq": seq, "pos": pos,
                                     "x": Y[:, 0].astype(np.float32), "y": Y[:, 1].astype(np.float32)}))
     return pd.concat(frames, ignore_index=True)
-
-
-def _apply_similarity(Y: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Apply to all rows of Y the similarity transform that maps ``src`` (rows of Y) onto ``dst``."""
-    ms, md = src.mean(0), dst.mean(0)
-    A, B = src - ms, dst - md
-    # dst = A @ M + md with M = R*scale: least squares recovers it exactly for a similarity transform
-    M, *_ = np.linalg.lstsq(A, B, rcond=None)
-    return (Y - ms) @ M + md
 
 
 def _aligned_umap(data, cfg: EmbeddingConfig) -> list[np.ndarray]:
@@ -394,9 +401,10 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     from .charts.serpent import save_png, serpent_snapshot, small_multiples
     from .explorer import write_explorer
     pngs = []
+    domain = ((float(frame["x"].min()), float(frame["x"].max())), (float(frame["y"].min()), float(frame["y"].max())))
     for s, g in frame.groupby("step", sort=True):
         p = out_dir / f"step_{int(s):07d}.png"
-        save_png(serpent_snapshot(g), p)
+        save_png(serpent_snapshot(g, domain=domain), p)
         pngs.append(p.name)
     save_png(small_multiples(frame), out_dir / "serpent.png")
     write_explorer(frame, explorer_path, max_points=cfg.max_points_page, separation=sep,

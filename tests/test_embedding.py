@@ -44,6 +44,15 @@ def test_procrustes_recovers_similarity_transform():
     th = 1.1
     R = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]) @ np.diag([1, -1])   # with a reflection
     np.testing.assert_allclose(procrustes_align(0.3 * ref @ R + [4, -2], ref), ref, atol=1e-9)
+    # unrelated maps: the aligned map keeps the reference's spread instead of collapsing to a point
+    other = rng.normal(size=(50, 2)) * 7
+    out = procrustes_align(other, ref)
+    assert np.sqrt(((out - out.mean(0)) ** 2).sum()) == pytest.approx(np.sqrt(((ref - ref.mean(0)) ** 2).sum()))
+    # fitted on matched rows only, applied to all rows
+    both = np.vstack([0.3 * ref @ R + [4, -2], [[100.0, 100.0]]])
+    out = procrustes_align(both, ref[::-1], rows=np.arange(50), ref_rows=np.arange(50)[::-1])
+    np.testing.assert_allclose(out[:50], ref, atol=1e-9)
+    assert out.shape == (51, 2)
 
 
 def test_separation_clustered_vs_noise():
