@@ -1,0 +1,146 @@
+"""The course's run: find (or make) the run directory a notebook works on, in full or in fast mode.
+
+Every notebook starts with ``run = course_run()``. Design:
+
+* **Where.** The repository root is found by walking up from the current directory to the first folder that holds
+  ``runs/`` or ``pyproject.toml`` (notebooks run from ``notebooks/``); in Colab it is ``/content``. Runs live in
+  ``ROOT/runs/<name>``.
+* **What.** ``course_run("tiny")`` returns ``runs/tiny`` when that run is *complete* (every available pipeline stage
+  recorded in its ``stages.json`` and training finished); otherwise it runs :func:`serpent.pipeline.run_pipeline`
+  on it, which resumes whatever is missing. A complete run is returned without touching it, so a notebook opens in
+  seconds when the run exists (refresh it from the command line with ``python -m serpent run --out runs/tiny``).
+* **Fast mode** (:func:`is_fast`: the environment variable ``SERPENT_FAST=1``, set by the tests, CI and the fast
+  book build). A complete ``runs/tiny`` is still preferred (CI creates one before the tests); without it the
+  notebooks use ``runs/<preset>-fast``, a *micro* override of the tiny preset (:func:`micro_config`: 150 training
+  steps on 1.5 MB of text, a handful of SGLD draws) that runs end to end in about a minute on a free CPU.
+* Presets other than ``tiny`` (``colab``, ``full``) train for many minutes on a GPU; ``course_run`` builds them only
+  when asked to (``compute=True``, the default), and says how long to expect.
+
+>>> micro_config().train.steps
+150
+>>> is_fast({"SERPENT_FAST": "1"}), is_fast({})
+(True, False)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Optional
+
+from .config import RunConfig, get_preset
+from .errors import ConfigError, SerpentError
+
+__all__ = ["course_run", "is_fast", "find_root", "micro_config", "run_is_complete"]
+
+FAST_ENV = "SERPENT_FAST"
+
+
+def is_fast(env: Optional[Mapping[str, str]] = None) -> bool:
+    """True when ``SERPENT_FAST`` is set to ``1``/``true``/``yes`` (in ``env``, default ``os.environ``)."""
+    env = os.environ if env is None else env
+    return str(env.get(FAST_ENV, "0")).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def find_root(start: Optional[str | os.PathLike] = None) -> Path:
+    """The folder that holds (or will hold) ``runs/``: the first folder at or above ``start`` (default: the current
+    directory) containing ``runs/`` or ``pyproject.toml``; ``/content`` in Colab; else ``start`` itself.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "pyproject.toml").write_text(""); (d / "a" / "b").mkdir(parents=True)
+    >>> find_root(d / "a" / "b") == d
+    True
+    """
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "runs").is_dir() or (p / "pyproject.toml").is_file():
+            return p
+    if _in_colab():
+        return Path("/content")
+    return here
+
+
+def micro_config(preset: str = "tiny") -> RunConfig:
+    """The fast-mode recipe: ``preset`` (tiny) shrunk to run end to end in about a minute on a CPU.
+
+    Same architecture as tiny; 1.5 MB of text; 150 training steps with 9 checkpoints; LLC with 2 chains x 12 draws
+    at 4 checkpoints; susceptibilities with 2 chains x 8 draws on 6 probe windows of 64 tokens at 2 checkpoints.
+    """
+    base = get_preset(preset)
+    s = base.susceptibility.sampler.to_dict()
+    s.update(chains=2, draws=8, batch_size=8)
+    return base.with_overrides(
+        preset=f"{base.preset}-fast",
+        data={"max_bytes": 1_500_000, "tokenizer_train_bytes": 1_000_000},
+        train={"steps": 150, "log_checkpoints": 6, "linear_checkpoints": 3, "eval_every": 25, "eval_batches": 2},
+        llc={"chains": 2, "draws": 12, "batch_size": 8, "checkpoints": 4},
+        susceptibility={"sampler": s, "probe_sequences": 6, "probe_length": min(64, base.model.n_ctx)},
+        embedding={"n_neighbors": 10, "max_points_page": 400},
+        susceptibility_checkpoints=2,
+    )
+
+
+def run_is_complete(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a run directory whose every available pipeline stage has run and whose training
+    reached ``train.steps``."""
+    from .pipeline import available_stages
+    from .rundir import Run, read_json
+
+    path = Path(path)
+    if not (path / "config.json").is_file() or not (path / "stages.json").is_file():
+        return False
+    try:
+        run = Run.open(path)
+        stages = read_json(path / "stages.json")
+    except (SerpentError, ConfigError):
+        return False
+    if not all(s in stages for s in available_stages()):
+        return False
+    return run.config.train.steps in run.checkpoint_steps()
+
+
+def course_run(preset: str = "tiny", fast: Optional[bool] = None, *, root: Optional[str | os.PathLike] = None,
+               compute: bool = True, progress: bool = True, device=None):
+    """The :class:`~serpent.rundir.Run` a notebook works on (see the module docstring).
+
+    ``preset``: ``"tiny"`` (default), ``"colab"`` or ``"full"``; ``fast``: default :func:`is_fast`; ``root``: where
+    ``runs/`` lives (default :func:`find_root`); ``compute=False`` raises instead of running the pipeline when the
+    run is missing or incomplete.
+    """
+    from .config import PRESETS
+    from .rundir import Run
+
+    if preset not in PRESETS:
+        raise ConfigError(f"preset: got {preset!r}; allowed: {sorted(PRESETS)}")
+    fast = is_fast() if fast is None else bool(fast)
+    base = Path(root) if root is not None else find_root()
+    runs = base / "runs"
+    full_path = runs / preset
+    if run_is_complete(full_path):
+        return Run.open(full_path)
+    if fast:
+        path, cfg = runs / f"{preset}-fast", micro_config("tiny")
+        if preset != "tiny":
+            print(f"fast mode: using the micro recipe of the tiny preset instead of {preset!r}")
+    else:
+        path, cfg = full_path, get_preset(preset)
+    if run_is_complete(path):
+        return Run.open(path)
+    if not compute:
+        raise SerpentError(f"{path} is missing or incomplete; create it with `python -m serpent run --preset "
+                           f"{preset} --out {path}` (or call course_run(compute=True))")
+    if preset in ("full", "paper") and not fast:
+        print(f"note: the {preset!r} preset trains for a long time and needs a GPU; on a CPU use preset='tiny'")
+    print(f"building the run {path} ({cfg.preset} recipe): this happens once, later notebooks load it")
+    from .pipeline import run_pipeline
+    t0 = time.time()
+    run = Run.create(path, cfg)
+    run_pipeline(run, device=device, progress=progress, echo=print if progress else (lambda s: None))
+    print(f"run ready in {time.time() - t0:.0f} s: {path}")
+    return run
