@@ -385,11 +385,16 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
         return run.stage_summary(STAGE).get("summary", {})
 
     import pandas as pd
+    phase: dict[str, float] = {}
+    tick = time.time()
     tok = run.tokenizer()
     labels = pd.concat([label_result(r, tok) for _, r in sorted(results.items())], ignore_index=True)
+    phase["labels"], tick = time.time() - tick, time.time()
     emb = embed_checkpoints(results, cfg, progress=progress)
+    phase["umap"], tick = time.time() - tick, time.time()
     feats = {s: preprocess(r.chi, cfg.preprocess) for s, r in results.items()}
     sep = separation_table(emb, labels, feats, seed=cfg.seed)
+    phase["separation"], tick = time.time() - tick, time.time()
     frame = emb.merge(labels.drop(columns=["seq", "pos"]), on=["step", "point"], how="left")
 
     buf = io.BytesIO()
@@ -407,8 +412,10 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
         save_png(serpent_snapshot(g, domain=domain), p)
         pngs.append(p.name)
     save_png(small_multiples(frame), out_dir / "serpent.png")
+    phase["pngs"], tick = time.time() - tick, time.time()
     write_explorer(frame, explorer_path, max_points=cfg.max_points_page, separation=sep,
                    title=f"serpent explorer: {run.path.name}")
+    phase["explorer"] = time.time() - tick
 
     steps = sorted(sep)
     summary = {
@@ -418,6 +425,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
         "separation_features_last": sep[steps[-1]].get("features"),
         "pattern_counts": pattern_counts(labels[labels["step"] == steps[-1]]["pattern"].astype(str)),
         "explorer": str(explorer_path), "pngs": len(pngs),
+        "seconds": {k: round(v, 2) for k, v in phase.items()},
     }
     run.mark_stage(STAGE, key, time.time() - t0, summary)
     if progress:
