@@ -1,0 +1,125 @@
+"""Charts of induction-head development: per-head scores and the ICL score against training step.
+
+Input is the tidy table of :func:`serpent.induction.scores_over_checkpoints` (columns ``step, head, score,
+value``). The step axis is logarithmic (``symlog``, so step 0 is drawn too). Every head gets a line; the ``top``
+heads of each score at the last step are coloured and labelled, the others are drawn in light grey, so the
+chart reads at a glance with 16 heads. Dashed rules mark the classification thresholds when given.
+Long tables are thinned to at most ~4,000 rows by keeping a log-spaced subset of steps (Altair's 5,000-row limit;
+works with Altair 5.5 and 6). :func:`save_chart` writes ``.png`` (vl-convert, offline) and a self-contained
+``.html`` atomically.
+
+>>> import pandas as pd
+>>> df = pd.DataFrame([(s, h, sc, v) for s in (0, 10, 100) for h in ("0:0", "1:0") for sc, v in
+...                    (("prev_token", 0.02 * (s + 1)), ("prefix", 0.01))], columns=["step", "head", "score", "value"])
+>>> type(induction_scores_chart(df)).__name__
+'HConcatChart'
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+__all__ = ["head_score_chart", "induction_scores_chart", "icl_chart", "save_chart"]
+
+_TITLES = {"prev_token": "Previous-token score", "prefix": "Prefix-matching (induction) score"}
+_MAX_ROWS = 4000
+_PALETTE = ["#e6194b", "#4363d8", "#3cb44b", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"]
+
+
+def _thin(df: pd.DataFrame, max_rows: int = _MAX_ROWS) -> pd.DataFrame:
+    """Keep a log-spaced subset of steps (always the first and the last) so that ``len(df) <= max_rows``."""
+    steps = np.array(sorted(df["step"].unique()))
+    if len(df) <= max_rows or len(steps) <= 2:
+        return df
+    per_step = len(df) / len(steps)
+    k = max(2, int(max_rows // per_step))
+    idx = np.unique(np.round(np.geomspace(1, len(steps), k)).astype(int) - 1)
+    keep = set(steps[idx]) | {steps[0], steps[-1]}
+    return df[df["step"].isin(keep)]
+
+
+def _step_x(title: str = "training step (log scale)") -> alt.X:
+    return alt.X("step:Q", scale=alt.Scale(type="symlog"), title=title)
+
+
+def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int = 2,
+                     threshold: Optional[float] = None, width: int = 320, height: int = 240) -> alt.LayerChart:
+    """One line per head of ``score`` against step; the ``top`` heads at the last step coloured and labelled."""
+    df = scores[(scores["score"] == score) & (scores["head"] != "model")][["step", "head", "value"]]
+    if df.empty:
+        raise ValueError(f"the table has no rows for score {score!r}")
+    df = _thin(df.copy())
+    last = df[df["step"] == df["step"].max()].sort_values("value", ascending=False)
+    top_heads = list(last["head"].head(top))
+    df["group"] = np.where(df["head"].isin(top_heads), df["head"], "other heads")
+    domain = top_heads + ["other heads"]
+    colors = _PALETTE[:len(top_heads)] + ["#c8c8c8"]
+    base = alt.Chart(df).encode(
+        x=_step_x(),
+        y=alt.Y("value:Q", title=_TITLES.get(score, score)),
+        detail="head:N",
+        color=alt.Color("group:N", scale=alt.Scale(domain=domain, range=colors), title="head",
+                        sort=domain),
+        tooltip=["head:N", "step:Q", alt.Tooltip("value:Q", format=".4f")],
+    )
+    grey = base.transform_filter(alt.datum.group == "other heads").mark_line(strokeWidth=1, opacity=0.7)
+    hi = base.transform_filter(alt.datum.group != "other heads").mark_line(strokeWidth=2.5, point=True)
+    labels = alt.Chart(last[last["head"].isin(top_heads)]).mark_text(
+        align="left", dx=6, fontWeight="bold").encode(
+        x=_step_x(), y="value:Q", text="head:N",
+        color=alt.Color("head:N", scale=alt.Scale(domain=domain, range=colors), legend=None))
+    layers = [grey, hi, labels]
+    if threshold is not None:
+        rule = alt.Chart(pd.DataFrame({"value": [threshold]})).mark_rule(strokeDash=[4, 4], color="black").encode(
+            y="value:Q")
+        layers.append(rule)
+    return alt.layer(*layers).properties(width=width, height=height, title=_TITLES.get(score, score))
+
+
+def induction_scores_chart(scores: pd.DataFrame, top: int = 2, thresholds: Optional[dict] = None,
+                           width: int = 320, height: int = 240) -> alt.HConcatChart:
+    """Previous-token and prefix-matching scores side by side (see :func:`head_score_chart`).
+
+    ``thresholds`` may be the ``thresholds`` dict of :func:`serpent.induction.classify_heads` (dashed rules).
+    """
+    t = thresholds or {}
+    charts = [head_score_chart(scores, s, top=top, threshold=t.get(s), width=width, height=height)
+              for s in ("prev_token", "prefix")]
+    return alt.hconcat(*charts).resolve_scale(color="independent")
+
+
+def icl_chart(scores: pd.DataFrame, width: int = 360, height: int = 240) -> alt.LayerChart:
+    """ICL score (held-out loss late minus early in the context) and the induction-loss difference (second minus
+    first copy of random tokens) against step; both in nats, negative = the model uses its context."""
+    names = {"icl_score": "ICL score (late - early loss)",
+             "induction_loss_diff": "repeated random tokens (2nd - 1st copy loss)"}
+    df = scores[(scores["head"] == "model") & (scores["score"].isin(list(names)))][["step", "score", "value"]]
+    if df.empty:
+        raise ValueError("the table has no icl_score or induction_loss_diff rows")
+    df = df.assign(curve=df["score"].map(names))
+    line = alt.Chart(df).mark_line(point=True).encode(
+        x=_step_x(), y=alt.Y("value:Q", title="loss difference (nats)"),
+        color=alt.Color("curve:N", title=None, legend=alt.Legend(orient="bottom")),
+        tooltip=["curve:N", "step:Q", alt.Tooltip("value:Q", format=".3f")])
+    zero = alt.Chart(pd.DataFrame({"value": [0.0]})).mark_rule(color="black", opacity=0.4).encode(y="value:Q")
+    return alt.layer(line, zero).properties(width=width, height=height, title="In-context learning")
+
+
+def save_chart(chart: alt.TopLevelMixin, base: str | Path, png_scale: float = 2.0) -> list[Path]:
+    """Write ``base.png`` and ``base.html`` (self-contained, works offline) atomically; returns the paths."""
+    from ..rundir import atomic_write_bytes
+    base = Path(base)
+    png = io.BytesIO()
+    chart.save(png, format="png", scale_factor=png_scale)
+    html = io.StringIO()
+    chart.save(html, format="html", inline=True)
+    paths = [base.with_suffix(".png"), base.with_suffix(".html")]
+    atomic_write_bytes(paths[0], png.getvalue())
+    atomic_write_bytes(paths[1], html.getvalue().encode())
+    return paths

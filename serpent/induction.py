@@ -1,0 +1,573 @@
+"""Induction heads: detectors, developmental curves over checkpoints, and a hand-built circuit that proves them.
+
+Design
+------
+Every measurement runs the model on a fixed, seeded probe and reads only what it needs:
+
+* **Probe** (:func:`repeated_random_tokens`): ``[BOS, r_1..r_L, r_1..r_L]``, i.e. ``2L+1`` tokens, where the ``r_i``
+  are uniform random token ids, distinct within a sequence when the vocabulary allows (so "the earlier occurrence"
+  is unambiguous) and never the BOS id or any id in ``exclude``. ``L`` shrinks to ``(n_ctx-1)//2`` when the context is
+  short. Position ``i`` (1..L) holds ``r_i`` and so does position ``L+i``.
+* **Previous-token score** of a head: mean attention from query ``t`` to key ``t-1`` over the probe, for ``t`` = 2..2L
+  (position 1 is skipped: its previous token is BOS, which many heads use as a resting place).
+* **Prefix-matching (induction) score**: mean attention from the second occurrence of ``r_i`` (query ``L+i``) to the
+  token after its first occurrence (key ``i+1``), for ``i`` = 1..L.
+* Both are read inside a forward hook on ``blocks.{l}.attn.hook_pattern`` (``run_with_hooks`` with a
+  ``names_filter``-style predicate), reduced to two numbers per head at once: no attention pattern is kept.
+  Under *uniform* causal attention the scores equal ``chance_prev_token`` and ``chance_prefix`` (reported with the
+  scores; ~0.018 and ~0.005 at L=128), the natural baseline for "near chance".
+* **Induction loss**, from the same forward: mean per-token loss on the first copy (targets 2..L) and on the second
+  copy (targets L+2..L+L; the target L+1 cannot be predicted by induction), and their difference
+  ``induction_loss_diff = loss_second_half - loss_first_half`` (negative once the model copies).
+* **In-context learning score** on held-out text (:func:`icl_windows`: seeded windows of the test stream with BOS at
+  column 0, like our training windows): ``icl_score = loss_late - loss_early`` with the paper's positions
+  (token 500 minus token 50 of a 1024-token context) scaled to the window length ``T``; each is averaged over the
+  positions ``p +- round(10 T / 1024)`` (40..60 and 490..510 at T=1024) and over the windows.
+
+Output is a tidy ``pandas.DataFrame`` with columns ``head, score, value``: rows with head ``"L:H"`` for the per-head
+scores (``prev_token``, ``prefix``) and rows with head ``"model"`` for model-level numbers (losses, ICL, chance
+levels). :func:`scores_over_checkpoints` adds a ``step`` column over every checkpoint of a run, reusing one model
+object; :func:`classify_heads` labels heads at one step with thresholds stated in its output; :func:`induction_stage`
+is the pipeline stage (``RUN/induction/{scores.parquet, heads.json, *.png, *.html}``).
+
+:func:`planted_induction_model` builds, by hand, a 2-layer attention-only model whose head 0:A copies the previous
+token into the residual stream and whose head 1:B attends to the token after the earlier occurrence of the current
+token and copies it: the ground truth the detectors are tested against.
+
+>>> model = planted_induction_model(d_vocab=40, n_ctx=41, n_heads=3, prev_head=1, induction_head=2)
+>>> df = induction_scores(model, n_seqs=4, half_len=20, bos_id=0)
+>>> classify_heads(df)["induction"], classify_heads(df)["previous_token"]
+(['1:2'], ['0:1'])
+>>> s = df[df["head"] == "model"].set_index("score").value
+>>> bool(s["loss_second_half"] < 0.1 * s["loss_first_half"])
+True
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from .errors import ConfigError, CorpusError, SerpentError
+
+__all__ = [
+    "InductionConfig", "repeated_random_tokens", "icl_windows", "icl_positions", "chance_scores",
+    "induction_scores", "scores_over_checkpoints", "classify_heads", "planted_induction_model", "induction_stage",
+    "PER_HEAD_SCORES", "MODEL_SCORES",
+]
+
+PER_HEAD_SCORES = ("prev_token", "prefix")
+MODEL_SCORES = ("loss_first_half", "loss_second_half", "induction_loss_diff", "icl_loss_early", "icl_loss_late",
+                "icl_score", "chance_prev_token", "chance_prefix")
+
+# paper positions (Hoogland et al.: loss@500 - loss@50 with n_ctx 1024), as fractions of the context
+_ICL_EARLY, _ICL_LATE, _ICL_HALF_WIDTH = 50 / 1024, 500 / 1024, 10 / 1024
+_PATTERN_BUDGET = 2 ** 25  # floats of attention pattern per forward chunk (128 MiB per layer)
+
+
+@dataclass(frozen=True)
+class InductionConfig:
+    """Settings of the induction measurements (the ``induction`` stage uses these defaults unless the run config
+    carries an ``induction`` section).
+
+    Thresholds of :func:`classify_heads`: a head is an *induction* head when its prefix score is at least
+    ``max(prefix_threshold, chance_factor * chance_prefix)``, else a *previous-token* head when its previous-token
+    score is at least ``max(prev_threshold, chance_factor * chance_prev_token)``, else *other*. The defaults accept
+    the paper's heads at the end of training (0:1/0:4 prev 0.29/0.23, 1:6/1:7 prefix 0.055/0.079 at L=128) and
+    reject them before LM4 (step 10k: prefix 0.010/0.019).
+    """
+
+    n_seqs: int = 32
+    half_len: int = 128
+    seed: int = 0
+    icl_windows: int = 64
+    icl_seed: int = 0
+    prev_threshold: float = 0.15
+    prefix_threshold: float = 0.04
+    chance_factor: float = 5.0
+    top_heads: int = 2
+
+    def __post_init__(self):
+        for name in ("n_seqs", "half_len", "icl_windows", "top_heads"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= (2 if name == "half_len" else 1)):
+                raise ConfigError(f"induction.{name}: got {v!r}; must be an integer >= {2 if name == 'half_len' else 1}")
+        for name in ("seed", "icl_seed"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                raise ConfigError(f"induction.{name}: got {v!r}; must be an integer >= 0")
+        for name in ("prev_threshold", "prefix_threshold", "chance_factor"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")):
+                raise ConfigError(f"induction.{name}: got {v!r}; must be a finite number >= 0")
+
+    def to_dict(self) -> dict:
+        import dataclasses
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# probes
+# ---------------------------------------------------------------------------------------------------------------
+
+def repeated_random_tokens(n_seqs: int, half_len: int, vocab_size: int, *, bos_id: int = 0,
+                           exclude: Iterable[int] = (), seed: int = 0) -> torch.Tensor:
+    """Seeded probe ``(n_seqs, 2*half_len+1)`` int64: BOS, then ``half_len`` random tokens, then the same again.
+
+    Tokens are drawn uniformly from ``range(vocab_size)`` minus ``bos_id`` and ``exclude``, without repetition
+    inside a sequence when enough ids are allowed.
+
+    >>> t = repeated_random_tokens(2, 5, 50, bos_id=0, seed=1)
+    >>> t.shape, bool((t[:, 1:6] == t[:, 6:]).all()), bool((t[:, 1:] != 0).all()), bool((t[:, 0] == 0).all())
+    (torch.Size([2, 11]), True, True, True)
+    """
+    if half_len < 2:
+        raise ConfigError(f"half_len: got {half_len}; need at least 2 random tokens per half")
+    if n_seqs < 1:
+        raise ConfigError(f"n_seqs: got {n_seqs}; need at least one probe sequence")
+    banned = {int(bos_id), *map(int, exclude)}
+    allowed = torch.tensor([i for i in range(int(vocab_size)) if i not in banned], dtype=torch.long)
+    if len(allowed) < 2:
+        raise ConfigError(f"vocab_size={vocab_size} leaves fewer than 2 token ids after excluding {sorted(banned)}; "
+                          f"pass the model's real vocabulary size")
+    g = torch.Generator().manual_seed(int(seed))
+    if len(allowed) >= half_len:
+        idx = torch.rand(n_seqs, len(allowed), generator=g).argsort(dim=1)[:, :half_len]
+    else:  # tiny vocabularies: repeats inside a half are unavoidable
+        idx = torch.randint(0, len(allowed), (n_seqs, half_len), generator=g)
+    half = allowed[idx]
+    bos = torch.full((n_seqs, 1), int(bos_id), dtype=torch.long)
+    return torch.cat([bos, half, half], dim=1)
+
+
+def icl_windows(stream: np.ndarray | torch.Tensor | Sequence[int], n_windows: int, length: int, *, bos_id: int = 0,
+                seed: int = 0) -> torch.Tensor:
+    """Seeded windows ``(n_windows, length)`` of a token stream, each BOS followed by ``length-1`` stream tokens.
+
+    >>> w = icl_windows(np.arange(1, 101), 3, 8, bos_id=0, seed=0)
+    >>> w.shape, bool((w[:, 0] == 0).all()), bool((w[:, 2:] - w[:, 1:-1] == 1).all())
+    (torch.Size([3, 8]), True, True)
+    """
+    stream = np.asarray(stream)
+    if length < 3:
+        raise ConfigError(f"length: got {length}; ICL windows need at least 3 tokens")
+    if len(stream) < length - 1:
+        raise CorpusError(f"the held-out token stream has {len(stream)} tokens, fewer than one window of "
+                          f"{length - 1}; use a larger corpus or test_fraction")
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(stream) - (length - 1) + 1, size=n_windows)
+    rows = np.stack([np.asarray(stream[s:s + length - 1], dtype=np.int64) for s in starts])
+    out = torch.from_numpy(rows)
+    return torch.cat([torch.full((n_windows, 1), int(bos_id), dtype=torch.long), out], dim=1)
+
+
+def icl_positions(length: int) -> tuple[range, range]:
+    """Token positions ``(early, late)`` averaged by the ICL score for windows of ``length`` tokens.
+
+    >>> icl_positions(1024)
+    (range(40, 61), range(490, 511))
+    >>> icl_positions(128)
+    (range(5, 8), range(61, 64))
+    """
+    w = round(length * _ICL_HALF_WIDTH)
+    early, late = round(length * _ICL_EARLY), round(length * _ICL_LATE)
+    early = max(early, w + 1)  # position 0 is BOS and has no loss
+    return range(early - w, early + w + 1), range(late - w, min(late + w + 1, length))
+
+
+def chance_scores(half_len: int) -> dict[str, float]:
+    """The scores of a head attending uniformly to all earlier positions (itself included), for probes of
+    ``half_len``.
+
+    >>> {k: round(v, 4) for k, v in chance_scores(128).items()}
+    {'prev_token': 0.0181, 'prefix': 0.0054}
+    """
+    L = half_len
+    prev = np.mean([1.0 / (q + 1) for q in range(2, 2 * L + 1)])
+    prefix = np.mean([1.0 / (q + 1) for q in range(L + 1, 2 * L + 1)])
+    return {"prev_token": float(prev), "prefix": float(prefix)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# scores for one model
+# ---------------------------------------------------------------------------------------------------------------
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _chunk(n_heads: int, T: int) -> int:
+    return max(1, _PATTERN_BUDGET // max(1, n_heads * T * T))
+
+
+@torch.no_grad()
+def _probe_forward(model: HookedTransformer, tokens: torch.Tensor, half_len: int,
+                   batch_size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """prev (n_layers, n_heads), prefix (n_layers, n_heads), loss_first_half, loss_second_half."""
+    L = half_len
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    prev_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    prefix_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    dev = _model_device(model)
+
+    def hook(pattern, hook):
+        # pattern: (batch, head, query, key)
+        layer = int(hook.name.split(".")[1])
+        p = pattern.float()
+        prev = p.diagonal(offset=-1, dim1=-2, dim2=-1)[..., 1:]          # queries 2..2L -> keys 1..2L-1
+        pref = p.diagonal(offset=-(L - 1), dim1=-2, dim2=-1)[..., 2:]    # queries L+1..2L -> keys 2..L+1
+        prev_sum[layer] += prev.sum(dim=(0, 2)).double().cpu()
+        prefix_sum[layer] += pref.sum(dim=(0, 2)).double().cpu()
+
+    B = tokens.shape[0]
+    bs = batch_size or _chunk(n_heads, tokens.shape[1])
+    first, second = 0.0, 0.0
+    for s in range(0, B, bs):
+        chunk = tokens[s:s + bs].to(dev)
+        loss = model.run_with_hooks(chunk, return_type="loss", loss_per_token=True,
+                                    fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), hook)])
+        loss = loss.float()  # (b, 2L): loss[t] predicts token t+1
+        first += loss[:, 1:L].sum().item()
+        second += loss[:, L + 1:2 * L].sum().item()
+    prev = (prev_sum / (B * (2 * L - 1))).numpy()
+    prefix = (prefix_sum / (B * L)).numpy()
+    return prev, prefix, first / (B * (L - 1)), second / (B * (L - 1))
+
+
+@torch.no_grad()
+def _icl_forward(model: HookedTransformer, windows: torch.Tensor, batch_size: Optional[int] = None
+                 ) -> tuple[float, float]:
+    """(loss_early, loss_late) on held-out windows ``(n, T)``."""
+    T = windows.shape[1]
+    early, late = icl_positions(T)
+    dev = _model_device(model)
+    bs = batch_size or _chunk(model.cfg.n_heads, T)
+    e_sum, l_sum = 0.0, 0.0
+    for s in range(0, windows.shape[0], bs):
+        loss = model(windows[s:s + bs].to(dev), return_type="loss", loss_per_token=True).float()
+        # loss at token position p is loss[:, p-1]
+        e_sum += loss[:, early.start - 1:early.stop - 1].sum().item()
+        l_sum += loss[:, late.start - 1:late.stop - 1].sum().item()
+    n = windows.shape[0]
+    return e_sum / (n * len(early)), l_sum / (n * len(late))
+
+
+def induction_scores(model: HookedTransformer, *, n_seqs: int = 32, half_len: int = 128, seed: int = 0,
+                     bos_id: int = 0, exclude: Iterable[int] = (), vocab_size: Optional[int] = None,
+                     text_tokens: Optional[torch.Tensor] = None, probe: Optional[torch.Tensor] = None,
+                     batch_size: Optional[int] = None) -> pd.DataFrame:
+    """Previous-token and prefix-matching scores per head, induction losses and (with ``text_tokens``) the ICL
+    score of any ``HookedTransformer`` (ours, the paper's checkpoints, Pythia...).
+
+    ``half_len`` shrinks to ``(n_ctx-1)//2`` when ``2*half_len+1`` does not fit the context. ``vocab_size`` defaults
+    to ``model.cfg.d_vocab``; with a tokenizer attached, its special tokens are excluded from the probe too.
+    ``text_tokens``: held-out windows ``(n, T)`` starting with BOS (see :func:`icl_windows`); without them the ICL
+    rows are omitted. ``probe``: a ready probe ``(n, 2L+1)`` from :func:`repeated_random_tokens` (reused across
+    checkpoints). Returns a tidy frame with columns ``head`` (``"L:H"`` or ``"model"``), ``score``, ``value``.
+
+    >>> from serpent.config import ModelConfig
+    >>> from serpent.model import build_model
+    >>> m = build_model(ModelConfig(n_heads=2, d_model=16, d_head=4, n_ctx=32, d_vocab=64))
+    >>> df = induction_scores(m, n_seqs=2, half_len=100)     # shrinks to 15 to fit n_ctx=32
+    >>> sorted(df[df["head"] != "model"]["head"].unique()), sorted(df.score.unique())[:3]
+    (['0:0', '0:1', '1:0', '1:1'], ['chance_prefix', 'chance_prev_token', 'induction_loss_diff'])
+    """
+    n_ctx = model.cfg.n_ctx
+    if probe is None:
+        L = min(int(half_len), (n_ctx - 1) // 2)
+        if L < 2:
+            raise ConfigError(f"n_ctx={n_ctx} is too short for a repeated-token probe (needs at least 5 tokens)")
+        if vocab_size is None:
+            vocab_size = model.cfg.d_vocab
+            tok = getattr(model, "tokenizer", None)
+            if tok is not None:
+                vocab_size = min(vocab_size, len(tok))
+                exclude = set(exclude) | set(getattr(tok, "all_special_ids", []) or [])
+        probe = repeated_random_tokens(n_seqs, L, vocab_size, bos_id=bos_id, exclude=exclude, seed=seed)
+    else:
+        if probe.dim() != 2 or probe.shape[1] % 2 != 1 or probe.shape[1] < 5:
+            raise ConfigError(f"probe: expected (n_seqs, 2*half_len+1) tokens, got {tuple(probe.shape)}")
+        L = (probe.shape[1] - 1) // 2
+        if probe.shape[1] > n_ctx:
+            raise ConfigError(f"probe of {probe.shape[1]} tokens does not fit n_ctx={n_ctx}; build a shorter one")
+    if text_tokens is not None and (text_tokens.dim() != 2 or text_tokens.shape[1] > n_ctx):
+        raise ConfigError(f"text_tokens: expected (n, T) with T <= n_ctx={n_ctx}, got {tuple(text_tokens.shape)}")
+
+    prev, prefix, first, second = _probe_forward(model, probe, L, batch_size)
+    rows = []
+    for l in range(model.cfg.n_layers):
+        for h in range(model.cfg.n_heads):
+            rows.append((f"{l}:{h}", "prev_token", float(prev[l, h])))
+            rows.append((f"{l}:{h}", "prefix", float(prefix[l, h])))
+    chance = chance_scores(L)
+    rows += [("model", "loss_first_half", first), ("model", "loss_second_half", second),
+             ("model", "induction_loss_diff", second - first),
+             ("model", "chance_prev_token", chance["prev_token"]), ("model", "chance_prefix", chance["prefix"])]
+    if text_tokens is not None:
+        early, late = _icl_forward(model, text_tokens, batch_size)
+        rows += [("model", "icl_loss_early", early), ("model", "icl_loss_late", late),
+                 ("model", "icl_score", late - early)]
+    return pd.DataFrame(rows, columns=["head", "score", "value"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# classification
+# ---------------------------------------------------------------------------------------------------------------
+
+def classify_heads(scores: pd.DataFrame, *, step: Optional[int] = None, prev_threshold: float = 0.15,
+                   prefix_threshold: float = 0.04, chance_factor: float = 5.0) -> dict:
+    """Label every head ``induction``, ``previous-token`` or ``other`` at one step (the last if ``step`` is None).
+
+    Rule (first match wins): induction if prefix >= max(``prefix_threshold``, ``chance_factor`` x chance_prefix);
+    previous-token if prev_token >= max(``prev_threshold``, ``chance_factor`` x chance_prev_token); else other.
+    The chance levels are read from the table's ``model`` rows when present. Returns a JSON-able dict with the
+    effective thresholds, the rule, the lists ``induction`` and ``previous_token`` (ordered by score) and per-head
+    ``heads[label] = {class, prev_token, prefix}``.
+
+    >>> df = pd.DataFrame({"head": ["0:0", "0:0", "1:0", "1:0"], "score": ["prev_token", "prefix"] * 2,
+    ...                    "value": [0.9, 0.01, 0.05, 0.5]})
+    >>> c = classify_heads(df); c["previous_token"], c["induction"]
+    (['0:0'], ['1:0'])
+    """
+    df = scores
+    if "step" in df.columns:
+        steps = sorted(df["step"].unique())
+        if not steps:
+            raise SerpentError("classify_heads: the score table is empty")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise ConfigError(f"step: got {step}; the table has steps {steps}")
+        df = df[df["step"] == step]
+    missing = set(PER_HEAD_SCORES) - set(df["score"])
+    if missing:
+        raise SerpentError(f"classify_heads: the table has no {sorted(missing)} rows; compute it with "
+                           f"induction_scores or scores_over_checkpoints")
+    model_rows = df[df["head"] == "model"].set_index("score")["value"]
+    chance_prev = float(model_rows.get("chance_prev_token", 0.0))
+    chance_prefix = float(model_rows.get("chance_prefix", 0.0))
+    t_prev = max(prev_threshold, chance_factor * chance_prev)
+    t_prefix = max(prefix_threshold, chance_factor * chance_prefix)
+    wide = df[df["head"] != "model"].pivot_table(index="head", columns="score", values="value", aggfunc="first")
+    wide = wide.loc[sorted(wide.index, key=lambda s: tuple(int(x) for x in s.split(":")))]
+    heads, ind, prev = {}, [], []
+    for head, r in wide.iterrows():
+        if r["prefix"] >= t_prefix:
+            cls = "induction"
+            ind.append(head)
+        elif r["prev_token"] >= t_prev:
+            cls = "previous-token"
+            prev.append(head)
+        else:
+            cls = "other"
+        heads[head] = {"class": cls, "prev_token": float(r["prev_token"]), "prefix": float(r["prefix"])}
+    ind.sort(key=lambda h: -heads[h]["prefix"])
+    prev.sort(key=lambda h: -heads[h]["prev_token"])
+    return {
+        "step": None if step is None else int(step),
+        "rule": ("induction if prefix >= prefix_threshold, else previous-token if prev_token >= prev_threshold, "
+                 "else other; each threshold = max(stated value, chance_factor * uniform-attention chance)"),
+        "thresholds": {"prefix": t_prefix, "prev_token": t_prev, "prefix_stated": prefix_threshold,
+                       "prev_token_stated": prev_threshold, "chance_factor": chance_factor,
+                       "chance_prefix": chance_prefix, "chance_prev_token": chance_prev},
+        "induction": ind, "previous_token": prev, "heads": heads,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a run's checkpoints
+# ---------------------------------------------------------------------------------------------------------------
+
+def _run_bos_id(run) -> int:
+    try:
+        return int(run.tokenizer().bos_id)
+    except SerpentError:  # no tokenizer saved (e.g. a hand-made run): our tokenizers put <|endoftext|> at id 0
+        return 0
+
+
+def _settings(run) -> InductionConfig:
+    s = getattr(run.config, "induction", None)
+    if s is None:
+        return InductionConfig()
+    if isinstance(s, dict):
+        return InductionConfig(**s)
+    return s
+
+
+def scores_over_checkpoints(run, steps: Optional[Sequence[int]] = None, *, settings: Optional[InductionConfig] = None,
+                            device=None, progress: bool = True) -> pd.DataFrame:
+    """:func:`induction_scores` at every checkpoint of ``run`` (or at ``steps``): a tidy frame with columns
+    ``step, head, score, value``. The probe and the held-out ICL windows (from ``run.tokens("test")``) are seeded
+    and identical for every checkpoint; one model object is reused and only its weights are swapped.
+    """
+    from tqdm.auto import tqdm
+    from .device import default_device
+
+    settings = settings or _settings(run)
+    all_steps = run.checkpoint_steps()
+    steps = list(all_steps if steps is None else steps)
+    if not steps:
+        raise SerpentError(f"{run.path} has no checkpoints; train first (`python -m serpent run --out {run.path}`)")
+    dev = default_device(device)
+    bos = _run_bos_id(run)
+    mcfg = run.config.model
+    L = min(settings.half_len, (mcfg.n_ctx - 1) // 2)
+    probe = repeated_random_tokens(settings.n_seqs, L, mcfg.d_vocab, bos_id=bos, seed=settings.seed)
+    windows = None
+    try:
+        test = run.tokens("test")
+    except SerpentError:
+        test = None
+    if test is not None and len(test) >= mcfg.n_ctx - 1:
+        windows = icl_windows(test, settings.icl_windows, mcfg.n_ctx, bos_id=bos, seed=settings.icl_seed)
+    model = run.load_model(steps[0], device=dev)
+    frames = []
+    for step in tqdm(steps, desc="induction scores", unit="ckpt", disable=not progress):
+        model.load_state_dict(run.load_params(step, device=dev), strict=False)
+        df = induction_scores(model, probe=probe, bos_id=bos, text_tokens=windows)
+        df.insert(0, "step", int(step))
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs.update(half_len=L, bos_id=bos, n_seqs=settings.n_seqs)
+    return out
+
+
+def induction_stage(run, *, device=None, progress: bool = True) -> dict:
+    """Pipeline stage ``induction``: scores over all checkpoints, head classes at the last one, and charts.
+
+    Writes into ``run.stage_dir("induction")``: ``scores.parquet`` (step, head, score, value), ``heads.json``
+    (:func:`classify_heads` output plus the settings) and ``scores.{png,html}``, ``icl.{png,html}``. Skipped when it
+    already ran with the same settings and checkpoints. Returns a short summary.
+    """
+    from .config import config_hash
+    from .rundir import atomic_write_bytes, atomic_write_json, read_json
+
+    t0 = time.time()
+    settings = _settings(run)
+    steps = run.checkpoint_steps()
+    key = config_hash({"v": 1, "settings": settings.to_dict(), "steps": steps, "model": run.config.model.to_dict()})
+    out = run.stage_dir("induction")
+    if run.stage_is_current("induction", key) and (out / "heads.json").exists():
+        summary = dict(run.stage_summary("induction").get("summary", {}))
+        summary["skipped"] = True
+        return summary
+    df = scores_over_checkpoints(run, settings=settings, device=device, progress=progress)
+    buf = io.BytesIO()
+    pd.DataFrame(df).to_parquet(buf, index=False)
+    atomic_write_bytes(out / "scores.parquet", buf.getvalue())
+    heads = classify_heads(df, prev_threshold=settings.prev_threshold, prefix_threshold=settings.prefix_threshold,
+                           chance_factor=settings.chance_factor)
+    heads["settings"] = settings.to_dict()
+    heads["half_len"] = int(df.attrs.get("half_len", settings.half_len))
+    heads["bos_id"] = int(df.attrs.get("bos_id", 0))
+    atomic_write_json(out / "heads.json", heads)
+
+    from .charts.induction import icl_chart, induction_scores_chart, save_chart
+    save_chart(induction_scores_chart(df, top=settings.top_heads, thresholds=heads["thresholds"]), out / "scores")
+    if "icl_score" in set(df["score"]) or "induction_loss_diff" in set(df["score"]):
+        save_chart(icl_chart(df), out / "icl")
+
+    last = df[df["step"] == df["step"].max()]
+    model_last = last[last["head"] == "model"].set_index("score")["value"]
+    per_head = last[last["head"] != "model"]
+
+    def best(score):
+        r = per_head[per_head["score"] == score].sort_values("value").iloc[-1]
+        return {"head": r["head"], "value": round(float(r["value"]), 4)}
+
+    summary = {
+        "checkpoints": len(steps), "final_step": int(steps[-1]),
+        "previous_token_heads": heads["previous_token"], "induction_heads": heads["induction"],
+        "best_prev_token": best("prev_token"), "best_prefix": best("prefix"),
+        "induction_loss_diff": round(float(model_last["induction_loss_diff"]), 4),
+    }
+    if "icl_score" in model_last:
+        summary["icl_score"] = round(float(model_last["icl_score"]), 4)
+    seconds = time.time() - t0
+    run.mark_stage("induction", key, seconds, summary)
+    summary["seconds"] = round(seconds, 2)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the planted circuit
+# ---------------------------------------------------------------------------------------------------------------
+
+def planted_induction_model(d_vocab: int = 64, n_ctx: int = 64, n_heads: int = 4, prev_head: int = 1,
+                            induction_head: int = 2, sharpness: float = 30.0, copy_logit: float = 20.0,
+                            decoys: bool = True, seed: int = 0) -> HookedTransformer:
+    """A hand-built 2-layer attention-only ``HookedTransformer`` (no LayerNorm, standard positions) that implements
+    the induction circuit exactly.
+
+    Residual stream = four one-hot blocks ``[token | position | previous token | output]`` (``d_model = 3 V + n_ctx``).
+
+    * Head ``0:prev_head`` (previous-token head): the query of position t matches the key of position t-1
+      (score ``sharpness``) through the position block; it reads the token block and writes it into the
+      *previous token* block.
+    * Head ``1:induction_head``: the query (current token v) matches keys whose *previous token* block holds v, i.e.
+      the position right after an earlier occurrence of v; it reads that position's token and writes it into the
+      *output* block, which the unembedding turns into a logit of ``copy_logit`` for the copied token.
+    * Other heads (``decoys=True``) attend but write nothing (``W_O = 0``): in layer 0 one attends to itself, in
+      layer 1 one attends to earlier occurrences of the *same* token (a duplicate-token head, off by one from
+      induction) and the rest have random query/key weights.
+
+    >>> m = planted_induction_model(d_vocab=20, n_ctx=16, n_heads=2, prev_head=0, induction_head=1)
+    >>> m.cfg.d_model, m.cfg.n_layers
+    (76, 2)
+    """
+    V, N, H = d_vocab, n_ctx, n_heads
+    if not (0 <= prev_head < H and 0 <= induction_head < H):
+        raise ConfigError(f"prev_head={prev_head}, induction_head={induction_head}: must lie in 0..{H - 1}")
+    tok, pos, prv, outb = 0, V, V + N, 2 * V + N
+    D = 3 * V + N
+    dh = max(V, N)
+    cfg = HookedTransformerConfig(n_layers=2, n_heads=H, d_model=D, d_head=dh, n_ctx=N, d_vocab=V, attn_only=True,
+                                  normalization_type=None, positional_embedding_type="standard", act_fn="relu",
+                                  default_prepend_bos=False, tokenizer_prepends_bos=False, seed=seed, device="cpu")
+    model = HookedTransformer(cfg)
+    g = torch.Generator().manual_seed(seed)
+    scale = sharpness * math.sqrt(dh)  # TransformerLens divides scores by sqrt(d_head)
+    sd = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if not k.endswith(("mask", "IGNORE"))}
+    sd["embed.W_E"][torch.arange(V), tok + torch.arange(V)] = 1.0
+    sd["pos_embed.W_pos"][torch.arange(N), pos + torch.arange(N)] = 1.0
+    sd["unembed.W_U"][outb + torch.arange(V), torch.arange(V)] = copy_logit
+
+    a0, a1 = "blocks.0.attn.", "blocks.1.attn."
+    # layer 0, previous-token head: q(t) = e_t, k(s) = e_{s+1}; value = token; output -> previous-token block
+    sd[a0 + "W_Q"][prev_head, pos + torch.arange(N), torch.arange(N)] = scale
+    sd[a0 + "W_K"][prev_head, pos + torch.arange(N - 1), torch.arange(1, N)] = 1.0
+    sd[a0 + "W_V"][prev_head, tok + torch.arange(V), torch.arange(V)] = 1.0
+    sd[a0 + "W_O"][prev_head, torch.arange(V), prv + torch.arange(V)] = 1.0
+    # layer 1, induction head: q(t) = current token, k(s) = previous token at s; value = token -> output block
+    sd[a1 + "W_Q"][induction_head, tok + torch.arange(V), torch.arange(V)] = scale
+    sd[a1 + "W_K"][induction_head, prv + torch.arange(V), torch.arange(V)] = 1.0
+    sd[a1 + "W_V"][induction_head, tok + torch.arange(V), torch.arange(V)] = 1.0
+    sd[a1 + "W_O"][induction_head, torch.arange(V), outb + torch.arange(V)] = 1.0
+    if decoys:
+        others0 = [h for h in range(H) if h != prev_head]
+        others1 = [h for h in range(H) if h != induction_head]
+        for layer, others in ((0, others0), (1, others1)):
+            a = f"blocks.{layer}.attn."
+            for i, h in enumerate(others):
+                if i == 0 and layer == 0:  # attends to itself (position match)
+                    sd[a + "W_Q"][h, pos + torch.arange(N), torch.arange(N)] = scale
+                    sd[a + "W_K"][h, pos + torch.arange(N), torch.arange(N)] = 1.0
+                elif i == 0 and layer == 1:  # duplicate-token head: earlier occurrences of the same token
+                    sd[a + "W_Q"][h, tok + torch.arange(V), torch.arange(V)] = scale
+                    sd[a + "W_K"][h, tok + torch.arange(V), torch.arange(V)] = 1.0
+                else:  # random attention
+                    sd[a + "W_Q"][h] = torch.randn(D, dh, generator=g) / math.sqrt(D)
+                    sd[a + "W_K"][h] = torch.randn(D, dh, generator=g) / math.sqrt(D)
+    model.load_state_dict(sd, strict=False)
+    model.eval()
+    return model
