@@ -368,7 +368,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     unused (CPU work). Returns a summary with the separation at the first and last checkpoint.
     """
     import io
-    from .patterns import label_result, pattern_counts
+    from .patterns import label_results, pattern_counts
     from .rundir import atomic_write_bytes, atomic_write_json
     from .susceptibility import load_susceptibilities
 
@@ -388,7 +388,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     phase: dict[str, float] = {}
     tick = time.time()
     tok = run.tokenizer()
-    labels = pd.concat([label_result(r, tok) for _, r in sorted(results.items())], ignore_index=True)
+    labels = label_results(results, tok)
     phase["labels"], tick = time.time() - tick, time.time()
     emb = embed_checkpoints(results, cfg, progress=progress)
     phase["umap"], tick = time.time() - tick, time.time()

@@ -43,7 +43,7 @@ import numpy as np
 from .errors import SerpentError
 
 __all__ = ["PATTERNS", "PALETTE", "token_text", "display_text", "classify_tokens", "n_prev_spaces",
-           "classify_ids", "context_snippet", "label_result", "pattern_counts"]
+           "classify_ids", "context_snippet", "label_result", "label_results", "pattern_counts"]
 
 #: Pattern names in priority order (the first matching rule wins).
 PATTERNS: tuple[str, ...] = ("induction", "spacing", "formatting", "delimiter", "numeric", "word start",
@@ -289,6 +289,32 @@ def label_result(result: Any, tokenizer: Any, *, before: int = 8, after: int = 3
     for j, c in enumerate(comps):
         df[c] = chi[:, j].astype(np.float32)
     return df
+
+
+def label_results(results_by_step: dict, tokenizer: Any, **kwargs):
+    """:func:`label_result` for every checkpoint, concatenated; tokens are classified once when the checkpoints
+    share their probe sequences (the usual case), and only the step and χ columns change between checkpoints."""
+    import hashlib
+    import pandas as pd
+
+    done: dict[str, Any] = {}
+    frames = []
+    for step in sorted(results_by_step):
+        r = results_by_step[step]
+        key = hashlib.sha1(b"".join(np.ascontiguousarray(np.asarray(a, dtype=np.int64)).tobytes() for a in
+                                    (r.probe_tokens, r.seq_index, r.position)) + repr(list(r.components)).encode()
+                           ).hexdigest()
+        if key not in done:
+            done[key] = label_result(r, tokenizer, **kwargs)
+            df = done[key]
+        else:
+            df = done[key].copy()
+            df["step"] = int(r.step)
+            chi = np.asarray(r.chi)
+            for j, c in enumerate(r.components):
+                df[c] = chi[:, j].astype(np.float32)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
 
 
 def pattern_counts(patterns: Sequence[str]) -> dict[str, int]:

@@ -7,7 +7,7 @@ import pytest
 
 from serpent.errors import SerpentError
 from serpent.patterns import (PALETTE, PATTERNS, classify_tokens, context_snippet, display_text, label_result,
-                              n_prev_spaces, pattern_counts, token_text)
+                              label_results, n_prev_spaces, pattern_counts, token_text)
 
 
 def at(tokens, t, **kw):
@@ -171,6 +171,22 @@ def test_label_result_rows_match_classifier():
     assert all("«" in c and "»" in c for c in df["context"])
     counts = pattern_counts(df["pattern"].astype(str))
     assert sum(counts.values()) == len(df)
+
+
+def test_label_results_reuses_labels_across_checkpoints():
+    vocab = ["<|endoftext|>", "Ġa", "Ġb", "Ċ", "ĠĠ", "Ġ3", "("]
+    rng = np.random.default_rng(1)
+    probe = rng.integers(0, len(vocab), size=(2, 12))
+    seq, pos = np.repeat(np.arange(2), 11), np.tile(np.arange(1, 12), 2)
+    res = {s: SimpleNamespace(step=s, components=["0:0", "0:1"], chi=rng.normal(size=(22, 2)).astype(np.float32),
+                              probe_tokens=probe, seq_index=seq, position=pos) for s in (0, 5, 9)}
+    df = label_results(res, _Tok(vocab))
+    assert df["step"].tolist() == [0] * 22 + [5] * 22 + [9] * 22
+    for s, r in res.items():
+        one = label_result(r, _Tok(vocab))
+        got = df[df.step == s].reset_index(drop=True)
+        assert got.drop(columns=["pattern"]).equals(one.drop(columns=["pattern"]))
+        assert (got["pattern"].astype(str) == one["pattern"].astype(str)).all()
 
 
 def test_label_result_rejects_bad_shapes():
