@@ -265,10 +265,9 @@ def response_matrix(result: SusceptibilityResult, labels, categories: Sequence[s
 
     >>> r = SusceptibilityResult(0, ["0:0", "0:1"], np.array([[1., 2.], [3., 4.], [5., 6.]], "f4"),
     ...     np.zeros((3, 2), "f4"), np.zeros((1, 4), "i8"), np.zeros(3, "i8"), np.arange(1, 4), ["d"], {})
-    >>> response_matrix(r, np.array(["a", "b", "a"]))
-            a    b
-    0:0  3.0  3.0
-    0:1  4.0  4.0
+    >>> m = response_matrix(r, np.array(["a", "b", "a"]))
+    >>> list(m.columns), m.to_numpy().tolist(), m.attrs["counts"]
+    (['a', 'b'], [[3.0, 3.0], [4.0, 4.0]], {'a': 2, 'b': 1})
     """
     import pandas as pd
 

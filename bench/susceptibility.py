@@ -1,0 +1,135 @@
+"""Per-token susceptibilities: serpent's batched estimator against devinterp 2.0.1 ``susceptibilities``, side by side.
+
+Same model (random weights, preset architecture), same minibatches (devinterp with ``shuffle=False`` reads the rows
+in order, as our ``batches(i)`` does), same probe sequences (also the sampling task), same ε, γ, nβ, chains, draws;
+only the SGLD noise differs. Prints seconds, the ratio, peak memory, and how far the two estimates differ relative
+to their standard errors (devinterp's from its stored traces).
+
+    python bench/susceptibility.py                       # CPU: tiny model, 4 heads, 2 chains x 10 draws, 8 x 128
+    python bench/susceptibility.py --heads all --draws 20
+    python bench/susceptibility.py --size full --heads all --chains 4 --draws 200 --batch 32 --probe 96 \
+        --device cuda --no-devinterp                     # the anchor's setting (platform.md §6: devinterp 1,760 s)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import commit, machine, sync  # noqa: E402
+
+from serpent.config import SamplerConfig, get_preset  # noqa: E402
+from serpent.device import default_device  # noqa: E402
+from serpent.model import build_model  # noqa: E402
+from serpent.susceptibility import SusceptibilityStats, susceptibilities  # noqa: E402
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="tiny", choices=["tiny", "full"])
+    ap.add_argument("--heads", default="4", help="number of heads (the first ones) or 'all'")
+    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--draws", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--probe", type=int, default=8, help="probe sequences (each of the model's n_ctx tokens)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--no-devinterp", action="store_true")
+    args = ap.parse_args()
+    mc = get_preset(args.size).model
+    device = default_device(args.device)
+    model = build_model(mc)
+    heads = [f"{l}:{h}" for l in range(mc.n_layers) for h in range(mc.n_heads)]
+    if args.heads != "all":
+        heads = heads[:int(args.heads)]
+    g = torch.Generator().manual_seed(0)
+    n_data = max(4, 2 * args.batch)
+    data = torch.randint(0, mc.d_vocab, (n_data, mc.n_ctx), generator=g)
+    probe = torch.randint(0, mc.d_vocab, (args.probe, mc.n_ctx), generator=g)
+    cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=args.chains, draws=args.draws,
+                        batch_size=args.batch, seed=100, precision=args.precision)
+    B = args.batch
+    batches = lambda i: data[(B * i) % n_data:(B * i) % n_data + B]
+    print(f"# susceptibilities, {args.size} model ({mc.n_layers}x{mc.n_heads}, d_model {mc.d_model}, n_ctx {mc.n_ctx}),"
+          f" full + {len(heads)} heads x {args.chains} chains x {args.draws} draws, batch {B} x {mc.n_ctx}, probe "
+          f"{args.probe} x {mc.n_ctx}; {machine()}; commit {commit()}; {datetime.date.today()}")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss0 = rss_mb()
+    sync(device)
+    t = time.perf_counter()
+    mine = susceptibilities(model, probe, batches, cfg, components=heads, device=device, progress=False)
+    sync(device)
+    t_ours = time.perf_counter() - t
+    peak = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB GPU" if device.type == "cuda"
+            else f"max RSS {rss_mb():.0f} MB (before: {rss0:.0f} MB)")
+    print(f"serpent   {t_ours:8.1f} s   peak {peak}")
+    if args.no_devinterp:
+        return
+    from datasets import Dataset
+    from devinterp.slt.susceptibilities import susceptibilities as dv_sus
+    from devinterp.slt.weight_restrictions import create_param_masks
+    import xarray as xr
+
+    wrs = {"full": None}
+    for h in heads:
+        l, k = h.split(":")
+        wrs[f"l{l}h{k}"] = create_param_masks(model, f"l{l}h{k}")
+    ds = Dataset.from_dict({"input_ids": data.tolist()}).with_format("torch")
+    pds = Dataset.from_dict({"input_ids": probe.tolist()}).with_format("torch")
+    out = tempfile.mkdtemp() + "/samples.zarr"
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tree = dv_sus(model, ds, {"probe": (pds, args.probe // B)} if args.probe % B == 0 else {"probe": pds},
+                      wrs, sampling_task="probe", include_sampling_task=True, lr=cfg.epsilon, n_beta=cfg.n_beta,
+                      localization=cfg.gamma, num_chains=cfg.chains, num_draws=cfg.draws, batch_size=B,
+                      num_init_loss_batches=4, init_seed=cfg.seed, shuffle=False, output_path=out,
+                      device=str(device))
+    sync(device)
+    t_dv = time.perf_counter() - t
+    peak = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB GPU" if device.type == "cuda"
+            else f"max RSS {rss_mb():.0f} MB")
+    print(f"devinterp {t_dv:8.1f} s   peak {peak}")
+    print(f"ratio     {t_dv / t_ours:8.1f} x")
+    # agreement within statistical error
+    S, T = probe.shape
+    perm = random.Random(1337).sample(range(S), S)
+    inv = np.argsort(perm)
+    chi_dv = tree["susceptibilities"]["sus"].values.reshape(S, T - 1, -1)[inv].reshape(S * (T - 1), -1)
+    names = list(wrs)
+    trees = {w: xr.open_datatree(out.replace("samples.zarr", f"samples_{w}.zarr"), engine="zarr",
+                                 consolidated=False) for w in names}
+    stats = SusceptibilityStats(len(names), cfg.chains, S * (T - 1))
+    losses = {w: trees[w]["loss_probe"].values[:, :, inv] for w in names}
+    for d in range(cfg.draws):
+        pr = torch.tensor(np.stack([losses[w][c, d].reshape(-1) for w in names for c in range(cfg.chains)]),
+                          dtype=torch.float64)
+        stats.update(pr.mean(1), pr)
+    chi_dv2, se_dv = stats.chi(float(trees["full"]["init_loss"].values.mean()))
+    diff = mine.chi - chi_dv
+    s2 = mine.chi_se ** 2 + se_dv ** 2
+    print(f"devinterp traces through our estimator: max |diff| {np.abs(chi_dv2 - chi_dv).max():.2e} "
+          f"(scale {np.abs(chi_dv).max():.2e})")
+    print(f"agreement: mean (chi_ours - chi_dv)^2 / mean(se_ours^2 + se_dv^2) = {np.mean(diff ** 2) / s2.mean():.2f} "
+          f"(1 = agreement within statistical error); corr = {np.corrcoef(mine.chi.ravel(), chi_dv.ravel())[0, 1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
