@@ -88,7 +88,7 @@ class InductionConfig:
     n_seqs: int = 32
     half_len: int = 128
     seed: int = 0
-    icl_windows: int = 64
+    icl_windows: int = 256
     icl_seed: int = 0
     prev_threshold: float = 0.15
     prefix_threshold: float = 0.04
@@ -245,17 +245,44 @@ def _probe_forward(model: HookedTransformer, tokens: torch.Tensor, half_len: int
     return prev, prefix, first / (B * (L - 1)), second / (B * (L - 1))
 
 
+def _fast_config(model: HookedTransformer):
+    """Our ModelConfig for ``model`` when the fast functional forward reproduces it, else None."""
+    from .config import ModelConfig
+    from .model import supports_fast_path
+    c = model.cfg
+    try:
+        if not supports_fast_path(model) or c.d_vocab_out != c.d_vocab:
+            return None
+        return ModelConfig(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head,
+                           n_ctx=c.n_ctx, d_vocab=c.d_vocab, positional_embedding_type=c.positional_embedding_type,
+                           normalization_type=c.normalization_type, attn_only=c.attn_only,
+                           d_mlp=c.d_mlp if not c.attn_only else None, act_fn=c.act_fn or "gelu")
+    except (ConfigError, AttributeError):
+        return None
+
+
 @torch.no_grad()
 def _icl_forward(model: HookedTransformer, windows: torch.Tensor, batch_size: Optional[int] = None
                  ) -> tuple[float, float]:
-    """(loss_early, loss_late) on held-out windows ``(n, T)``."""
+    """(loss_early, loss_late) on held-out windows ``(n, T)``.
+
+    Only the first ``late.stop`` tokens are run (the loss at p depends on tokens <= p only), through the fused
+    functional forward of :mod:`serpent.model` when it reproduces the model, else through the model itself.
+    """
+    from .model import model_params, per_token_loss
     T = windows.shape[1]
     early, late = icl_positions(T)
+    windows = windows[:, :late.stop]
     dev = _model_device(model)
-    bs = batch_size or _chunk(model.cfg.n_heads, T)
+    fast = _fast_config(model)
+    bs = batch_size or _chunk(model.cfg.n_heads, windows.shape[1])
     e_sum, l_sum = 0.0, 0.0
     for s in range(0, windows.shape[0], bs):
-        loss = model(windows[s:s + bs].to(dev), return_type="loss", loss_per_token=True).float()
+        chunk = windows[s:s + bs].to(dev)
+        if fast is not None:
+            loss = per_token_loss(model_params(model), chunk, fast).float()
+        else:
+            loss = model(chunk, return_type="loss", loss_per_token=True).float()
         # loss at token position p is loss[:, p-1]
         e_sum += loss[:, early.start - 1:early.stop - 1].sum().item()
         l_sum += loss[:, late.start - 1:late.stop - 1].sum().item()

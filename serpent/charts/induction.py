@@ -44,8 +44,21 @@ def _thin(df: pd.DataFrame, max_rows: int = _MAX_ROWS) -> pd.DataFrame:
     return df[df["step"].isin(keep)]
 
 
-def _step_x(title: str = "training step (log scale)") -> alt.X:
-    return alt.X("step:Q", scale=alt.Scale(type="symlog"), title=title)
+def _step_x(max_step: float, title: str = "training step (log scale)") -> alt.X:
+    ticks = [0] + [10 ** k for k in range(0, int(np.log10(max(max_step, 1))) + 1)]
+    return alt.X("step:Q", scale=alt.Scale(type="symlog"), title=title,
+                 axis=alt.Axis(values=ticks, format="~s", grid=True))
+
+
+def _spread_labels(values: pd.Series, min_gap: float) -> pd.Series:
+    """Label heights: the values, pushed apart so that no two are closer than ``min_gap`` (keeps order)."""
+    order = values.sort_values(ascending=False)
+    out, prev = {}, None
+    for k, v in order.items():
+        y = v if prev is None else min(v, prev - min_gap)
+        out[k] = y
+        prev = y
+    return pd.Series(out).reindex(values.index)
 
 
 def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int = 2,
@@ -60,8 +73,12 @@ def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int =
     df["group"] = np.where(df["head"].isin(top_heads), df["head"], "other heads")
     domain = top_heads + ["other heads"]
     colors = _PALETTE[:len(top_heads)] + ["#c8c8c8"]
+    max_step = float(df["step"].max())
+    lab = last[last["head"].isin(top_heads)].copy()
+    span = max(float(df["value"].max()), threshold or 0.0) - min(float(df["value"].min()), 0.0)
+    lab["label_y"] = _spread_labels(lab["value"], 0.05 * span if span > 0 else 0.0)
     base = alt.Chart(df).encode(
-        x=_step_x(),
+        x=_step_x(max_step),
         y=alt.Y("value:Q", title=_TITLES.get(score, score)),
         detail="head:N",
         color=alt.Color("group:N", scale=alt.Scale(domain=domain, range=colors), title="head",
@@ -70,9 +87,8 @@ def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int =
     )
     grey = base.transform_filter(alt.datum.group == "other heads").mark_line(strokeWidth=1, opacity=0.7)
     hi = base.transform_filter(alt.datum.group != "other heads").mark_line(strokeWidth=2.5, point=True)
-    labels = alt.Chart(last[last["head"].isin(top_heads)]).mark_text(
-        align="left", dx=6, fontWeight="bold").encode(
-        x=_step_x(), y="value:Q", text="head:N",
+    labels = alt.Chart(lab).mark_text(align="left", dx=6, fontWeight="bold").encode(
+        x=_step_x(max_step), y="label_y:Q", text="head:N",
         color=alt.Color("head:N", scale=alt.Scale(domain=domain, range=colors), legend=None))
     layers = [grey, hi, labels]
     if threshold is not None:
@@ -97,15 +113,15 @@ def induction_scores_chart(scores: pd.DataFrame, top: int = 2, thresholds: Optio
 def icl_chart(scores: pd.DataFrame, width: int = 360, height: int = 240) -> alt.LayerChart:
     """ICL score (held-out loss late minus early in the context) and the induction-loss difference (second minus
     first copy of random tokens) against step; both in nats, negative = the model uses its context."""
-    names = {"icl_score": "ICL score (late - early loss)",
-             "induction_loss_diff": "repeated random tokens (2nd - 1st copy loss)"}
+    names = {"icl_score": "ICL score: held-out text, late - early loss",
+             "induction_loss_diff": "random tokens: 2nd - 1st copy loss"}
     df = scores[(scores["head"] == "model") & (scores["score"].isin(list(names)))][["step", "score", "value"]]
     if df.empty:
         raise ValueError("the table has no icl_score or induction_loss_diff rows")
     df = df.assign(curve=df["score"].map(names))
     line = alt.Chart(df).mark_line(point=True).encode(
-        x=_step_x(), y=alt.Y("value:Q", title="loss difference (nats)"),
-        color=alt.Color("curve:N", title=None, legend=alt.Legend(orient="bottom")),
+        x=_step_x(float(df["step"].max())), y=alt.Y("value:Q", title="loss difference (nats)"),
+        color=alt.Color("curve:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=400, direction="vertical")),
         tooltip=["curve:N", "step:Q", alt.Tooltip("value:Q", format=".3f")])
     zero = alt.Chart(pd.DataFrame({"value": [0.0]})).mark_rule(color="black", opacity=0.4).encode(y="value:Q")
     return alt.layer(line, zero).properties(width=width, height=height, title="In-context learning")
