@@ -159,7 +159,9 @@ def main(argv=None) -> int:
     if theirs:
         print(f"\nspeed-up (total seconds, devinterp / serpent): {theirs['seconds'] / ours['seconds']:.1f}x")
         se = math.sqrt(ours["std"] ** 2 / R + theirs["std"] ** 2 / R)
-        print(f"estimate difference: {ours['mean'] - theirs['mean']:+.2f} (combined standard error {se:.2f})")
+        same = abs(ours["mean"] - theirs["mean"]) <= 1e-4 * max(1.0, abs(theirs["mean"]))
+        print(f"estimate difference: {ours['mean'] - theirs['mean']:+.4f} (combined standard error {se:.2f})"
+              + ("; the chains coincide: same seeds give devinterp's noise streams on this device" if same else ""))
     print(f"our SGLD step: {flops / 1e9:.1f} GFLOP, {achieved / 1e12:.3f} TFLOP/s = "
           f"{100 * achieved / ceiling:.1f}% of the measured {('bf16' if dtype == torch.bfloat16 else str(dtype))} "
           f"matmul ceiling ({ceiling / 1e12:.3f} TFLOP/s)")
