@@ -112,6 +112,14 @@ def test_hook_scores_equal_a_direct_reading_of_cached_patterns():
             pref = np.mean([pat[b, h, L + i, i + 1].item() for b in range(5) for i in range(1, L + 1)])
             assert w.loc[f"{l}:{h}", "prev_token"] == pytest.approx(prev, rel=1e-5)
             assert w.loc[f"{l}:{h}", "prefix"] == pytest.approx(pref, rel=1e-5)
+    # ... and agree with the references the course's exercise checks use
+    from serpent.checks import reference_prefix_score, reference_prev_token_score
+    for l in range(2):
+        pat = cache[f"blocks.{l}.attn.hook_pattern"]
+        ref_prev, ref_pref = reference_prev_token_score(pat, L), reference_prefix_score(pat, L)
+        for h in range(3):
+            assert w.loc[f"{l}:{h}", "prev_token"] == pytest.approx(ref_prev[h].item(), rel=1e-5)
+            assert w.loc[f"{l}:{h}", "prefix"] == pytest.approx(ref_pref[h].item(), rel=1e-5)
     loss = model(probe, return_type="loss", loss_per_token=True)
     m = _model_rows(df)
     # the ICL score (computed with the fused forward, on truncated windows) equals the model's own losses
@@ -296,3 +304,20 @@ def test_synthetic_training_grows_the_circuit_and_the_stage_records_it(tmp_path)
     # the same numbers come from scores_over_checkpoints for one step
     one = scores_over_checkpoints(run, steps=[400], progress=False)
     pd.testing.assert_frame_equal(one.reset_index(drop=True), by[400].reset_index(drop=True), check_exact=False)
+
+
+def test_any_hooked_transformer_works_three_layers_mlps_rotary():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    cfg = HookedTransformerConfig(n_layers=3, n_heads=2, d_model=32, d_head=16, d_mlp=64, n_ctx=48, d_vocab=80,
+                                  act_fn="gelu", normalization_type="LNPre", positional_embedding_type="rotary",
+                                  rotary_dim=16, seed=0, default_prepend_bos=False)
+    model = HookedTransformer(cfg)
+    windows = icl_windows(np.arange(3000) % 79 + 1, 4, 48, bos_id=0, seed=0)
+    df = induction_scores(model, n_seqs=3, half_len=12, bos_id=0, exclude=[1, 2], text_tokens=windows)
+    assert sorted(df[df["head"] != "model"]["head"].unique()) == ["0:0", "0:1", "1:0", "1:1", "2:0", "2:1"]
+    full = model(windows, return_type="loss", loss_per_token=True)  # the fallback path (no fused forward here)
+    early, late = icl_positions(48)
+    icl = _model_rows(df)
+    assert icl["icl_score"] == pytest.approx(full[:, late.start - 1:late.stop - 1].mean().item()
+                                             - full[:, early.start - 1:early.stop - 1].mean().item(), rel=1e-4)
+    assert np.isfinite(df["value"]).all()
