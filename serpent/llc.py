@@ -54,7 +54,7 @@ from .sgld import (Restriction, SGLDResult, make_restriction, module_loss_fn, ru
                    transformer_loss_fn)
 
 __all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "select_steps", "llc_over_checkpoints", "llc_stage",
-           "calibrate", "model_config_of"]
+           "calibrate", "calibrate_run", "model_config_of"]
 
 
 @dataclass
@@ -305,3 +305,30 @@ def calibrate(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches,
                    stable=bool(r.mean >= 0 and abs(drift) < flat_tolerance and np.isfinite(r.mean)))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None = None,
+                  n_betas: Sequence[float] | None = None, *, device=None, progress: bool = True) -> pd.DataFrame:
+    """:func:`calibrate` at one checkpoint of a run (default: the last) around ``run.config.llc``.
+
+    Default grid: ``epsilon`` x {1/10, 1/3, 1, 3, 10} and ``n_beta`` x {1/3, 1, 3}. Writes
+    ``llc/calibration.parquet`` and ``llc/calibration.{png,html}``; returns the table.
+    """
+    from .device import default_device
+    cfg = run.config.llc
+    steps = run.checkpoint_steps()
+    if not steps:
+        raise ConfigError(f"{run.path} has no checkpoints to calibrate on; train first")
+    step = steps[-1] if step is None else step
+    epsilons = list(epsilons) if epsilons else [cfg.epsilon * f for f in (0.1, 1 / 3, 1.0, 3.0, 10.0)]
+    n_betas = list(n_betas) if n_betas else [cfg.n_beta * f for f in (1 / 3, 1.0, 3.0)]
+    dev = default_device(device)
+    params = run.load_params(step, device=dev)
+    cal = calibrate(run.config.model, params, _run_batches(run, cfg), cfg, epsilons, n_betas, device=dev,
+                    progress=progress)
+    cal.insert(0, "step", int(step))
+    out = run.stage_dir("llc")
+    _write_parquet(cal, out / "calibration.parquet")
+    from .charts.llc import calibration_chart, save_chart
+    save_chart(calibration_chart(cal), out / "calibration")
+    return cal

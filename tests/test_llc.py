@@ -222,3 +222,8 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
     mtime = (out / "llc.parquet").stat().st_mtime_ns
     again = llc_stage(run, progress=False)
     assert again.get("skipped") and (out / "llc.parquet").stat().st_mtime_ns == mtime
+    # calibration at the last checkpoint: a table over the grid and its chart
+    from serpent.llc import calibrate_run
+    cal = calibrate_run(run, epsilons=[1e-4, 1e-3], n_betas=[10.0], progress=False)
+    assert len(cal) == 2 and (cal["step"] == steps[-1]).all() and not cal["diverged"].any()
+    assert (out / "calibration.parquet").exists() and (out / "calibration.png").stat().st_size > 1000
