@@ -47,7 +47,7 @@ def _thin(df: pd.DataFrame, max_rows: int = _MAX_ROWS) -> pd.DataFrame:
 def _step_x(max_step: float, title: str = "training step (log scale)") -> alt.X:
     ticks = [0] + [10 ** k for k in range(0, int(np.log10(max(max_step, 1))) + 1)]
     return alt.X("step:Q", scale=alt.Scale(type="symlog"), title=title,
-                 axis=alt.Axis(values=ticks, format="~s", grid=True))
+                 axis=alt.Axis(values=ticks, format=",d", grid=True))
 
 
 def _spread_labels(values: pd.Series, min_gap: float) -> pd.Series:
