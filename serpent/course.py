@@ -69,18 +69,20 @@ def find_root(start: Optional[str | os.PathLike] = None) -> Path:
 def micro_config(preset: str = "tiny") -> RunConfig:
     """The fast-mode recipe: ``preset`` (tiny) shrunk to run end to end in about a minute on a CPU.
 
-    Same architecture as tiny; 1.5 MB of text; 150 training steps with 9 checkpoints; LLC with 2 chains x 12 draws
-    at 4 checkpoints; susceptibilities with 2 chains x 8 draws on 6 probe windows of 64 tokens at 2 checkpoints.
+    Tiny's widths with a 64-token context; 1.5 MB of text; 150 training steps of 8 windows with 9 checkpoints; LLC
+    with 2 chains x 12 draws at 4 checkpoints; susceptibilities with 2 chains x 6 draws (minibatches of 4) on 4 probe
+    windows of 64 tokens at 2 checkpoints. It is a smoke test of the whole course, not a model worth reading.
     """
     base = get_preset(preset)
     s = base.susceptibility.sampler.to_dict()
-    s.update(chains=2, draws=8, batch_size=8)
+    s.update(chains=2, draws=6, batch_size=4)
     return base.with_overrides(
         preset=f"{base.preset}-fast",
+        model={"n_ctx": min(64, base.model.n_ctx)},
         data={"max_bytes": 1_500_000, "tokenizer_train_bytes": 1_000_000},
-        train={"steps": 150, "log_checkpoints": 6, "linear_checkpoints": 3, "eval_every": 25, "eval_batches": 2},
+        train={"steps": 150, "batch_size": 8, "log_checkpoints": 6, "linear_checkpoints": 3, "eval_every": 25, "eval_batches": 2},
         llc={"chains": 2, "draws": 12, "batch_size": 8, "checkpoints": 4},
-        susceptibility={"sampler": s, "probe_sequences": 6, "probe_length": min(64, base.model.n_ctx)},
+        susceptibility={"sampler": s, "probe_sequences": 4, "probe_length": min(64, base.model.n_ctx)},
         embedding={"n_neighbors": 10, "max_points_page": 400},
         susceptibility_checkpoints=2,
     )

@@ -1,0 +1,1376 @@
+"""Source of the course notebooks: ``python notebooks/_make_notebooks.py`` writes ``notebooks/0*.ipynb``.
+
+The notebooks are committed (without outputs); this script is how they are written, so that the skeleton every
+notebook shares (course.md §4) stays identical: a title with what you will learn, prerequisites and times; an "Open in
+Colab" badge (a markdown cell removed from the book, whose page has its own launch button, so the book never loads
+an image from the network); a setup cell hidden in the book (``remove-input``) that installs the package only in
+Colab and prints versions and the device; a ``parameters`` cell with the full-size settings and the next cell
+shrinking them when ``SERPENT_FAST=1``; exercises with difficulty, importance and minutes, a stub, a
+``serpent.checks`` call and a hidden solution cell (tags ``hide-input`` + ``solution``, collapsed in Jupyter and a
+form in Colab) that runs the same check; a summary and further reading.
+
+The repository URL (Colab links, ``pip install``) is read from ``_config.yml``, where it is set once. Edit the
+notebooks here and regenerate; ``tests/test_checks.py`` runs every solution cell against its check.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _repo() -> tuple[str, str]:
+    text = (ROOT / "_config.yml").read_text()
+    url = re.search(r"^repository:\s*\n(?:\s+.*\n)*?\s+url:\s*(\S+)", text, re.M).group(1).rstrip("/")
+    branch = re.search(r"^repository:\s*\n(?:\s+.*\n)*?\s+branch:\s*(\S+)", text, re.M).group(1)
+    return url, branch
+
+
+REPO_URL, BRANCH = _repo()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cell helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+def md(text: str, tags=()) -> dict:
+    import nbformat
+    cell = nbformat.v4.new_markdown_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def code(text: str, tags=()) -> dict:
+    import nbformat
+    cell = nbformat.v4.new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def solution(text: str) -> dict:
+    cell = code("# @title Solution (double-click to show the code)\n" + text.strip("\n"), tags=("hide-input", "solution"))
+    cell.metadata["jupyter"] = {"source_hidden": True}
+    cell.metadata["cellView"] = "form"
+    return cell
+
+
+def exercise(title: str, difficulty: int, importance: int, minutes: int, text: str) -> dict:
+    d = "🔴" * difficulty + "⚪" * (5 - difficulty)
+    i = "🔵" * importance + "⚪" * (5 - importance)
+    return md(f"### Exercise: {title}\n\n> **Difficulty** {d} · **Importance** {i} · about **{minutes} minutes**\n\n"
+              + text.strip("\n"))
+
+
+def header(name: str, title: str, learn: list[str], prereq: str, t4: str, cpu: str, chapter: str) -> list[dict]:
+    colab = f"https://colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/{BRANCH}/notebooks/{name}.ipynb"
+    bullets = "\n".join(f"* {x}" for x in learn)
+    return [
+        md(f"# {title}\n\nThe computations of the chapter [{chapter[1]}](../book/{chapter[0]}.md).\n\n"
+           f"**What you will learn**\n\n{bullets}\n\n**Prerequisites:** {prereq}\n\n"
+           f"**Time:** {t4} on a Colab T4, {cpu} on a laptop CPU; about a minute in fast mode (`SERPENT_FAST=1`)."),
+        md(f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})",
+           tags=("remove-cell",)),
+        code(SETUP, tags=("remove-input",)),
+    ]
+
+
+SETUP = f'''
+# Setup. In Colab: install the course package (Colab's own torch, numpy and pandas are left alone).
+import sys, subprocess
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "serpent[widgets] @ git+{REPO_URL}"], check=True)
+
+import importlib.metadata as _md
+from serpent.device import default_device, describe_device
+print(" · ".join(f"{{p}} {{_md.version(p)}}" for p in ("serpent", "torch", "transformer-lens", "altair")))
+print("device:", describe_device(default_device()))
+'''
+
+FAST_CELL = '''
+import os
+FAST = os.environ.get("SERPENT_FAST", "0") == "1"   # the tests, CI and the fast book build set SERPENT_FAST=1
+if FAST:
+{body}
+'''
+
+
+def fast(body: str) -> dict:
+    lines = "\n".join("    " + l for l in body.strip("\n").splitlines())
+    return code(FAST_CELL.format(body=lines))
+
+
+def footer(summary: list[str], reading: list[str], next_nb: str | None = None) -> list[dict]:
+    s = "\n".join(f"* {x}" for x in summary)
+    r = "\n".join(f"* {x}" for x in reading)
+    nxt = f"\n\n**Next:** {next_nb}" if next_nb else ""
+    return [md(f"## Summary\n\n{s}\n\n## Further reading\n\n{r}{nxt}")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 00 setup
+# ---------------------------------------------------------------------------------------------------------------
+
+def nb00():
+    return header("00_setup", "0 · Setting up: the install, the device and the course's run",
+                  ["check that the `serpent` package and its dependencies work on your machine",
+                   "create (or load) the run every later notebook uses: a small model trained on Python source code, "
+                   "with every analysis stage already computed",
+                   "find your way around a *run directory*"],
+                  "none.", "5 minutes", "10–20 minutes the first time (the tiny pipeline), seconds afterwards",
+                  ("setup", "Setting up")) + [
+        code('''
+PRESET = "tiny"      # "tiny" (a CPU in minutes), "colab" (a T4, ~15 min of training) or "full" (a modern GPU)
+''', tags=("parameters",)),
+        fast('print("fast mode: course_run() uses runs/tiny if it is complete, else a micro run (about a minute)")'),
+        md('''
+## 1. Does everything import, and is the fast path right?
+
+The package computes losses with its own batched forward pass (`serpent.model.per_token_loss`), which runs many
+copies of the model at once for SGLD. It must agree with TransformerLens' `HookedTransformer` to float precision:
+'''),
+        code('''
+import torch
+from serpent.config import get_preset
+from serpent.model import build_model, hooked_per_token_loss, model_params, per_token_loss
+
+cfg = get_preset("tiny").model
+model = build_model(cfg)
+tokens = torch.randint(0, cfg.d_vocab, (2, 32))
+fast_path = per_token_loss(model_params(model), tokens, cfg)        # (B, T-1): per-token losses
+reference = hooked_per_token_loss(model, tokens)
+print(f"{sum(p.numel() for p in model.parameters()):,} parameters; max |fast - TransformerLens| = "
+      f"{(fast_path - reference).abs().max().item():.2e}")
+assert torch.allclose(fast_path, reference, atol=1e-4), "the fast forward disagrees with TransformerLens"
+'''),
+        md('''
+## 2. The course's run
+
+`course_run()` finds `runs/tiny` at the top of the repository (or `/content/runs/tiny` in Colab). If the run is
+missing or incomplete it runs the whole pipeline — the same as `python -m serpent run --preset tiny --out runs/tiny`:
+corpus → tokenizer → training with checkpoints → induction scores → LLC → susceptibilities → the serpent. A complete
+run is simply loaded, so the later notebooks start in seconds.
+'''),
+        code('''
+from serpent.course import course_run
+run = course_run(PRESET)
+run
+'''),
+        md("Every stage records how long it took and a short summary:"),
+        code('''
+import json
+import pandas as pd
+
+stages = json.loads((run.path / "stages.json").read_text())
+pd.DataFrame([{"stage": name, "seconds": round(s["seconds"], 1),
+               "summary": ", ".join(f"{k}={v}" for k, v in s["summary"].items() if not isinstance(v, (list, dict)))[:110]}
+              for name, s in stages.items()])
+'''),
+        md('''
+## 3. What is in a run directory
+
+| path | what |
+| --- | --- |
+| `config.json` | the `RunConfig` that produced the run (model, data, train, llc, susceptibility, embedding) |
+| `tokenizer/`, `data/` | the byte-level BPE tokenizer and the token streams (train/test) |
+| `checkpoints/step_*.safetensors` | the model at every checkpoint (TransformerLens parameter names) |
+| `metrics.jsonl` | training and held-out loss |
+| `induction/`, `llc/`, `susceptibility/`, `serpent/` | each analysis stage's results and charts |
+| `explorer.html` | the serpent explorer: one page, works offline |
+'''),
+        code('''
+def size(p):
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+
+pd.DataFrame([{"entry": p.name + ("/" if p.is_dir() else ""), "MB": round(size(p) / 1e6, 2)}
+              for p in sorted(run.path.iterdir())])
+'''),
+        md("## 4. A first look: the loss went down"),
+        code('''
+import altair as alt
+
+m = pd.DataFrame(run.metrics())
+long = m.melt(id_vars="step", value_vars=["train_loss", "test_loss"], var_name="split", value_name="loss")
+alt.Chart(long).mark_line(point=True).encode(
+    x=alt.X("step:Q", scale=alt.Scale(type="symlog"), title="training step (log scale)"),
+    y=alt.Y("loss:Q", title="loss (nats per token)"), color="split:N", tooltip=["step", "split", "loss"],
+).properties(width=420, height=240, title=f"{run.config.preset}: training and held-out loss")
+'''),
+        md('''
+The same run from the command line:
+
+```bash
+python -m serpent run --preset tiny --out runs/tiny      # every stage; skips what is up to date
+python -m serpent presets                                # the presets and their sizes
+python -m serpent explore runs/tiny                      # (re)write the explorer page
+```
+'''),
+    ] + footer(["The package works on this machine and its fast forward pass agrees with TransformerLens.",
+                "`course_run()` gives every notebook the same run directory; computing it happens once.",
+                "A run directory holds everything the pipeline produced, written atomically and resumable."],
+               ["[Setting up](../book/setup.md) — Colab, the two notebook sizes, offline use.",
+                "The `serpent` package's command line: `python -m serpent --help`."],
+               "[1 · Growing a model](01_growing.ipynb)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 01 growing
+# ---------------------------------------------------------------------------------------------------------------
+
+def nb01():
+    return header("01_growing", "1 · Growing a model: corpus, tokenizer, transformer, training curves",
+                  ["what the course's corpus is and how a byte-level BPE tokenizer cuts it into tokens",
+                   "the 2-layer attention-only transformer in TransformerLens vocabulary",
+                   "read training curves against the unigram and bigram entropies of the data"],
+                  "[notebook 0](00_setup.ipynb).", "3 minutes", "2 minutes", ("01_growing", "Growing a model")) + [
+        code('''
+PRESET = "tiny"
+N_TOKENS = 160        # tokens of the snippet to draw
+TOP_TOKENS = 25       # most frequent tokens to list
+''', tags=("parameters",)),
+        fast("N_TOKENS, TOP_TOKENS = 80, 15"),
+        code('''
+import json
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+from serpent.course import course_run
+
+run = course_run(PRESET)
+tok = run.tokenizer()
+'''),
+        md('''
+## 1. The corpus
+
+The default corpus is Python source code: every `.py` file of the interpreter (standard library and installed
+packages), split into train and test *by file*, so that no file is seen in both. Code has all the token patterns
+the serpent is coloured by: indentation runs, newlines, brackets, numbers, identifiers cut into word starts and word
+parts, and many repeated bigrams.
+'''),
+        code('''
+corpus = json.loads((run.path / "corpus.json").read_text())
+starts, names = run.documents("train")
+print({k: corpus[k] for k in ("spec", "files", "bytes") if k in corpus})
+print(f"{len(names):,} training documents, {len(run.tokens('train')):,} training tokens, "
+      f"{len(run.tokens('test')):,} held-out tokens; e.g.", names[:3])
+'''),
+        md('''
+## 2. The tokenizer
+
+A GPT-2-style byte-level BPE trained on the corpus: `Ġ` marks a leading space, `Ċ` a newline, `ĉ` a tab, and
+`<|endoftext|>` (id 0) separates documents. Here is the start of a held-out document, each token a box coloured
+by the pattern it will get in chapter 6:
+'''),
+        code('''
+from serpent.charts.tokens import token_strip
+
+test = run.tokens("test")
+t_starts, t_names = run.documents("test")
+doc = int(np.argmax(np.diff(np.append(t_starts, len(test)))))          # the longest held-out document
+ids = np.asarray(test[t_starts[doc]: t_starts[doc] + N_TOKENS], dtype=np.int64)
+strings = [tok.token_str(int(i)) for i in ids]
+token_strip(strings, title=f"{t_names[doc]}: the first {len(ids)} tokens")
+'''),
+        code('''
+counts = np.bincount(np.asarray(run.tokens("train"), dtype=np.int64), minlength=tok.vocab_size)
+top = np.argsort(-counts)[:TOP_TOKENS]
+freq = pd.DataFrame({"token": [tok.token_str(int(i)).replace("Ġ", "␣").replace("Ċ", "↵") for i in top],
+                     "share": counts[top] / counts.sum()})
+alt.Chart(freq).mark_bar().encode(x=alt.X("share:Q", axis=alt.Axis(format="%")), y=alt.Y("token:N", sort=None),
+                                  tooltip=["token", alt.Tooltip("share:Q", format=".2%")]
+                                  ).properties(width=360, title="most frequent tokens")
+'''),
+        md('''
+## 3. The model
+
+A `HookedTransformer`: 2 layers of 8 attention heads, no MLPs, LayerNorm, and *shortformer* positions (the learned
+positional embedding is added to the queries and keys only, never to the residual stream). Parameters carry
+TransformerLens names, so everything you know from TransformerLens applies:
+'''),
+        code('''
+model = run.load_model()
+print(model.cfg.n_layers, "layers ×", model.cfg.n_heads, "heads, d_model", model.cfg.d_model, "d_head",
+      model.cfg.d_head, "n_ctx", model.cfg.n_ctx, "vocab", model.cfg.d_vocab, "-", model.cfg.positional_embedding_type)
+pd.DataFrame([{"name": n, "shape": tuple(p.shape), "parameters": p.numel()} for n, p in model.named_parameters()])
+'''),
+        code('''
+logits, cache = model.run_with_cache(torch.as_tensor(ids[None, :64]), names_filter=lambda n: "attn" in n)
+print(logits.shape, "| cached:", list(cache.keys())[:6], "...")
+print("attention pattern of layer 1:", tuple(cache["blocks.1.attn.hook_pattern"].shape), "(batch, head, query, key)")
+'''),
+        md('''
+## 4. Training curves against the entropies of the data
+
+Two reference lines: the **unigram entropy** (the loss of the best model that ignores the context: it only knows
+token frequencies) and the **bigram entropy** H(next | current) measured on the training stream (the best a model
+can do that looks at one previous token; measured in-sample, so slightly optimistic). A model whose loss falls
+below the bigram line uses more context than the previous token.
+'''),
+        code('''
+def entropy(counts):
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+train = np.asarray(run.tokens("train"), dtype=np.int64)
+V = tok.vocab_size
+_, pair_counts = np.unique(train[:-1] * V + train[1:], return_counts=True)
+unigram = entropy(counts)
+bigram = entropy(pair_counts) - entropy(np.bincount(train[:-1], minlength=V))
+print(f"unigram entropy {unigram:.3f} nats, bigram conditional entropy {bigram:.3f} nats")
+'''),
+        code('''
+m = pd.DataFrame(run.metrics())
+long = m.melt(id_vars="step", value_vars=["train_loss", "test_loss"], var_name="split", value_name="loss")
+x = alt.X("step:Q", scale=alt.Scale(type="symlog"), title="training step (log scale)")
+curves = alt.Chart(long).mark_line(point=True).encode(x=x, y=alt.Y("loss:Q", title="loss (nats per token)"),
+                                                      color="split:N", tooltip=["step", "split", "loss"])
+refs = pd.DataFrame({"loss": [unigram, bigram], "reference": ["unigram entropy", "bigram entropy (in-sample)"]})
+rules = alt.Chart(refs).mark_rule(strokeDash=[6, 3]).encode(y="loss:Q", color=alt.Color("reference:N"),
+                                                            tooltip=["reference", "loss"])
+ticks = alt.Chart(pd.DataFrame({"step": run.checkpoint_steps()})).mark_tick(color="grey", thickness=1, size=8).encode(
+    x=x, y=alt.value(236), tooltip=["step"])
+alt.layer(curves, rules, ticks).resolve_scale(color="independent").properties(
+    width=480, height=260, title="Training and held-out loss (ticks: checkpoints)")
+'''),
+        md('''
+The tiny preset falls through the unigram stage quickly and then towards the bigram line: the early stages of
+development (LM1–LM2 in the paper's model). The induction circuit needs hundreds of millions of tokens; see the next
+notebook for how to tell whether it has formed.
+'''),
+    ] + footer(["The corpus is Python source split by file; the tokenizer is a 2k (tiny) or 5k byte-level BPE.",
+                "The model is a 2-layer attention-only TransformerLens model with shortformer positions.",
+                "Unigram and bigram entropies are the natural milestones of the loss curve."],
+               ["Hoogland et al. 2024, *The developmental landscape of in-context learning* (the paper's model and "
+                "its stages LM1–LM5).", "TransformerLens documentation: `HookedTransformer`, `run_with_cache`."],
+               "[2 · Induction heads](02_induction.ipynb)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 02 induction
+# ---------------------------------------------------------------------------------------------------------------
+
+PREV_SOLUTION = '''
+import torch
+from serpent.checks import check_prev_token_score
+
+def prev_token_score_solution(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
+    """(batch, n_heads, 2L+1, 2L+1) -> (n_heads,): mean attention from query t to key t-1, t = 2..2L."""
+    prev = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)   # (batch, heads, 2L): entry t-1 is (query t, key t-1)
+    return prev[..., 1:].mean(dim=(0, -1))                  # drop query 1 (its previous token is BOS)
+
+check_prev_token_score(prev_token_score_solution)
+'''
+
+PREFIX_SOLUTION = '''
+import torch
+from serpent.checks import check_prefix_score
+
+def prefix_score_solution(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
+    """(batch, n_heads, 2L+1, 2L+1) -> (n_heads,): mean attention from query L+i to key i+1, i = 1..L."""
+    L = half_len
+    queries = torch.arange(L + 1, 2 * L + 1)     # the second occurrences r_i at positions L+i
+    keys = queries - L + 1                         # the token after the first occurrence, position i+1
+    return pattern[:, :, queries, keys].mean(dim=(0, -1))
+
+check_prefix_score(prefix_score_solution)
+'''
+
+
+def nb02():
+    return header("02_induction", "2 · Induction heads: detectors, curves over checkpoints, a planted circuit",
+                  ["measure previous-token and prefix-matching (induction) scores of every head",
+                   "follow them over the checkpoints of the course's run",
+                   "check the detectors on a hand-built model that implements the induction circuit exactly",
+                   "implement the two scores yourself (exercises with checks)"],
+                  "[notebook 1](01_growing.ipynb); what an attention pattern is.", "3 minutes", "3 minutes",
+                  ("02_induction", "Induction heads")) + [
+        code('''
+PRESET = "tiny"
+RECOMPUTE = False       # True: recompute the scores over all checkpoints here instead of loading them
+N_SEQS = 32             # probe sequences
+HALF_LEN = 128          # random tokens per half of a probe
+PLANTED_HALF_LEN = 20   # probe length for the planted model
+''', tags=("parameters",)),
+        fast("N_SEQS, HALF_LEN, PLANTED_HALF_LEN = 8, 32, 10"),
+        code('''
+import json
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+from serpent.course import course_run
+from serpent.induction import (classify_heads, induction_scores, planted_induction_model, repeated_random_tokens,
+                               scores_over_checkpoints)
+from serpent.charts.induction import icl_chart, induction_scores_chart
+
+run = course_run(PRESET)
+'''),
+        md('''
+## 1. The probe and the two scores
+
+The probe is `[BOS, r_1 … r_L, r_1 … r_L]`: random tokens, repeated once. On it:
+
+* a **previous-token head** attends from every position t to t − 1: its *previous-token score* is the mean attention
+  from query t to key t − 1 (t = 2 … 2L);
+* an **induction head** attends from the second `r_i` (position L + i) to the token *after* the first `r_i`
+  (position i + 1), and copies it: its *prefix-matching score* is the mean of that attention.
+
+A head attending uniformly to everything before it scores about 1/t: the *chance* levels reported with the scores.
+'''),
+        code('''
+probe = repeated_random_tokens(2, 5, 50, bos_id=0, seed=0)
+print(probe)
+'''),
+        md('''
+## 2. Scores over the course's checkpoints
+
+The pipeline's `induction` stage computed both scores for every head at every checkpoint (`induction/scores.parquet`);
+set `RECOMPUTE = True` to compute them here.
+'''),
+        code('''
+if RECOMPUTE:
+    scores = scores_over_checkpoints(run)
+else:
+    scores = pd.read_parquet(run.path / "induction" / "scores.parquet")
+heads = classify_heads(scores)
+print("previous-token heads:", heads["previous_token"], "| induction heads:", heads["induction"])
+print("thresholds:", {k: round(v, 4) for k, v in heads["thresholds"].items() if k in ("prefix", "prev_token")})
+induction_scores_chart(scores, thresholds=heads["thresholds"])
+'''),
+        code("icl_chart(scores)"),
+        md('''
+On the tiny preset no head crosses the thresholds: its few million training tokens show the early stages only
+(the ICL score is already negative, because later tokens of a file are easier to predict from the bigram statistics
+of that file). The full preset grows the circuit; chapter 2 shows its curves.
+
+## 3. A planted induction circuit
+
+`planted_induction_model` builds, by hand, a 2-layer attention-only model whose head 0:1 copies the previous token
+into the residual stream and whose head 1:2 matches the current token against that copy: the circuit of
+Olsson et al., exactly. It is the ground truth the detectors are tested on.
+'''),
+        code('''
+L = PLANTED_HALF_LEN
+planted = planted_induction_model(d_vocab=64, n_ctx=2 * L + 1, n_heads=4, prev_head=1, induction_head=2)
+probe = repeated_random_tokens(8, L, 64, bos_id=0, seed=1)
+planted_scores = induction_scores(planted, probe=probe, bos_id=0)
+c = classify_heads(planted_scores)
+print("previous-token heads:", c["previous_token"], "| induction heads:", c["induction"])
+planted_scores[planted_scores["head"] != "model"].pivot(index="head", columns="score", values="value").round(3)
+'''),
+        code('''
+_, cache = planted.run_with_cache(probe, names_filter=lambda n: n.endswith("hook_pattern"))
+pattern = cache["blocks.1.attn.hook_pattern"]                  # (batch, head, query, key)
+
+def heat(p, title):
+    q, k = np.meshgrid(np.arange(p.shape[0]), np.arange(p.shape[1]), indexing="ij")
+    df = pd.DataFrame({"query": q.ravel(), "key": k.ravel(), "attention": p.ravel()})
+    return alt.Chart(df).mark_rect().encode(x="key:O", y="query:O", color=alt.Color("attention:Q", scale=alt.Scale(scheme="greys")),
+                                            tooltip=["query", "key", alt.Tooltip("attention:Q", format=".2f")]
+                                            ).properties(width=230, height=230, title=title)
+
+alt.hconcat(heat(cache["blocks.0.attn.hook_pattern"][0, 1].numpy(), "head 0:1 (previous token)"),
+            heat(pattern[0, 2].numpy(), "head 1:2 (induction)"))
+'''),
+        md('''
+The previous-token head is the sub-diagonal; the induction head is the stripe L − 1 below the diagonal in the
+second half: query L + i looks at key i + 1.
+'''),
+        exercise("the previous-token score", 1, 3, 5, '''
+Write `prev_token_score(pattern, half_len)`: from attention patterns `(batch, n_heads, 2L+1, 2L+1)` of the probe,
+return `(n_heads,)`, the mean attention from query t to key t − 1 over t = 2 … 2L and over the batch.
+'''),
+        code('''
+def prev_token_score(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
+    raise NotImplementedError("your code here")
+
+from serpent.checks import check_prev_token_score
+check_prev_token_score(prev_token_score)
+'''),
+        solution(PREV_SOLUTION),
+        exercise("the prefix-matching score", 2, 4, 15, '''
+Write `prefix_score(pattern, half_len)`: the mean attention from the second occurrence of each `r_i` (query L + i)
+to the token after its first occurrence (key i + 1), over i = 1 … L and over the batch. Mind position 0 (BOS).
+The check tells you if you read the earlier occurrence itself (a *duplicate-token* score), swap query and key,
+forget the BOS, or sum instead of averaging.
+'''),
+        code('''
+def prefix_score(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
+    raise NotImplementedError("your code here")
+
+from serpent.checks import check_prefix_score
+check_prefix_score(prefix_score)
+'''),
+        solution(PREFIX_SOLUTION),
+        md("Your score on the planted model agrees with the package's detector:"),
+        code('''
+mine = prefix_score_solution(pattern, L)
+theirs = planted_scores[(planted_scores["head"].str.startswith("1:")) & (planted_scores["score"] == "prefix")]["value"]
+print("layer 1 prefix scores, yours:", mine.numpy().round(3), " serpent.induction:", theirs.to_numpy().round(3))
+'''),
+        md("…and on the last checkpoint of the course's run, next to the chance level:"),
+        code('''
+model = run.load_model()
+Lr = min(HALF_LEN, (model.cfg.n_ctx - 1) // 2)
+probe = repeated_random_tokens(N_SEQS, Lr, model.cfg.d_vocab, bos_id=run.tokenizer().bos_id, seed=0)
+_, cache = model.run_with_cache(probe, names_filter=lambda n: n.endswith("hook_pattern"))
+rows = []
+for layer in range(model.cfg.n_layers):
+    p = cache[f"blocks.{layer}.attn.hook_pattern"]
+    for h, (a, b) in enumerate(zip(prev_token_score_solution(p, Lr), prefix_score_solution(p, Lr))):
+        rows += [{"head": f"{layer}:{h}", "score": "previous token", "value": float(a)},
+                 {"head": f"{layer}:{h}", "score": "prefix", "value": float(b)}]
+from serpent.induction import chance_scores
+chance = chance_scores(Lr)
+bars = alt.Chart(pd.DataFrame(rows)).mark_bar().encode(x=alt.X("head:N", title="head"), y="value:Q",
+                                                       column=alt.Column("score:N", title=None), tooltip=["head", "value"])
+bars.properties(width=300, height=180, title=f"last checkpoint (chance: prev {chance['prev_token']:.3f}, prefix {chance['prefix']:.3f})")
+'''),
+    ] + footer(["Both scores are read from the attention pattern on repeated random tokens; chance is about 1/t.",
+                "The planted circuit is detected exactly: prev-token head in layer 0, induction head in layer 1.",
+                "The tiny run shows no induction heads yet; the full preset grows them (chapter 2)."],
+               ["Olsson et al. 2022, *In-context learning and induction heads*.",
+                "Elhage et al. 2021, *A mathematical framework for transformer circuits*."],
+               "[3 · Singular learning theory in one notebook](03_slt.ipynb)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 03 SLT
+# ---------------------------------------------------------------------------------------------------------------
+
+SGLD_SOLUTION = '''
+import math
+import torch
+from serpent.checks import check_sgld_step
+
+def sgld_step_solution(w, grad, w_star, noise, *, epsilon, n_beta, gamma):
+    """w - (eps/2) (n_beta grad + gamma (w - w*)) + sqrt(eps) noise."""
+    drift = n_beta * grad + gamma * (w - w_star)
+    return w - (epsilon / 2) * drift + math.sqrt(epsilon) * noise
+
+check_sgld_step(sgld_step_solution)
+'''
+
+
+def nb03():
+    return header("03_slt", "3 · SGLD and the learning coefficient on models whose answer we know",
+                  ["sample a tempered, localized posterior with SGLD",
+                   "estimate the local learning coefficient λ̂ = nβ (E[L] − L(w*)) and check it where λ is known: "
+                   "d/2 for a d-dimensional quadratic, 1/(2 max(a, b)) for a normal crossing",
+                   "implement one SGLD step yourself and see its discretisation bias"],
+                  "basic probability; chapter 3.", "2 minutes", "2 minutes", ("03_slt", "Singular learning theory")) + [
+        code('''
+DIMS = [1, 2, 4, 8, 16]     # quadratics: lambda = d/2
+CROSSINGS = [(1, 1), (1, 2), (1, 3)]   # K(w) = (w1^a w2^b)^2: lambda = 1/(2 max(a, b))
+CHAINS, DRAWS, BURNIN = 8, 2000, 500
+STEPS_BY_HAND = 2000        # SGLD steps of your own sampler (64 chains) per step size
+''', tags=("parameters",)),
+        fast("DIMS, CROSSINGS, CHAINS, DRAWS, BURNIN, STEPS_BY_HAND = [1, 4], [(1, 1), (1, 2)], 4, 400, 100, 400"),
+        code('''
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+from serpent.config import SamplerConfig
+from serpent.llc import estimate_llc
+from serpent.sgld import run_sgld
+'''),
+        md('''
+## 1. A quadratic: λ = d/2
+
+For L(w) = ½‖w‖² in d dimensions the tempered posterior exp(−nβ L) is Gaussian with variance 1/nβ per coordinate,
+so nβ·E[L] = d/2 exactly: the learning coefficient of a regular model is half its number of parameters. A loss
+function for the sampler takes the stacked parameters of R replicas (chains) and returns per-sample losses `(R, …)`:
+'''),
+        code('''
+def quadratic(p, batch):                       # p["w"]: (R, d) -> (R, 1)
+    return 0.5 * (p["w"] ** 2).sum(-1, keepdim=True)
+
+cfg = SamplerConfig(epsilon=0.01, gamma=0.0, n_beta=10.0, chains=CHAINS, draws=DRAWS, burnin=BURNIN, batch_size=1)
+rows = []
+for d in DIMS:
+    r = estimate_llc(quadratic, {"w": torch.zeros(d)}, lambda i: None, cfg, progress=False)
+    rows.append({"d": d, "llc": r.mean, "std": r.std, "exact": d / 2})
+quad = pd.DataFrame(rows)
+quad.round(3)
+'''),
+        code('''
+base = alt.Chart(quad).encode(x=alt.X("d:Q", title="dimension d"))
+alt.layer(base.mark_line(color="grey", strokeDash=[4, 3]).encode(y="exact:Q"),
+          base.mark_errorbar().encode(y=alt.Y("lo:Q", title="learning coefficient"), y2="hi:Q"
+                                      ).transform_calculate(lo="datum.llc - datum.std", hi="datum.llc + datum.std"),
+          base.mark_point(filled=True, size=60).encode(y="llc:Q", tooltip=["d", "llc", "std", "exact"])
+          ).properties(width=320, height=220, title="quadratic: estimate (dots) vs d/2 (dashed)")
+'''),
+        md('''
+## 2. A normal crossing: a singular model
+
+K(w) = (w₁ᵃ w₂ᵇ)² vanishes on both axes: the set of minima is a cross, not a point. Its learning coefficient is
+1/(2 max(a, b)) — smaller than the 1 a regular 2-parameter model would have. A Gaussian localizer (γ = 1) keeps the
+chains near the origin.
+'''),
+        code('''
+cross_cfg = SamplerConfig(epsilon=5e-3, gamma=1.0, n_beta=100.0, chains=CHAINS, draws=DRAWS, burnin=BURNIN,
+                          batch_size=1)
+rows, samples = [], []
+for a, b in CROSSINGS:
+    def crossing(p, batch, a=a, b=b):
+        w = p["w"]
+        return ((w[:, 0] ** a * w[:, 1] ** b) ** 2)[:, None]
+    r = estimate_llc(crossing, {"w": torch.zeros(2)}, lambda i: None, cross_cfg, progress=False)
+    rows.append({"a": a, "b": b, "llc": round(r.mean, 3), "std": round(r.std, 3), "exact": 1 / (2 * max(a, b))})
+pd.DataFrame(rows)
+'''),
+        md("Where do the chains go? Collect the draws with the sampler's `on_draw` callback:"),
+        code('''
+def draws_of(loss, cfg):
+    out = []
+    run_sgld(loss, {"w": torch.zeros(2)}, lambda i: None, cfg,
+             on_draw=lambda s: out.append(s.params["w"].clone()), progress=False)
+    w = torch.stack(out, 1).reshape(-1, 2)[::5].numpy()
+    return pd.DataFrame({"w1": w[:, 0], "w2": w[:, 1]})
+
+crossing_12 = lambda p, batch: ((p["w"][:, 0] * p["w"][:, 1] ** 2) ** 2)[:, None]
+quad_2d = lambda p, batch: (p["w"] ** 2).sum(-1, keepdim=True)
+small = SamplerConfig(**{**cross_cfg.to_dict(), "chains": 4, "draws": 1000})
+panels = []
+for name, loss in (("quadratic w1² + w2²", quad_2d), ("normal crossing (w1 w2²)²", crossing_12)):
+    df = draws_of(loss, small)
+    panels.append(alt.Chart(df).mark_circle(size=6, opacity=0.4).encode(
+        x=alt.X("w1:Q", scale=alt.Scale(domain=[-2.5, 2.5])), y=alt.Y("w2:Q", scale=alt.Scale(domain=[-2.5, 2.5]))
+    ).properties(width=230, height=230, title=name))
+alt.hconcat(*panels)
+'''),
+        md('''
+The singular posterior spreads along the axes: there is much more volume of near-optimal parameters, and the
+learning coefficient measures exactly that volume scaling.
+
+## 3. Your own SGLD step
+'''),
+        exercise("one SGLD step", 2, 5, 15, r'''
+Implement the update the package (and devinterp) uses, without weight decay:
+
+$$w \leftarrow w - \frac{\varepsilon}{2}\Big(n\beta\,\nabla L(w) + \gamma\,(w - w^*)\Big) + \sqrt{\varepsilon}\,\xi,
+\qquad \xi \sim \mathcal N(0, I).$$
+
+`sgld_step(w, grad, w_star, noise, *, epsilon, n_beta, gamma)` gets the gradient of the minibatch loss at `w` and
+the noise ξ, and returns the new `w` (a new tensor; leave `w` alone). The check fits your update and names what is
+off: a sign, a missing nβ, ε instead of ε/2, the noise scale.
+'''),
+        code('''
+def sgld_step(w, grad, w_star, noise, *, epsilon, n_beta, gamma):
+    raise NotImplementedError("your code here")
+
+from serpent.checks import check_sgld_step
+check_sgld_step(sgld_step)
+'''),
+        solution(SGLD_SOLUTION),
+        md(r'''
+Now sample a 1-D quadratic L = ½ a w² with your step. The exact posterior variance is 1/p with precision
+p = nβ·a + γ, but SGLD without a Metropolis correction has stationary variance 1/(p(1 − εp/4)): too wide, and
+unstable for εp ≥ 4. Measure it:
+'''),
+        code('''
+a, n_beta, gamma = 1.0, 10.0, 5.0
+p = n_beta * a + gamma
+g = torch.Generator().manual_seed(0)
+rows = []
+for eps in [0.02, 0.05, 0.1, 0.15, 0.2, 0.25]:
+    w, w_star, xs = torch.zeros(64, dtype=torch.float64), torch.zeros(64, dtype=torch.float64), []
+    for i in range(STEPS_BY_HAND):
+        w = sgld_step_solution(w, a * w, w_star, torch.randn(64, generator=g, dtype=torch.float64),
+                               epsilon=eps, n_beta=n_beta, gamma=gamma)
+        if i >= 100:
+            xs.append(w)
+    var = torch.stack(xs).var().item()
+    rows.append({"epsilon * p": eps * p, "measured": var * p, "theory 1/(1 - eps p / 4)": 1 / (1 - eps * p / 4)})
+bias = pd.DataFrame(rows)
+long = bias.melt(id_vars="epsilon * p", var_name="curve", value_name="variance × p")
+alt.Chart(long).mark_line(point=True).encode(x="epsilon * p:Q", y="variance × p:Q", color="curve:N").properties(
+    width=340, height=220, title="SGLD's discretisation bias (exact posterior: 1)")
+'''),
+    ] + footer(["SGLD samples exp(−nβ L − γ/2 ‖w − w*‖²) approximately; only the product nβ matters.",
+                "λ̂ = nβ (E[L] − L(w*)) recovers d/2 for quadratics and 1/(2 max(a, b)) for normal crossings.",
+                "Without a Metropolis step SGLD is biased by a factor 1/(1 − εp/4): keep ε small against the "
+                "curvature."],
+               ["Lau et al. 2023, *Quantifying degeneracy in singular models via the learning coefficient*.",
+                "Watanabe 2009, *Algebraic geometry and statistical learning theory*.",
+                "Welling & Teh 2011, *Bayesian learning via stochastic gradient Langevin dynamics*."],
+               "[4 · The LLC in practice](04_llc.ipynb)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 04 LLC
+# ---------------------------------------------------------------------------------------------------------------
+
+def nb04():
+    return header("04_llc", "4 · The LLC in practice: across the run's checkpoints, calibrated",
+                  ["read the LLC over training next to the induction scores",
+                   "read SGLD loss traces: healthy, diverging, still climbing",
+                   "calibrate ε and nβ with a sweep before trusting a number"],
+                  "[notebook 3](03_slt.ipynb).", "5 minutes", "5 minutes", ("04_llc_in_practice", "The LLC in practice")) + [
+        code('''
+PRESET = "tiny"
+RECOMPUTE = False                  # True: re-estimate the LLC at every checkpoint here
+CAL_EPSILONS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+CAL_N_BETAS = [3.0, 10.0, 30.0]
+CAL_DRAWS, CAL_BATCH = 40, 16
+''', tags=("parameters",)),
+        fast("CAL_EPSILONS, CAL_N_BETAS, CAL_DRAWS, CAL_BATCH = [3e-4, 3e-3, 3e-1], [10.0], 8, 4"),
+        code('''
+import altair as alt
+import numpy as np
+import pandas as pd
+from serpent.course import course_run
+from serpent.llc import calibrate, llc_over_checkpoints
+from serpent.charts.llc import calibration_chart, llc_curve_chart, loss_trace_chart
+from serpent.tokens import batch_at
+
+run = course_run(PRESET)
+print("LLC settings of this run:", run.config.llc)
+'''),
+        md("## 1. The LLC across training"),
+        code('''
+if RECOMPUTE:
+    table, traces = llc_over_checkpoints(run)
+else:
+    table = pd.read_parquet(run.path / "llc" / "llc.parquet")
+    traces = pd.read_parquet(run.path / "llc" / "traces.parquet")
+table[["step", "mean", "std", "init_loss"]].round(3)
+'''),
+        code("llc_curve_chart(table)"),
+        md('''
+Next to the induction scores of notebook 2, on a shared axis (in the paper's model the LLC dips while the
+previous-token heads form, LM3, and rises with the induction heads, LM4):
+'''),
+        code('''
+scores = pd.read_parquet(run.path / "induction" / "scores.parquet")
+best = (scores[scores["head"] != "model"].groupby(["step", "score"])["value"].max().reset_index())
+best["score"] = best["score"].map({"prev_token": "best previous-token score", "prefix": "best prefix score"})
+x = alt.X("step:Q", scale=alt.Scale(type="symlog"), title="training step (log scale)")
+llc_line = alt.Chart(table).mark_line(point=True, color="#333").encode(x=x, y=alt.Y("mean:Q", title="LLC"),
+                                                                       tooltip=["step", "mean", "std"])
+score_lines = alt.Chart(best).mark_line(point=True).encode(x=x, y=alt.Y("value:Q", title="attention score"),
+                                                           color=alt.Color("score:N", title=None), tooltip=["step", "value"])
+alt.vconcat(llc_line.properties(width=460, height=160, title="LLC"),
+            score_lines.properties(width=460, height=140, title="induction scores")).resolve_scale(x="shared")
+'''),
+        md('''
+## 2. Loss traces
+
+A healthy trace (the minibatch loss minus the loss at the checkpoint) rises and then stays flat. A steady climb
+means the chains have not reached equilibrium (more draws, or a larger γ); spikes or a runaway mean ε is too large.
+'''),
+        code("loss_trace_chart(traces, table)"),
+        md('''
+## 3. Calibration
+
+Sweep ε × nβ at the last checkpoint, with the same minibatches as the stage. Choose the largest ε at which the
+chains are stable and the estimate no longer moves with ε. A diverging run is reported, not hidden.
+'''),
+        code('''
+step = run.checkpoint_steps()[-1]
+cfg = run.config.llc.__class__(**{**run.config.llc.to_dict(), "draws": CAL_DRAWS, "batch_size": CAL_BATCH})
+train, bos, n_ctx = run.tokens("train"), run.tokenizer().bos_id, run.config.model.n_ctx
+batches = lambda i: batch_at(train, i, cfg.batch_size, n_ctx, cfg.seed, bos)
+cal = calibrate(run.config.model, run.load_params(step), batches, cfg, CAL_EPSILONS, CAL_N_BETAS, progress=False)
+cal.drop(columns=["error"]).round(4)
+'''),
+        code("calibration_chart(cal)"),
+        code('''
+for _, r in cal[cal["diverged"]].iterrows():
+    print(f"epsilon={r.epsilon:g}, n_beta={r.n_beta:g}:", r.error[:200], "...")
+'''),
+    ] + footer(["The LLC is estimated at every analysed checkpoint with the same minibatches, so differences are "
+                "not data noise.", "Traces are the first diagnostic: flat after a rise is healthy.",
+                "Calibrate ε and nβ per model: too large diverges, too small never equilibrates."],
+               ["Timaeus, *A guide to sampling hyperparameter selection* (2026).",
+                "Hoogland et al. 2024 (LLC over training of the paper's model)."],
+               "[5 · Susceptibilities](05_susceptibilities.ipynb)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 05 susceptibilities
+# ---------------------------------------------------------------------------------------------------------------
+
+SUS_SOLUTION = '''
+import numpy as np
+from serpent.checks import check_susceptibility_estimator
+
+def susceptibility_solution(task, probe, full_task, full_probe, baseline):
+    """chi_xy = -( E_C[phi (l_xy - L)] - E_C[phi] E_full[l_xy - L] ),  phi = L - baseline."""
+    phi = task - baseline                                    # (chains, draws)
+    delta = probe - task[..., None]                          # (chains, draws, N)
+    full_delta = (full_probe - full_task[..., None]).mean(axis=(0, 1))
+    return -((phi[..., None] * delta).mean(axis=(0, 1)) - phi.mean() * full_delta)
+
+check_susceptibility_estimator(susceptibility_solution)
+'''
+
+
+def nb05():
+    return header("05_susceptibilities", "5 · Susceptibilities: per-token, per-head, for one checkpoint",
+                  ["compute the susceptibility χ of every token to every head with one batched SGLD run",
+                   "read a probe sequence coloured by χ, the response matrix (heads × token patterns) and its PCA",
+                   "tell signal from noise with the per-chain standard errors",
+                   "implement the estimator from loss traces"],
+                  "[notebook 4](04_llc.ipynb); covariances.", "5 minutes", "5 minutes",
+                  ("05_susceptibilities", "Susceptibilities")) + [
+        code('''
+PRESET = "tiny"
+COMPONENTS = "heads"          # every head; or a list such as ["0:1", "1:6"]
+CHAINS, DRAWS, BATCH = 4, 40, 16
+PROBE_SEQS, PROBE_LEN = 4, 64
+HEAD = None                   # the head of the traces exercise (None: the best prefix-score head)
+''', tags=("parameters",)),
+        fast('COMPONENTS, CHAINS, DRAWS, BATCH, PROBE_SEQS, PROBE_LEN = ["0:1", "0:4", "1:6", "1:7"], 2, 4, 4, 2, 32'),
+        code('''
+import json
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+from serpent.course import course_run
+from serpent.patterns import PATTERNS, label_result
+from serpent.susceptibility import (load_susceptibilities, response_matrix, response_pca, sample_susceptibilities,
+                                    susceptibilities, susceptibility_from_traces)
+from serpent.charts.tokens import token_strip
+from serpent.tokens import batch_at, fixed_windows
+
+run = course_run(PRESET)
+tok = run.tokenizer()
+step = run.checkpoint_steps()[-1]
+sc = run.config.susceptibility.sampler
+cfg = sc.__class__(**{**sc.to_dict(), "chains": CHAINS, "draws": DRAWS, "batch_size": BATCH})
+train, bos, n_ctx = run.tokens("train"), tok.bos_id, run.config.model.n_ctx
+batches = lambda i: batch_at(train, i, cfg.batch_size, n_ctx, cfg.seed, bos)
+probe, _ = fixed_windows(run.tokens("test"), PROBE_SEQS, min(PROBE_LEN, n_ctx), seed=1337, bos_id=bos)
+'''),
+        md('''
+## 1. χ for one checkpoint
+
+One call: a full (unrestricted) SGLD run plus one run restricted to each head, all chains of all of them as one
+batched computation; at every draw the per-token losses of the probe sequences are folded into running sums, and χ
+follows in closed form (chapter 5):
+
+χ^C_xy = −( E_C[φ_C · (ℓ_xy − L)] − E_C[φ_C] · E_full[ℓ_xy − L] ),  φ_C = L − L₀.
+
+**Sign convention:** χ < 0 means the head *expresses* the token, χ > 0 that it *suppresses* it.
+'''),
+        code('''
+model = run.load_model(step)
+res = susceptibilities(model, probe, batches, cfg, components=COMPONENTS, step=step, progress=False)
+print(f"{len(res)} tokens × {len(res.components)} heads in {res.settings['sampling_seconds']:.1f} s; "
+      f"E_C[phi] per head (small and positive when healthy):",
+      {k: round(v, 4) for k, v in list(res.settings["phi_mean"].items())[:4]}, "...")
+'''),
+        md("A probe sequence coloured by χ for two heads:"),
+        code('''
+strings = [tok.token_str(int(i)) for i in res.probe_tokens[0, 1:]]
+rows = res.seq_index == 0
+two = res.components[:2] if len(res.components) < 8 else ["0:1", "1:6"]
+alt.vconcat(*[token_strip(strings, res.chi[rows, res.components.index(h)], title=f"head {h}: χ of each token",
+                          width=600) for h in two])
+'''),
+        md('''
+## 2. All heads, all checkpoints: the run's precomputed results
+
+The pipeline's `susceptibility` stage computed χ for every head at several checkpoints with the run's settings.
+Label every token with its pattern (chapter 6) and average χ per head and pattern: the **response matrix**.
+'''),
+        code('''
+results = load_susceptibilities(run)
+last = results[max(results)]
+frame = label_result(last, tok)
+print(f"steps {sorted(results)}; {len(last)} tokens at step {last.step}")
+matrix = response_matrix(last, frame["pattern"].astype(str), categories=[p for p in PATTERNS
+                                                                         if (frame["pattern"] == p).any()])
+long = matrix.reset_index(names="head").melt(id_vars="head", var_name="pattern", value_name="chi")
+m = float(np.nanmax(np.abs(long["chi"]))) or 1.0
+alt.Chart(long).mark_rect().encode(
+    x=alt.X("pattern:N", sort=list(matrix.columns)), y=alt.Y("head:N", sort=list(matrix.index)),
+    color=alt.Color("chi:Q", scale=alt.Scale(scheme="redblue", reverse=True, domain=[-m, m]), title="mean χ"),
+    tooltip=["head", "pattern", alt.Tooltip("chi:Q", format=".3g")],
+).properties(width=320, height=320, title="response matrix (blue: expresses, red: suppresses)")
+'''),
+        code('''
+pca = response_pca(matrix)
+df = pca.scores.reset_index(names="head")
+df["layer"] = df["head"].str[0]
+ev = pca.explained_variance_ratio
+pts = alt.Chart(df).mark_circle(size=90).encode(x=alt.X("PC1:Q", title=f"PC1 ({ev[0]:.0%})"),
+                                                y=alt.Y("PC2:Q", title=f"PC2 ({ev[1]:.0%})"), color="layer:N",
+                                                tooltip=["head", "PC1", "PC2"])
+(pts + pts.mark_text(dx=12).encode(text="head:N")).properties(width=320, height=260, title="heads in the response PCA")
+'''),
+        md('''
+## 3. Signal or noise?
+
+Every χ comes with a standard error from the spread of its per-chain estimates. The share of tokens with
+|χ| > 2 SE tells you per head whether there is signal at these sampling settings (with 2 chains the SE is itself
+very noisy: use 4 or more chains to read it).
+'''),
+        code('''
+z = np.abs(last.chi) / np.where(last.chi_se > 0, last.chi_se, np.nan)
+sig = pd.DataFrame({"head": last.components, "share |chi| > 2 SE": np.nanmean(z > 2, axis=0),
+                    "share chi < 0": (last.chi < 0).mean(axis=0)})
+alt.Chart(sig.melt(id_vars="head")).mark_bar().encode(
+    x=alt.X("head:N", sort=last.components), y=alt.Y("value:Q", axis=alt.Axis(format="%")),
+    row=alt.Row("variable:N", title=None), tooltip=["head", alt.Tooltip("value:Q", format=".1%")]
+).properties(width=420, height=110)
+'''),
+        md("## 4. The estimator from traces"),
+        exercise("the susceptibility estimator", 3, 5, 20, '''
+Given stored loss traces, compute χ for one head:
+
+* `task` `(chains, draws)`: the task loss L of the run restricted to the head, at every draw;
+* `probe` `(chains, draws, N)`: the per-token losses ℓ_xy of that run;
+* `full_task`, `full_probe`: the same for the unrestricted run;
+* `baseline`: L₀ in φ = L − L₀.
+
+Return χ `(N,)`: χ_xy = −( E_C[φ (ℓ_xy − L)] − E_C[φ] E_full[ℓ_xy − L] ), expectations over chains and draws.
+'''),
+        code('''
+def susceptibility_estimator(task, probe, full_task, full_probe, baseline):
+    raise NotImplementedError("your code here")
+
+from serpent.checks import check_susceptibility_estimator
+check_susceptibility_estimator(susceptibility_estimator)
+'''),
+        solution(SUS_SOLUTION),
+        md('''
+Your estimator on real traces: run SGLD for the full model and one head, store every draw's losses, apply your
+function, and compare with the package's streaming estimator, which never stores a trace (same seeds, same chains):
+'''),
+        code('''
+from serpent.model import per_token_loss
+from serpent.sgld import make_restriction, run_sgld, transformer_loss_fn
+
+head = HEAD or run.stage_summary("induction")["summary"]["best_prefix"]["head"]
+mcfg, params = run.config.model, run.load_params(step)
+loss_fn = transformer_loss_fn(mcfg)
+task_trace, probe_trace = [], []
+
+def record(state):
+    with torch.no_grad():
+        l = per_token_loss(state.params, probe, mcfg).reshape(state.params["embed.W_E"].shape[0], -1)
+    probe_trace.append(l.double()); task_trace.append(l.double().mean(1))
+
+r = run_sgld(loss_fn, params, batches, cfg, [make_restriction("full", params), make_restriction(head, params)],
+             on_draw=record, progress=False)
+T = torch.stack(task_trace, 1).reshape(2, cfg.chains, -1).numpy()            # (restriction, chain, draw)
+P = torch.stack(probe_trace, 1).reshape(2, cfg.chains, len(task_trace), -1).numpy()
+mine = susceptibility_solution(T[1], P[1], T[0], P[0], baseline=r.init_loss)
+
+def observe(p):
+    l = per_token_loss(p, probe, mcfg)
+    return l.reshape(l.shape[0], -1).mean(1), l.reshape(l.shape[0], -1)
+
+streamed, _, _ = sample_susceptibilities(loss_fn, params, batches, cfg, [head], observe, progress=False)
+print(f"head {head}: max |yours - streaming| = {np.abs(mine - streamed[:, 0]).max():.2e} "
+      f"(χ ranges over ±{np.abs(mine).max():.2e})")
+'''),
+    ] + footer(["χ is a covariance between a head's weight-restricted loss and a token's loss under the posterior.",
+                "All heads and chains run as one batched SGLD computation; χ is streamed, never stored as traces.",
+                "The response matrix summarises heads by token pattern; standard errors say what is signal."],
+               ["Baker et al. 2025, *Structural inference: interpreting small language models with "
+                "susceptibilities*.", "Gordon et al. 2026 (per-token susceptibilities as attribution scores).",
+                "devinterp 2.0.1, `devinterp.slt.susceptibilities` (the same estimator)."],
+               "[6 · The rainbow serpent](06_serpent.ipynb)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 06 serpent
+# ---------------------------------------------------------------------------------------------------------------
+
+PATTERN_SOLUTION = '''
+from serpent.checks import check_pattern_classifier
+from serpent.patterns import token_text
+
+BRACKETS_QUOTES = set("()[]{}<>\\"'`")
+is_letter = lambda ch: ch.isalpha() or ch == "_" or ch == "\\ufffd"
+is_word_char = lambda ch: is_letter(ch) or ch.isdigit()
+is_special = lambda tok: tok.startswith("<|") and tok.endswith("|>")
+
+def base_pattern(text, special, prev_text):
+    """Rules 2-8 for one token (prev_text: the previous token's text, None at the start or after a special)."""
+    if special or text == "":
+        return "other"
+    if text.strip(" ") == "":
+        return "spacing"
+    if text.isspace():
+        return "formatting"
+    core = text.strip()
+    if not any(ch.isalnum() for ch in core) and any(ch in BRACKETS_QUOTES for ch in core):
+        return "delimiter"
+    if any(ch.isdigit() for ch in core):
+        return "numeric"
+    if is_letter(core[0]):
+        continues = not text[0].isspace() and bool(prev_text) and is_word_char(prev_text[-1])
+        return "word part" if continues else "word start"
+    return "other"
+
+def classify_solution(tokens):
+    texts = [token_text(t) for t in tokens]
+    seen, out = set(), []
+    for t, tok in enumerate(tokens):
+        prev_text = texts[t - 1] if t > 0 and not is_special(tokens[t - 1]) else None
+        label = base_pattern(texts[t], is_special(tok), prev_text)
+        if (t >= 1 and (tokens[t - 1], tok) in seen and not is_special(tokens[t - 1]) and not is_special(tok)
+                and label not in ("spacing", "formatting")):
+            label = "induction"
+        out.append(label)
+        if t >= 1:
+            seen.add((tokens[t - 1], tok))      # visible to later positions only
+    return out
+
+check_pattern_classifier(classify_solution)
+'''
+
+
+def nb06():
+    return header("06_serpent", "6 · The rainbow serpent: patterns, UMAP across checkpoints, separation",
+                  ["classify every (context, token) pair into a pattern and write the classifier yourself",
+                   "embed the 16-dimensional susceptibility vectors with UMAP at every checkpoint, aligned",
+                   "measure how well the patterns separate, and explore the serpent with a checkpoint slider"],
+                  "[notebook 5](05_susceptibilities.ipynb).", "5 minutes", "5 minutes (UMAP: 1 more with RECOMPUTE)",
+                  ("06_serpent", "The rainbow serpent")) + [
+        code('''
+PRESET = "tiny"
+RECOMPUTE = False        # True: recompute labels, UMAP and separation here (UMAP compiles with numba: ~30 s more)
+MAX_POINTS = 4000        # points per checkpoint in the interactive chart
+''', tags=("parameters",)),
+        fast("MAX_POINTS = 800"),
+        code('''
+import json
+import altair as alt
+import numpy as np
+import pandas as pd
+from serpent.course import course_run
+from serpent.patterns import PALETTE, PATTERNS, classify_tokens, label_result, pattern_counts
+from serpent.susceptibility import load_susceptibilities
+from serpent.charts.serpent import serpent_chart, small_multiples
+
+run = course_run(PRESET)
+tok = run.tokenizer()
+results = load_susceptibilities(run)
+print("checkpoints with susceptibilities:", sorted(results))
+'''),
+        md('''
+## 1. Token patterns
+
+Every dot of the serpent is a token y in its context x. Its colour is its *pattern*, from a deterministic classifier
+on the raw BPE strings; the first matching rule wins:
+
+1. **induction** — the bigram (previous token, y) already occurred earlier in the context (not for whitespace-only
+   tokens, nor after `<|endoftext|>`);
+2. **spacing** — spaces only; 3. **formatting** — whitespace with a newline or tab;
+4. **delimiter** — brackets/quotes without letters or digits; 5. **numeric** — contains a digit;
+6. **word start** / 7. **word part** — a letter token that starts or continues a word; 8. **other**.
+'''),
+        code('''
+last = results[max(results)]
+labels = label_result(last, tok)
+counts = pattern_counts(labels["pattern"].astype(str))
+df = pd.DataFrame({"pattern": list(counts), "tokens": list(counts.values())})
+alt.Chart(df).mark_bar().encode(
+    x=alt.X("pattern:N", sort=list(PATTERNS)), y="tokens:Q", tooltip=["pattern", "tokens"],
+    color=alt.Color("pattern:N", scale=alt.Scale(domain=list(PATTERNS), range=[PALETTE[p] for p in PATTERNS]),
+                    legend=None)).properties(width=360, height=200, title=f"patterns of the {len(labels)} probe tokens")
+'''),
+        exercise("the pattern classifier", 3, 3, 25, '''
+Write `classify(tokens: list[str]) -> list[str]`: one pattern per position for raw byte-level BPE strings
+(`'Ġ'` = leading space, `'Ċ'` newline, `'ĉ'` tab), by the rules above. `serpent.patterns.token_text` turns a BPE
+string into its text. Hints: build the set of bigrams seen so far *after* classifying each position; a token
+*continues a word* when it has no leading whitespace and the previous token's text ends in a letter, digit or `_`.
+The check shows the most common confusion with an example in context and the rule it breaks.
+'''),
+        code('''
+def classify(tokens: list[str]) -> list[str]:
+    raise NotImplementedError("your code here")
+
+from serpent.checks import check_pattern_classifier
+check_pattern_classifier(classify)
+'''),
+        solution(PATTERN_SOLUTION),
+        code('''
+agree = np.mean([classify_solution([tok.token_str(int(i)) for i in seq]) == classify_tokens(
+    [tok.token_str(int(i)) for i in seq]) for seq in last.probe_tokens])
+print(f"your classifier agrees with serpent.patterns on {agree:.0%} of the probe sequences")
+'''),
+        md('''
+## 2. UMAP across checkpoints
+
+At every checkpoint each token's susceptibility vector (one χ per head) is standardised per head and projected to
+2-D with UMAP; each checkpoint's map starts from the previous one and is Procrustes-aligned to it, so tokens move
+smoothly. The pipeline's `serpent` stage did it (`serpent/embedding.parquet`); `RECOMPUTE = True` does it here.
+'''),
+        code('''
+if RECOMPUTE:
+    from serpent.embedding import embed_checkpoints, preprocess, separation_table
+    labels_all = pd.concat([label_result(r, tok) for _, r in sorted(results.items())], ignore_index=True)
+    emb = embed_checkpoints(results, run.config.embedding)
+    feats = {s: preprocess(r.chi, run.config.embedding.preprocess) for s, r in results.items()}
+    sep = separation_table(emb, labels_all, feats)
+    frame = emb.merge(labels_all.drop(columns=["seq", "pos"]), on=["step", "point"], how="left")
+else:
+    frame = pd.read_parquet(run.path / "serpent" / "embedding.parquet")
+    sep = {int(k): v for k, v in json.loads((run.path / "serpent" / "separation.json").read_text())["steps"].items()}
+print(f"{len(frame):,} rows: {frame['step'].nunique()} checkpoints × {len(frame) // frame['step'].nunique():,} tokens")
+'''),
+        md('''
+## 3. How separated are the patterns?
+
+The separation is the chance-corrected k-nearest-neighbour purity of the pattern labels: 0 = the patterns are
+mixed at random, 1 = perfectly separated. It is measured in the 2-D map and in the full susceptibility space (which
+does not depend on UMAP's randomness).
+'''),
+        code('''
+rows = [{"step": s, "space": space, "separation": v[key]} for s, v in sep.items()
+        for space, key in (("2-D map", "map"), ("susceptibility space", "features")) if v.get(key) is not None]
+by_pattern = pd.DataFrame([{"pattern": p, "separation": x} for p, x in sep[max(sep)]["by_pattern"].items()])
+alt.hconcat(
+    alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
+        x=alt.X("step:Q", scale=alt.Scale(type="symlog")), y="separation:Q", color="space:N",
+        tooltip=["step", "space", alt.Tooltip("separation:Q", format=".3f")]).properties(
+        width=300, height=200, title="separation of patterns over training"),
+    alt.Chart(by_pattern).mark_bar().encode(
+        x=alt.X("pattern:N", sort=list(PATTERNS)), y="separation:Q",
+        color=alt.Color("pattern:N", scale=alt.Scale(domain=list(PATTERNS), range=[PALETTE[p] for p in PATTERNS]),
+                        legend=None)).properties(width=260, height=200, title=f"per pattern, step {max(sep)}"))
+'''),
+        md('''
+## 4. The serpent
+
+Drag the slider to move through training; click a pattern in the legend to isolate it (shift-click for several);
+click a dot to see its χ for every head below (double-click to clear). The chart is plain Altair: it works in the
+book, in Colab and in a page opened from disk.
+'''),
+        code("serpent_chart(frame, max_points=MAX_POINTS)"),
+        code("small_multiples(frame, max_points=MAX_POINTS)"),
+        md('''
+**The spacing fin.** Spacing tokens coloured by the number of spaces before them (`n_prev_spaces`): in a mature
+serpent they line up along a fin that counts the indentation.
+'''),
+        code('''
+last_frame = frame[frame["step"] == frame["step"].max()]
+space = last_frame[last_frame["pattern"] == "spacing"]
+rest = last_frame[last_frame["pattern"] != "spacing"].sample(min(MAX_POINTS, (last_frame["pattern"] != "spacing").sum()),
+                                                             random_state=0)
+alt.layer(
+    alt.Chart(rest[["x", "y"]]).mark_circle(size=6, color="#d0d0d0"),
+    alt.Chart(space[["x", "y", "n_prev_spaces", "context"]]).mark_circle(size=18).encode(
+        color=alt.Color("n_prev_spaces:Q", scale=alt.Scale(scheme="viridis"), title="spaces before"),
+        tooltip=["n_prev_spaces", "context"]),
+).encode(x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None)).properties(
+    width=420, height=340, title=f"spacing tokens at step {int(last_frame['step'].iloc[0])}")
+'''),
+        md('''
+## 5. Try it live
+
+An inspector with widgets (a kernel is needed, so this cell is not run when the book is built): pick a checkpoint
+and a pattern, and see the map and the tokens of that pattern with the largest |χ|.
+'''),
+        code('''
+import ipywidgets as widgets
+from IPython.display import display
+from serpent.charts.serpent import serpent_snapshot
+
+steps = sorted(frame["step"].unique())
+step_w = widgets.SelectionSlider(options=steps, value=steps[-1], description="step")
+pat_w = widgets.Dropdown(options=["all"] + list(PATTERNS), value="all", description="pattern")
+out = widgets.Output()
+
+def show(_=None):
+    g = frame[frame["step"] == step_w.value]
+    if pat_w.value != "all":
+        g = g[g["pattern"] == pat_w.value]
+    heads = [c for c in g.columns if ":" in c]
+    top = g.assign(size=g[heads].abs().max(axis=1)).nlargest(8, "size")[["token", "context", "pattern", "size"]]
+    with out:
+        out.clear_output(wait=True)
+        display(serpent_snapshot(g) if len(g) else "no tokens", top)
+
+step_w.observe(show, "value"); pat_w.observe(show, "value"); show()
+display(widgets.HBox([step_w, pat_w]), out)
+''', tags=("skip-execution",)),
+        md('''
+**Two training seeds side by side** (the papers report that the body plan is reproducible across seeds): train a
+second run and compare its small multiples with this one. Not run when the book is built:
+'''),
+        code('''
+import subprocess, sys
+subprocess.run([sys.executable, "-m", "serpent", "run", "--preset", PRESET, "--out", f"runs/{PRESET}-seed1",
+                "--set", "train.seed=1", "--set", "model.seed=1"], check=True)
+from serpent.rundir import Run
+other = pd.read_parquet(Run.open(f"runs/{PRESET}-seed1").path / "serpent" / "embedding.parquet")
+alt.vconcat(small_multiples(frame, max_points=1000).properties(title="seed 0"),
+            small_multiples(other, max_points=1000).properties(title="seed 1"))
+''', tags=("skip-execution",)),
+    ] + footer(["Each token's pattern comes from a deterministic, pluggable classifier on BPE strings.",
+                "UMAP of the standardised susceptibility vectors, aligned across checkpoints, draws the serpent.",
+                "The separation measure turns 'the serpent looks handsome' into a number per checkpoint."],
+               ["Wang et al. 2025, *Embryology of a language model* (the rainbow serpent).",
+                "McInnes et al. 2018, *UMAP*.", "The run's offline explorer page: `explorer.html` in the run "
+                "directory."],
+               "[7 · Going further](07_going_further.ipynb)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 07 going further
+# ---------------------------------------------------------------------------------------------------------------
+
+def nb07():
+    return header("07_going_further", "7 · Going further: Pythia's architecture, the paper's checkpoints, your model",
+                  ["run susceptibilities on any `HookedTransformer`: here the Pythia-14m architecture (rotary "
+                   "positions, parallel attention and MLP), randomly initialised",
+                   "load the paper's published checkpoints (when the Hugging Face hub is reachable)",
+                   "apply the pipeline to your own model"],
+                  "[notebook 5](05_susceptibilities.ipynb).", "5 minutes", "5 minutes",
+                  ("07_going_further", "Going further")) + [
+        code('''
+PRESET = "tiny"
+COMPONENTS = "heads+mlp"     # Pythia's 6 x 4 heads and 6 MLPs
+CHAINS, DRAWS, BATCH = 2, 20, 8
+PROBE_SEQS, PROBE_LEN = 4, 64
+PAPER_STEPS = [0, 5000, 20000, 49900]   # checkpoints of timaeus/tetrahedron-3m-og to fetch when online
+''', tags=("parameters",)),
+        fast('COMPONENTS, CHAINS, DRAWS, BATCH, PROBE_SEQS, PROBE_LEN = ["0:0", "3:1", "5:3", "mlp:5"], 2, 3, 2, 2, 32'),
+        code('''
+import os, sys
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from serpent.course import course_run
+from serpent.susceptibility import susceptibilities
+from serpent.tokens import batch_at, fixed_windows
+
+run = course_run(PRESET)
+tok = run.tokenizer()
+'''),
+        md('''
+## 1. The Pythia-14m architecture, randomly initialised
+
+No download: the configuration is written out (6 layers × 4 heads, d_model 128, MLPs of 512, rotary positions on
+a quarter of each head, attention and MLP in parallel). We keep the course's tokenizer (a 2k vocabulary instead of
+Pythia's 50k) and a short context, so that it runs on a CPU; `susceptibilities` takes the generic `torch.func` path
+for architectures other than the course's.
+'''),
+        code('''
+pythia_cfg = HookedTransformerConfig(
+    n_layers=6, n_heads=4, d_model=128, d_head=32, d_mlp=512, act_fn="gelu", normalization_type="LN",
+    positional_embedding_type="rotary", rotary_dim=8, parallel_attn_mlp=True, original_architecture="GPTNeoXForCausalLM",
+    n_ctx=run.config.model.n_ctx, d_vocab=tok.vocab_size, seed=0, device="cpu")
+pythia = HookedTransformer(pythia_cfg)
+print(f"{sum(p.numel() for p in pythia.parameters()):,} parameters (the real Pythia-14m: 14M, mostly its 50k-token embeddings)")
+'''),
+        code('''
+train, bos = run.tokens("train"), tok.bos_id
+sc = run.config.susceptibility.sampler
+cfg = sc.__class__(**{**sc.to_dict(), "chains": CHAINS, "draws": DRAWS, "batch_size": BATCH})
+batches = lambda i: batch_at(train, i, cfg.batch_size, pythia_cfg.n_ctx, cfg.seed, bos)
+probe, _ = fixed_windows(run.tokens("test"), PROBE_SEQS, min(PROBE_LEN, pythia_cfg.n_ctx), seed=1337, bos_id=bos)
+res = susceptibilities(pythia, probe, batches, cfg, components=COMPONENTS, progress=False)
+print(f"{len(res)} tokens × {len(res.components)} components, forward path: {res.settings['forward']}, "
+      f"{res.settings['sampling_seconds']:.1f} s")
+df = pd.DataFrame({"component": res.components, "mean |chi|": np.abs(res.chi).mean(0)})
+alt.Chart(df).mark_bar().encode(x=alt.X("component:N", sort=res.components), y="mean |chi|:Q",
+                                tooltip=["component", "mean |chi|"]).properties(
+    width=480, height=180, title="random-init Pythia-14m architecture: mean |χ| per component")
+'''),
+        md('''
+## 2. The paper's checkpoints
+
+The tetrahedron-3m checkpoints of Hoogland et al. are on the Hugging Face hub (`timaeus/tetrahedron-3m-og`). The
+loader reads them with `torch.load(weights_only=True)` and maps them onto the course's parameter names. The hub is
+only contacted in Colab or when you set `SERPENT_ONLINE=1`; offline the cell says so and moves on.
+'''),
+        code('''
+from serpent.checkpoints import download_timaeus_checkpoint, load_timaeus_checkpoint
+from serpent.config import ModelConfig
+from serpent.errors import CheckpointError
+from serpent.induction import classify_heads, induction_scores
+from serpent.model import build_model
+
+ONLINE = ("google.colab" in sys.modules or os.environ.get("SERPENT_ONLINE") == "1") and not FAST
+if ONLINE:
+    paper = build_model(ModelConfig())          # the tetrahedron-3m architecture
+    rows = []
+    for s in PAPER_STEPS:
+        try:
+            paper.load_state_dict(load_timaeus_checkpoint(download_timaeus_checkpoint(s)), strict=False)
+        except CheckpointError as e:
+            print(e)
+            break
+        c = classify_heads(induction_scores(paper, n_seqs=16, half_len=128, bos_id=0))
+        rows.append({"step": s, "previous-token heads": c["previous_token"], "induction heads": c["induction"]})
+    from IPython.display import display
+    display(pd.DataFrame(rows))
+else:
+    print("offline (or fast mode): not contacting the Hugging Face hub. In Colab this cell loads the paper's "
+          f"checkpoints at steps {PAPER_STEPS} and finds their previous-token (0:1, 0:4) and induction heads (1:6, 1:7).")
+'''),
+        md('''
+## 3. Your own model
+
+Anything that is a `HookedTransformer` works: build it (or load it with `HookedTransformer.from_pretrained` when
+online), give it SGLD minibatches from its training distribution and probe sequences, and call `susceptibilities`.
+For the course's architecture family the fast batched forward is used automatically. A one-layer model with an MLP:
+'''),
+        code('''
+from serpent.model import build_model
+mine_cfg = ModelConfig(n_layers=1, n_heads=4, d_model=64, d_head=16, n_ctx=run.config.model.n_ctx,
+                       d_vocab=tok.vocab_size, attn_only=False, d_mlp=128)
+my_model = build_model(mine_cfg)
+mine = susceptibilities(my_model, probe, batches, cfg, components="heads+mlp", progress=False)
+print(mine.components, "| forward path:", mine.settings["forward"], "| chi", mine.chi.shape)
+'''),
+        md('''
+To run the whole pipeline on a different corpus or size, use the command line with overrides:
+
+```bash
+python -m serpent run --preset tiny --set data.corpus=shakespeare --out runs/shakespeare
+python -m serpent run --preset colab --out runs/colab        # on a T4
+```
+'''),
+    ] + footer(["`susceptibilities` works on any HookedTransformer: a fast path for the course's family, a generic "
+                "`torch.func` path for the rest (Pythia, GPT-2…).",
+                "The paper's checkpoints load into the course's model with one call when the hub is reachable.",
+                "Everything here is also a command: `python -m serpent`."],
+               ["Gordon et al. 2026 (susceptibility clusters in Pythia-14m).",
+                "Timaeus, *Spectroscopy* (Pythia-1.4B, 2026).", "Wang & Murfet 2026, *Patterning*."])
+
+
+NOTEBOOKS = {"00_setup": nb00, "01_growing": nb01, "02_induction": nb02, "03_slt": nb03, "04_llc": nb04,
+             "05_susceptibilities": nb05, "06_serpent": nb06, "07_going_further": nb07}
+
+
+def build(name: str):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = NOTEBOOKS[name]()
+    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                   "language_info": {"name": "python"}, "colab": {"provenance": []}}
+    for i, c in enumerate(nb.cells):
+        c["id"] = f"{name[:2]}-{i:02d}"
+    nbformat.validate(nb)
+    return nb
+
+
+def main(names=None) -> None:
+    import nbformat
+    for name in names or NOTEBOOKS:
+        path = ROOT / "notebooks" / f"{name}.ipynb"
+        nbformat.write(build(name), str(path))
+        print("wrote", path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or None)
