@@ -17,13 +17,14 @@ works with Altair 5.5 and 6). :func:`save_chart` writes ``.png`` (vl-convert, of
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Optional
 
 import altair as alt
 import numpy as np
 import pandas as pd
+
+from .export import save_chart
 
 __all__ = ["head_score_chart", "induction_scores_chart", "icl_chart", "save_chart"]
 
@@ -125,17 +126,3 @@ def icl_chart(scores: pd.DataFrame, width: int = 360, height: int = 240) -> alt.
         tooltip=["curve:N", "step:Q", alt.Tooltip("value:Q", format=".3f")])
     zero = alt.Chart(pd.DataFrame({"value": [0.0]})).mark_rule(color="black", opacity=0.4).encode(y="value:Q")
     return alt.layer(line, zero).properties(width=width, height=height, title="In-context learning")
-
-
-def save_chart(chart: alt.TopLevelMixin, base: str | Path, png_scale: float = 2.0) -> list[Path]:
-    """Write ``base.png`` and ``base.html`` (self-contained, works offline) atomically; returns the paths."""
-    from ..rundir import atomic_write_bytes
-    base = Path(base)
-    png = io.BytesIO()
-    chart.save(png, format="png", scale_factor=png_scale)
-    html = io.StringIO()
-    chart.save(html, format="html", inline=True)
-    paths = [base.with_suffix(".png"), base.with_suffix(".html")]
-    atomic_write_bytes(paths[0], png.getvalue())
-    atomic_write_bytes(paths[1], html.getvalue().encode())
-    return paths

@@ -15,13 +15,14 @@ by keeping every k-th SGLD step. Plain Altair API only, so the charts work with 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Optional
 
 import altair as alt
 import numpy as np
 import pandas as pd
+
+from .export import save_chart
 
 __all__ = ["llc_curve_chart", "loss_trace_chart", "calibration_chart", "save_chart"]
 
@@ -119,17 +120,3 @@ def calibration_chart(cal: pd.DataFrame, width: int = 320, height: int = 240) ->
     right = alt.layer(heat, symbols).properties(width=width, height=height,
                                                  title="Grid (✗ diverged, ● stable, ○ not flat)")
     return alt.hconcat(left, right)
-
-
-def save_chart(chart: alt.TopLevelMixin, base: str | Path, png_scale: float = 2.0) -> list[Path]:
-    """Write ``base.png`` and ``base.html`` (self-contained, works offline) atomically; returns the paths."""
-    from ..rundir import atomic_write_bytes
-    base = Path(base)
-    png = io.BytesIO()
-    chart.save(png, format="png", scale_factor=png_scale)
-    html = io.StringIO()
-    chart.save(html, format="html", inline=True)
-    paths = [base.with_suffix(".png"), base.with_suffix(".html")]
-    atomic_write_bytes(paths[0], png.getvalue())
-    atomic_write_bytes(paths[1], html.getvalue().encode())
-    return paths
