@@ -363,7 +363,7 @@ def prev_token_score_solution(pattern: torch.Tensor, half_len: int) -> torch.Ten
     prev = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)   # (batch, heads, 2L): entry t-1 is (query t, key t-1)
     return prev[..., 1:].mean(dim=(0, -1))                  # drop query 1 (its previous token is BOS)
 
-check_prev_token_score(prev_token_score_solution)
+check_prev_token_score(prev_token_score_solution);
 '''
 
 PREFIX_SOLUTION = '''
@@ -377,7 +377,7 @@ def prefix_score_solution(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
     keys = queries - L + 1                         # the token after the first occurrence, position i+1
     return pattern[:, :, queries, keys].mean(dim=(0, -1))
 
-check_prefix_score(prefix_score_solution)
+check_prefix_score(prefix_score_solution);
 '''
 
 
@@ -490,7 +490,7 @@ def prev_token_score(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
     raise NotImplementedError("your code here")
 
 from serpent.checks import check_prev_token_score
-check_prev_token_score(prev_token_score)
+check_prev_token_score(prev_token_score);
 '''),
         solution(PREV_SOLUTION),
         exercise("the prefix-matching score", 2, 4, 15, '''
@@ -504,7 +504,7 @@ def prefix_score(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
     raise NotImplementedError("your code here")
 
 from serpent.checks import check_prefix_score
-check_prefix_score(prefix_score)
+check_prefix_score(prefix_score);
 '''),
         solution(PREFIX_SOLUTION),
         md("Your score on the planted model agrees with the package's detector:"),
@@ -553,7 +553,7 @@ def sgld_step_solution(w, grad, w_star, noise, *, epsilon, n_beta, gamma):
     drift = n_beta * grad + gamma * (w - w_star)
     return w - (epsilon / 2) * drift + math.sqrt(epsilon) * noise
 
-check_sgld_step(sgld_step_solution)
+check_sgld_step(sgld_step_solution);
 '''
 
 
@@ -667,7 +667,7 @@ def sgld_step(w, grad, w_star, noise, *, epsilon, n_beta, gamma):
     raise NotImplementedError("your code here")
 
 from serpent.checks import check_sgld_step
-check_sgld_step(sgld_step)
+check_sgld_step(sgld_step);
 '''),
         solution(SGLD_SOLUTION),
         md(r'''
@@ -809,7 +809,7 @@ def susceptibility_solution(task, probe, full_task, full_probe, baseline):
     full_delta = (full_probe - full_task[..., None]).mean(axis=(0, 1))
     return -((phi[..., None] * delta).mean(axis=(0, 1)) - phi.mean() * full_delta)
 
-check_susceptibility_estimator(susceptibility_solution)
+check_susceptibility_estimator(susceptibility_solution);
 '''
 
 
@@ -940,7 +940,7 @@ def susceptibility_estimator(task, probe, full_task, full_probe, baseline):
     raise NotImplementedError("your code here")
 
 from serpent.checks import check_susceptibility_estimator
-check_susceptibility_estimator(susceptibility_estimator)
+check_susceptibility_estimator(susceptibility_estimator);
 '''),
         solution(SUS_SOLUTION),
         md('''
@@ -1029,7 +1029,7 @@ def classify_solution(tokens):
             seen.add((tokens[t - 1], tok))      # visible to later positions only
     return out
 
-check_pattern_classifier(classify_solution)
+check_pattern_classifier(classify_solution);
 '''
 
 
@@ -1095,7 +1095,7 @@ def classify(tokens: list[str]) -> list[str]:
     raise NotImplementedError("your code here")
 
 from serpent.checks import check_pattern_classifier
-check_pattern_classifier(classify)
+check_pattern_classifier(classify);
 '''),
         solution(PATTERN_SOLUTION),
         code('''
@@ -1242,7 +1242,8 @@ PAPER_STEPS = [0, 5000, 20000, 49900]   # checkpoints of timaeus/tetrahedron-3m-
 ''', tags=("parameters",)),
         fast('COMPONENTS, CHAINS, DRAWS, BATCH, PROBE_SEQS, PROBE_LEN = ["0:0", "3:1", "5:3", "mlp:5"], 2, 3, 2, 2, 32'),
         code('''
-import os, sys
+import os, sys, warnings
+warnings.filterwarnings("ignore", message="HookedTransformer is deprecated")
 import altair as alt
 import numpy as np
 import pandas as pd
