@@ -98,6 +98,9 @@ def _layer_norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None,
     return x
 
 
+_KEEP_PROBS_ELEMENTS = 2 ** 26  # 256 MB of fp32 probabilities
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Fused unembedding + cross-entropy, chunked over tokens; recomputes logits in backward."""
 
@@ -109,20 +112,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
         lse_all = torch.empty(R, N, device=x.device, dtype=torch.float32)
         Wc = W.to(x.dtype)
         bc = b.to(torch.float32)
+        # Keep the probabilities for the backward pass when they are small; otherwise recompute them there.
+        keep = any(ctx.needs_input_grad[:3]) and R * N * W.shape[-1] <= _KEEP_PROBS_ELEMENTS
+        probs = torch.empty(R, N, W.shape[-1], device=x.device, dtype=torch.float32) if keep else None
         for s in range(0, N, chunk):
             logits = torch.baddbmm(bc[:, None, :].to(x.dtype), x[:, s:s + chunk], Wc).float()
             lse = torch.logsumexp(logits, dim=-1)
             tgt = logits.gather(-1, targets[:, s:s + chunk, None]).squeeze(-1)
             loss[:, s:s + chunk] = lse - tgt
             lse_all[:, s:s + chunk] = lse
-        ctx.save_for_backward(x, W, b, targets, lse_all)
+            if keep:
+                torch.exp(logits - lse[..., None], out=probs[:, s:s + chunk])
+        ctx.save_for_backward(x, W, b, targets, lse_all, probs)
         ctx.chunk = chunk
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        x, W, b, targets, lse_all = ctx.saved_tensors
+        x, W, b, targets, lse_all, probs = ctx.saved_tensors
         chunk = ctx.chunk
+        ctx.probs_consumed = getattr(ctx, "probs_consumed", False)
         Wc = W.to(x.dtype)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         gW = torch.zeros(W.shape, device=W.device, dtype=torch.float32) if ctx.needs_input_grad[1] else None
@@ -130,16 +139,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
         N = x.shape[1]
         for s in range(0, N, chunk):
             xs = x[:, s:s + chunk]
-            logits = torch.baddbmm(b[:, None, :].to(x.dtype), xs, Wc).float()
-            p = torch.exp(logits - lse_all[:, s:s + chunk, None])
+            if probs is not None and not ctx.probs_consumed:
+                p = probs[:, s:s + chunk]  # turned into the gradient in place: saves a copy
+            else:
+                logits = torch.baddbmm(b[:, None, :].to(x.dtype), xs, Wc).float()
+                p = torch.exp(logits - lse_all[:, s:s + chunk, None])
             p.scatter_add_(-1, targets[:, s:s + chunk, None], torch.full_like(p[..., :1], -1.0))
-            g = p * grad_loss[:, s:s + chunk, None].float()
+            g = p.mul_(grad_loss[:, s:s + chunk, None].float())
             if gx is not None:
                 gx[:, s:s + chunk] = torch.bmm(g.to(x.dtype), Wc.transpose(1, 2))
             if gW is not None:
                 gW += torch.bmm(xs.transpose(1, 2).float(), g)
             if gb is not None:
                 gb += g.sum(1)
+        ctx.probs_consumed = True  # a second backward (retain_graph) recomputes the logits
         return gx, (gW.to(W.dtype) if gW is not None else None), (gb.to(b.dtype) if gb is not None else None), \
             None, None
 

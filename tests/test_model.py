@@ -54,7 +54,11 @@ def test_stacked_replicas_are_independent_models(micro_model_cfg):
     torch.testing.assert_close(out3[1], hooked_per_token_loss(model, tok3[1]), atol=2e-5, rtol=1e-5)
 
 
-def test_linear_cross_entropy_matches_dense_and_its_gradient():
+@pytest.mark.parametrize("keep_probs", [True, False])
+def test_linear_cross_entropy_matches_dense_and_its_gradient(keep_probs, monkeypatch):
+    import serpent.model
+    if not keep_probs:  # force the recompute-in-backward path used for large inputs
+        monkeypatch.setattr(serpent.model, "_KEEP_PROBS_ELEMENTS", 0)
     torch.manual_seed(0)
     x = torch.randn(2, 37, 8, requires_grad=True)
     W = torch.randn(2, 8, 50, requires_grad=True)
