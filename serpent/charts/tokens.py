@@ -12,7 +12,7 @@ whitespace tokens stay visible. Plain Altair (works with 5.5 and 6), data embedd
 >>> [layer["mark"]["type"] for layer in chart.to_dict()["layer"]]
 ['rect', 'text']
 >>> rows = token_layout(["a", "Ċ", "b"]); [(r["line"], r["x0"]) for r in rows]
-[(0, 0), (0, 8), (1, 0)]
+[(0, 0), (0, 12), (1, 0)]
 """
 
 from __future__ import annotations
