@@ -1,4 +1,9 @@
-"""serpent: grow a small language model and watch its rainbow serpent of susceptibilities form."""
+"""serpent: grow a small language model and watch its rainbow serpent of susceptibilities form.
+
+Data flows one way: corpus -> tokens -> model checkpoints -> SGLD samples -> statistics (LLC, susceptibilities)
+-> embeddings -> charts. Each step is a module; this namespace lists the public API. Widgets are imported lazily
+(``from serpent.widgets import token_inspector``) so the package does not need ipywidgets.
+"""
 from .errors import SerpentError, ConfigError, CheckpointError, CorpusError, DivergenceError
 from .config import (ModelConfig, DataConfig, TrainConfig, SamplerConfig, SusceptibilityConfig, EmbeddingConfig,
                      RunConfig, PRESETS, get_preset, config_hash)
@@ -14,5 +19,18 @@ from .checkpoints import (save_checkpoint, load_checkpoint, checkpoint_schedule,
                           download_timaeus_checkpoint)
 from .train import train, evaluate_loss, unigram_entropy
 from .pipeline import STAGES, run_pipeline
+from .induction import (InductionConfig, induction_scores, scores_over_checkpoints, classify_heads,
+                        planted_induction_model, induction_stage, repeated_random_tokens, icl_windows, chance_scores)
+from .sgld import (Restriction, make_restriction, head_restrictions, restriction_size, run_sgld, SGLDResult,
+                   DrawState, transformer_loss_fn, module_loss_fn)
+from .llc import estimate_llc, LLCResult, select_steps, llc_stage, calibrate, calibrate_run
+from .susceptibility import (SusceptibilityResult, SusceptibilityStats, susceptibilities, sample_susceptibilities,
+                             susceptibility_from_traces, component_specs, load_susceptibilities, response_matrix,
+                             response_pca, susceptibility_stage, SIGN_CONVENTION)
+from .patterns import PATTERNS, PALETTE, classify_tokens, n_prev_spaces, label_result, label_results
+from .embedding import preprocess, embed_checkpoints, separation, pattern_separation, serpent_stage
+from .explorer import write_explorer
+from .course import course_run, is_fast
+from . import charts, checks
 
 __version__ = "0.1.0"

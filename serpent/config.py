@@ -370,8 +370,8 @@ def _tiny() -> RunConfig:
         llc=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, burnin=0, batch_size=16,
                           checkpoints=8),
         susceptibility=SusceptibilityConfig(
-            sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, batch_size=16),
-            probe_sequences=16, probe_length=None),
+            sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=4, draws=30, batch_size=4),
+            probe_sequences=12, probe_length=None),
         embedding=EmbeddingConfig(n_neighbors=15, min_dist=0.1),
         susceptibility_checkpoints=4,
     )

@@ -40,7 +40,6 @@ separation → one PNG per checkpoint (:mod:`serpent.charts.serpent`) → the ex
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import warnings
 from typing import Any, Mapping, Optional, Sequence
@@ -384,7 +383,6 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     if not force and run.stage_is_current(STAGE, key) and explorer_path.exists():
         return run.stage_summary(STAGE).get("summary", {})
 
-    import pandas as pd
     phase: dict[str, float] = {}
     tick = time.time()
     tok = run.tokenizer()

@@ -477,7 +477,7 @@ def induction_stage(run, *, device=None, progress: bool = True) -> dict:
     already ran with the same settings and checkpoints. Returns a short summary.
     """
     from .config import config_hash
-    from .rundir import atomic_write_bytes, atomic_write_json, read_json
+    from .rundir import atomic_write_bytes, atomic_write_json
 
     t0 = time.time()
     settings = _settings(run)

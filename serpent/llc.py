@@ -42,7 +42,7 @@ import io
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,7 @@ import torch
 
 from .config import ModelConfig, SamplerConfig, config_hash
 from .errors import ConfigError, DivergenceError
-from .sgld import (Restriction, SGLDResult, make_restriction, module_loss_fn, run_sgld, sgld_steps,
+from .sgld import (Restriction, SGLDResult, make_restriction, module_loss_fn, run_sgld,
                    transformer_loss_fn)
 
 __all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "select_steps", "llc_over_checkpoints", "llc_stage",

@@ -17,7 +17,7 @@ with any x/y), one row per token and checkpoint.
 from __future__ import annotations
 
 import html as _html
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd

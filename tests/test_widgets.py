@@ -1,6 +1,5 @@
 """The ipywidgets token inspector (no kernel needed: widget state is plain Python)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -1,2 +1,8 @@
 """Altair charts, one submodule per topic. They work in Jupyter, Colab and static pages, and export PNG/SVG offline
 (vl-convert)."""
+
+from .export import save_chart, chart_bytes
+from .induction import head_score_chart, induction_scores_chart, icl_chart
+from .llc import llc_curve_chart, loss_trace_chart, calibration_chart
+from .serpent import serpent_chart, serpent_snapshot, small_multiples, token_bars, save_png, save_svg
+from .tokens import token_layout, token_strip

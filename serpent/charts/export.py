@@ -18,12 +18,12 @@ __all__ = ["save_chart", "chart_bytes"]
 
 def chart_bytes(chart: alt.TopLevelMixin, fmt: str, scale: float = 2.0) -> bytes:
     """The chart rendered offline as ``png``, ``svg`` or self-contained ``html``."""
-    if fmt == "html":
-        buf = io.StringIO()
-        chart.save(buf, format="html", inline=True)
-        return buf.getvalue().encode()
     buf = io.BytesIO() if fmt == "png" else io.StringIO()
-    chart.save(buf, format=fmt, **({"scale_factor": scale} if fmt == "png" else {}))
+    with alt.data_transformers.disable_max_rows():  # files get every point; pages subsample before charting
+        if fmt == "html":
+            chart.save(buf, format="html", inline=True)
+        else:
+            chart.save(buf, format=fmt, **({"scale_factor": scale} if fmt == "png" else {}))
     val = buf.getvalue()
     return val if isinstance(val, bytes) else val.encode()
 

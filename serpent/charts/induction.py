@@ -17,7 +17,6 @@ works with Altair 5.5 and 6). :func:`save_chart` writes ``.png`` (vl-convert, of
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import altair as alt

@@ -15,7 +15,6 @@ by keeping every k-th SGLD step. Plain Altair API only, so the charts work with 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import altair as alt

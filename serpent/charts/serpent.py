@@ -27,7 +27,6 @@ Colours come from :data:`serpent.patterns.PALETTE` (fixed across checkpoints). W
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Optional, Sequence
@@ -38,6 +37,7 @@ import pandas as pd
 
 from ..errors import SerpentError
 from ..patterns import PALETTE, PATTERNS
+from .export import chart_bytes
 
 __all__ = ["component_columns", "subsample_points", "serpent_chart", "serpent_snapshot", "small_multiples",
            "token_bars", "save_png", "save_svg", "SIGN_COLORS"]
@@ -225,22 +225,11 @@ def token_bars(values, components: Optional[Sequence[str]] = None, *, title: str
     ).properties(width=width, height=height, title=title)
 
 
-def _render(chart: alt.TopLevelMixin, fmt: str, scale: float) -> bytes:
-    buf = io.BytesIO() if fmt == "png" else io.StringIO()
-    with alt.data_transformers.disable_max_rows():
-        if fmt == "png":
-            chart.save(buf, format="png", scale_factor=scale)
-        else:
-            chart.save(buf, format="svg")
-    out = buf.getvalue()
-    return out if isinstance(out, bytes) else out.encode()
-
-
 def save_png(chart: alt.TopLevelMixin, path, scale: float = 2.0) -> Path:
     """Render ``chart`` to a PNG file offline (vl-convert), atomically; returns the path."""
     from ..rundir import atomic_write_bytes
     path = Path(path)
-    atomic_write_bytes(path, _render(chart, "png", scale))
+    atomic_write_bytes(path, chart_bytes(chart, "png", scale))
     return path
 
 
@@ -248,5 +237,5 @@ def save_svg(chart: alt.TopLevelMixin, path) -> Path:
     """Render ``chart`` to an SVG file offline (vl-convert), atomically; returns the path."""
     from ..rundir import atomic_write_bytes
     path = Path(path)
-    atomic_write_bytes(path, _render(chart, "svg", 1.0))
+    atomic_write_bytes(path, chart_bytes(chart, "svg"))
     return path
