@@ -263,7 +263,9 @@ def _walk(root: Path, prefix: str, suffix: str, exclude_dirs: set[str], out: dic
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in exclude_dirs and not d.startswith("."))
         for fn in filenames:
-            if not fn.endswith(suffix):
+            # editable-install finders name the checkout's path: they would make the corpus depend on where the
+            # project was cloned
+            if not fn.endswith(suffix) or fn.startswith("__editable__"):
                 continue
             p = Path(dirpath) / fn
             name = prefix + p.relative_to(root).as_posix()

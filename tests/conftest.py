@@ -40,3 +40,12 @@ def micro_run_config(tmp_path):
         train={"steps": 30, "batch_size": 4, "log_checkpoints": 3, "linear_checkpoints": 3, "eval_every": 10,
                "eval_batches": 1, "warmup_steps": 5},
     )
+
+
+@pytest.fixture
+def one_thread():
+    """For tiny models: one thread avoids OpenMP spin-waiting on a busy 2-core machine (10x slower there)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

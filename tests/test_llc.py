@@ -15,13 +15,7 @@ MC = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=16, d_vocab=
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids OpenMP spin-waiting on a busy 2-core machine (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 def test_full_rank_quadratic_has_llc_d_over_2():
     # L = |w|^2 / 2 in d = 40 dimensions: lambda = d/2 = 20. gamma = 0, eps * n_beta = 0.02 (discretisation bias

@@ -15,13 +15,7 @@ MC = ModelConfig(n_layers=2, n_heads=4, d_model=16, d_head=4, n_ctx=16, d_vocab=
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread avoids OpenMP spin-waiting on a busy 2-core machine (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
 
 
 def _quadratic(a: float):
