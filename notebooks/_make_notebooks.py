@@ -1173,8 +1173,16 @@ alt.layer(
         md('''
 ## 5. Try it live
 
-An inspector with widgets (a kernel is needed, so this cell is not run when the book is built): pick a checkpoint
-and a pattern, and see the map and the tokens of that pattern with the largest |χ|.
+The package's token inspector (a kernel is needed, so these cells are not run when the book is built): pick a
+checkpoint, search for a token, and see its context and its 16 susceptibilities as bars.
+'''),
+        code('''
+from serpent.widgets import token_inspector
+token_inspector(run).widget
+''', tags=("skip-execution",)),
+        md('''
+Or build your own from ipywidgets: pick a checkpoint and a pattern, and see the map and the tokens of that pattern
+with the largest |χ|.
 '''),
         code('''
 import ipywidgets as widgets
