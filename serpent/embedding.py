@@ -380,8 +380,8 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 1})
     out_dir = run.stage_dir(STAGE)
     explorer_path = run.path / "explorer.html"
-    if not force and run.stage_is_current(STAGE, key) and explorer_path.exists():
-        return run.stage_summary(STAGE).get("summary", {})
+    if not force and (done := run.current_summary(STAGE, key, [explorer_path])) is not None:
+        return done
 
     phase: dict[str, float] = {}
     tick = time.time()

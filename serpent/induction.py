@@ -156,17 +156,14 @@ def icl_windows(stream: np.ndarray | torch.Tensor | Sequence[int], n_windows: in
     >>> w.shape, bool((w[:, 0] == 0).all()), bool((w[:, 2:] - w[:, 1:-1] == 1).all())
     (torch.Size([3, 8]), True, True)
     """
+    from .tokens import fixed_windows
     stream = np.asarray(stream)
     if length < 3:
         raise ConfigError(f"length: got {length}; ICL windows need at least 3 tokens")
     if len(stream) < length - 1:
         raise CorpusError(f"the held-out token stream has {len(stream)} tokens, fewer than one window of "
                           f"{length - 1}; use a larger corpus or test_fraction")
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(stream) - (length - 1) + 1, size=n_windows)
-    rows = np.stack([np.asarray(stream[s:s + length - 1], dtype=np.int64) for s in starts])
-    out = torch.from_numpy(rows)
-    return torch.cat([torch.full((n_windows, 1), int(bos_id), dtype=torch.long), out], dim=1)
+    return fixed_windows(stream, n_windows, length, seed, bos_id)[0]
 
 
 def icl_positions(length: int) -> tuple[range, range]:
@@ -484,10 +481,8 @@ def induction_stage(run, *, device=None, progress: bool = True) -> dict:
     steps = run.checkpoint_steps()
     key = config_hash({"v": 1, "settings": settings.to_dict(), "steps": steps, "model": run.config.model.to_dict()})
     out = run.stage_dir("induction")
-    if run.stage_is_current("induction", key) and (out / "heads.json").exists():
-        summary = dict(run.stage_summary("induction").get("summary", {}))
-        summary["skipped"] = True
-        return summary
+    if (done := run.current_summary("induction", key, [out / "heads.json"])) is not None:
+        return {**done, "skipped": True}
     df = scores_over_checkpoints(run, settings=settings, device=device, progress=progress)
     buf = io.BytesIO()
     pd.DataFrame(df).to_parquet(buf, index=False)

@@ -240,10 +240,8 @@ def llc_stage(run, *, device=None, progress: bool = True) -> dict:
     steps = select_steps(run.checkpoint_steps(), cfg.checkpoints)
     key = config_hash({"v": 1, "llc": cfg.to_dict(), "steps": steps, "model": run.config.model.to_dict()})
     out = run.stage_dir("llc")
-    if run.stage_is_current("llc", key) and (out / "llc.parquet").exists():
-        summary = dict(run.stage_summary("llc").get("summary", {}))
-        summary["skipped"] = True
-        return summary
+    if (done := run.current_summary("llc", key, [out / "llc.parquet"])) is not None:
+        return {**done, "skipped": True}
     t0 = time.time()
     table, traces = llc_over_checkpoints(run, steps, cfg, device=device, progress=progress)
     _write_parquet(table, out / "llc.parquet")

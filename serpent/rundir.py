@@ -153,6 +153,13 @@ class Run:
         """True when stage ``name`` already ran to completion with settings key ``key``."""
         return self._stages().get(name, {}).get("key") == key
 
+    def current_summary(self, name: str, key: str, outputs=()) -> dict | None:
+        """The summary of stage ``name`` if it already ran with ``key`` and every path in ``outputs`` exists, else
+        None (the stage must run)."""
+        if self.stage_is_current(name, key) and all(Path(p).exists() for p in outputs):
+            return dict(self.stage_summary(name).get("summary", {}))
+        return None
+
     def mark_stage(self, name: str, key: str, seconds: float, summary: dict | None = None) -> None:
         stages = self._stages()
         stages[name] = {"key": key, "seconds": round(float(seconds), 3), "summary": summary or {}}

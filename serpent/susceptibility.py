@@ -604,8 +604,8 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
             raise CheckpointError(f"no checkpoint at step(s) {missing}; available: {available}")
     key = _stage_key(cfg)
     stage_key = config_hash({"key": key, "steps": chosen})
-    if run.stage_is_current(STAGE, stage_key) and all(step_path(run, s).exists() for s in chosen):
-        return run.stage_summary(STAGE)["summary"]
+    if (done := run.current_summary(STAGE, stage_key, [step_path(run, s) for s in chosen])) is not None:
+        return done
     length = sc.probe_length or mc.n_ctx
     if length > mc.n_ctx:
         raise ConfigError(f"susceptibility.probe_length: got {length}; must be at most model.n_ctx = {mc.n_ctx}")
