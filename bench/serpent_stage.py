@@ -66,7 +66,7 @@ def main() -> None:
     print(f"\npreset {args.preset}: {len(seq):,} tokens x {len(steps)} checkpoints on {os.cpu_count()} CPU cores")
     print(f"serpent stage: {total:.1f} s (phases: {summary['seconds']}); process start to end "
           f"{time.time() - t_start:.1f} s; load average {os.getloadavg()[0]:.1f}")
-    print(f"separation (map) first -> last: {summary['separation_first']:.3f} -> {summary['separation_last']:.3f}")
+    print(f"cross-token separation first -> last: {summary['separation_first']:.3f} -> {summary['separation_last']:.3f}")
     print(f"explorer page: {summary['explorer']} ({Path(summary['explorer']).stat().st_size / 1e6:.1f} MB)")
 
 

@@ -23,6 +23,13 @@ Design choices (science.md §1.6; the papers' settings are not public):
   fraction expected if patterns were assigned at random (Σ_c n_c(n_c−1)/(N(N−1))). 0 = no structure, 1 = patterns
   perfectly separated. Computed in the 2-D map ("how handsome is the serpent") and in the pre-processed C-dim space
   (independent of UMAP's randomness); :func:`pattern_separation` gives one number per pattern (e.g. induction).
+* **The headline is cross-token** (``groups=token ids``): a token's neighbours that are *the same token* (the same
+  id elsewhere in the probe text) are skipped, and chance is counted over pairs of different tokens. Most patterns
+  are almost functions of the token id (every ``Ġ`` is spacing), and even a randomly initialised network gives
+  copies of one token similar χ vectors, so plain purity is high at step 0 for a reason that has nothing to do with
+  learning. Cross-token purity asks the question the serpent is about: do *different* tokens of one pattern respond
+  alike? It is ≈ 0 at initialisation. On the tiny run (measured, BENCHMARKS.md) it rises over training while plain
+  purity peaks in the first steps and falls back.
 
 The stage :func:`serpent_stage` chains it all on a run directory: labels (:mod:`serpent.patterns`) → embedding →
 separation → one PNG per checkpoint (:mod:`serpent.charts.serpent`) → the explorer page (:mod:`serpent.explorer`).
@@ -49,12 +56,22 @@ import numpy as np
 from .config import EmbeddingConfig, config_hash
 from .errors import ConfigError, SerpentError
 
-__all__ = ["PREPROCESS", "ALIGNMENTS", "preprocess", "umap_2d", "procrustes_align", "embed_checkpoints",
+__all__ = ["PREPROCESS", "ALIGNMENTS", "HEADLINE", "MEASURES", "preprocess", "umap_2d", "procrustes_align", "embed_checkpoints",
            "separation", "pattern_separation", "separation_table", "serpent_stage"]
 
 PREPROCESS = ("raw", "standardize", "normalize", "whiten")
 ALIGNMENTS = ("warm", "procrustes", "aligned_umap", "none")
 STAGE = "serpent"
+HEADLINE = "cross_token"
+MEASURES = {
+    "map": "chance-corrected kNN purity of patterns (k=15) in the 2-D map",
+    "features": "chance-corrected kNN purity of patterns (k=15) in the pre-processed susceptibility space",
+    "cross_token": "as features, but neighbours that are the same token are skipped and chance is counted over "
+                   "pairs of different tokens (the headline: do different tokens of one pattern lie together?)",
+    "cross_token_map": "as cross_token, in the 2-D map",
+    "silhouette": "scikit-learn silhouette of the patterns in the 2-D map",
+    "by_pattern": "chance-corrected kNN purity of each pattern alone in the 2-D map",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,36 +269,78 @@ def _subsample(n: int, max_points: Optional[int], seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
-def _neighbour_agreement(points: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+def _neighbour_agreement(points: np.ndarray, labels: np.ndarray, k: int,
+                         groups: Optional[np.ndarray] = None) -> np.ndarray:
+    """Per point: the fraction of its k nearest neighbours with the same label (neighbours of the same group, when
+    ``groups`` is given, are skipped; NaN for a point with no neighbour outside its group)."""
     from sklearn.neighbors import NearestNeighbors
-    k = min(k, len(points) - 1)
+    n = len(points)
+    k = min(k, n - 1)
     if k < 1:
         raise SerpentError("separation needs at least 2 points")
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(points)
-    _, idx = nn.kneighbors(points)
-    # drop each point itself (normally column 0, but exact duplicates may come first); if a point is not among
-    # its own k+1 neighbours (many duplicates), drop the farthest neighbour instead
-    is_self = idx == np.arange(len(points))[:, None]
-    is_self[~is_self.any(1), -1] = True
-    nbr = idx[~is_self].reshape(len(points), k)
-    return (labels[nbr] == labels[:, None]).mean(1)
+    if groups is None:
+        nn = NearestNeighbors(n_neighbors=k + 1).fit(points)
+        _, idx = nn.kneighbors(points)
+        # drop each point itself (normally column 0, but exact duplicates may come first); if a point is not among
+        # its own k+1 neighbours (many duplicates), drop the farthest neighbour instead
+        is_self = idx == np.arange(n)[:, None]
+        is_self[~is_self.any(1), -1] = True
+        nbr = idx[~is_self].reshape(n, k)
+        return (labels[nbr] == labels[:, None]).mean(1)
+    # enough neighbours that k of them lie outside the point's own group (its group is at most `largest` points)
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    m = min(n, k + int(counts.max()))
+    _, idx = NearestNeighbors(n_neighbors=m).fit(points).kneighbors(points)
+    other = inverse[idx] != inverse[:, None]                      # (n, m): neighbour from another group
+    first_k = other & (np.cumsum(other, axis=1) <= k)
+    same = (labels[idx] == labels[:, None]) & first_k
+    found = first_k.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(found > 0, same.sum(1) / found, np.nan)
+
+
+def _chance(lab: np.ndarray, groups: Optional[np.ndarray]) -> np.ndarray:
+    """Per point: the probability that a random other point (from another group, when given) shares its label."""
+    n = len(lab)
+    _, li = np.unique(lab, return_inverse=True)
+    n_lab = np.bincount(li)
+    if groups is None:
+        return (n_lab[li] - 1) / (n - 1)
+    _, gi = np.unique(groups, return_inverse=True)
+    n_grp = np.bincount(gi)
+    pair = np.zeros((n_lab.size, n_grp.size))
+    np.add.at(pair, (li, gi), 1)                                   # points per (label, group)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (n_lab[li] - pair[li, gi]) / (n - n_grp[gi])
 
 
 def separation(points: np.ndarray, labels: Sequence, *, k: int = 15, method: str = "knn",
-               max_points: Optional[int] = 10_000, seed: int = 0) -> float:
+               groups: Optional[Sequence] = None, max_points: Optional[int] = 10_000, seed: int = 0) -> float:
     """How well ``labels`` separate in ``points (N, D)``: chance-corrected kNN purity (default) or silhouette.
 
-    ``knn``: (P − E)/(1 − E) (module docstring); 1 = perfectly separated, 0 = no better than chance.
-    ``silhouette``: scikit-learn's mean silhouette in [−1, 1]. At most ``max_points`` points (a seeded random
-    subset) are used. NaN when there is only one label.
+    ``knn``: (P − E)/(1 − E) (module docstring); 1 = perfectly separated, 0 = no better than chance. With
+    ``groups`` (e.g. token ids) a point's neighbours from its own group are skipped and chance is counted over
+    pairs from different groups: the *cross-token* separation, which asks whether different tokens of the same
+    pattern lie together, not whether copies of one token do. ``silhouette``: scikit-learn's mean silhouette in
+    [−1, 1]. At most ``max_points`` points (a seeded random subset) are used. NaN when there is only one label.
+
+    >>> rng = np.random.default_rng(0)
+    >>> tok = rng.integers(0, 200, 1500); lab = np.where(tok < 100, "a", "b")
+    >>> by_token = rng.normal(size=(200, 5))[tok] * 3 + rng.normal(size=(1500, 5))  # each token its own spot
+    >>> separation(by_token, lab) > 0.3, abs(separation(by_token, lab, groups=tok)) < 0.06
+    (True, True)
     """
     pts = np.asarray(points, dtype=np.float64)
     lab = np.asarray(labels).astype(str)
     if pts.ndim != 2 or len(pts) != len(lab):
         raise SerpentError(f"points {pts.shape} and labels ({len(lab)},) do not match; pass (N, D) and (N,)")
+    grp = None if groups is None else np.asarray(groups)
+    if grp is not None and len(grp) != len(lab):
+        raise SerpentError(f"groups ({len(grp)},) and labels ({len(lab)},) do not match; pass one group per point")
     idx = _subsample(len(pts), max_points, seed)
     pts, lab = pts[idx], lab[idx]
-    uniq, counts = np.unique(lab, return_counts=True)
+    grp = None if grp is None else grp[idx]
+    uniq = np.unique(lab)
     if len(uniq) < 2:
         return float("nan")
     if method == "silhouette":
@@ -289,15 +348,19 @@ def separation(points: np.ndarray, labels: Sequence, *, k: int = 15, method: str
         return float(silhouette_score(pts, lab))
     if method != "knn":
         raise ConfigError(f"separation method: got {method!r}; allowed: 'knn', 'silhouette'")
-    n = len(lab)
-    P = float(_neighbour_agreement(pts, lab, k).mean())
-    E = float((counts * (counts - 1)).sum() / (n * (n - 1)))
+    agree = _neighbour_agreement(pts, lab, k, grp)
+    ok = np.isfinite(agree)
+    if not ok.any():
+        return float("nan")
+    P = float(agree[ok].mean())
+    E = float(np.nanmean(_chance(lab, grp)[ok]))
     return (P - E) / (1.0 - E)
 
 
-def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, max_points: Optional[int] = 10_000,
-                       seed: int = 0) -> dict[str, float]:
-    """Chance-corrected kNN purity of each label alone: (P_c − e_c)/(1 − e_c), e_c = (n_c − 1)/(N − 1).
+def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, groups: Optional[Sequence] = None,
+                       max_points: Optional[int] = 10_000, seed: int = 0) -> dict[str, float]:
+    """Chance-corrected kNN purity of each label alone: (P_c − e_c)/(1 − e_c), e_c = (n_c − 1)/(N − 1)
+    (``groups``: neighbours from the point's own group skipped, as in :func:`separation`).
 
     >>> rng = np.random.default_rng(1)
     >>> lab = np.array(["x"] * 50 + ["y"] * 150)
@@ -309,37 +372,49 @@ def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, max
     lab = np.asarray(labels).astype(str)
     idx = _subsample(len(pts), max_points, seed)
     pts, lab = pts[idx], lab[idx]
-    agree = _neighbour_agreement(pts, lab, k)
-    n = len(lab)
+    grp = None if groups is None else np.asarray(groups)[idx]
+    agree = _neighbour_agreement(pts, lab, k, grp)
+    chance = _chance(lab, grp)
     out = {}
     for c in np.unique(lab):
-        m = lab == c
-        e = (m.sum() - 1) / (n - 1)
+        m = (lab == c) & np.isfinite(agree)
+        if not m.any():
+            out[str(c)] = float("nan")
+            continue
+        e = float(np.nanmean(chance[m]))
         out[str(c)] = float((agree[m].mean() - e) / (1 - e)) if e < 1 else float("nan")
     return out
 
 
 def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapping[int, np.ndarray]] = None, *,
                      k: int = 15, seed: int = 0) -> dict:
-    """Separation per step: ``{step: {"map": .., "features": .., "silhouette": .., "by_pattern": {..}}}``.
+    """Separation per step: ``{step: {"map", "cross_token_map", "features", "cross_token", "silhouette",
+    "by_pattern"}}``.
 
     ``embedding`` is the frame of :func:`embed_checkpoints`; ``labels_by_point`` maps ``(step, point)`` rows to a
-    pattern: a frame with columns ``step, point, pattern``. ``features_by_step`` (the pre-processed vectors) adds
-    the separation in the full susceptibility space.
+    pattern: a frame with columns ``step, point, pattern`` (and ``token_id``, which adds the cross-token values).
+    ``map``/``by_pattern`` are measured in the 2-D map; ``features_by_step`` (the pre-processed vectors) adds
+    ``features`` and ``cross_token`` (:data:`HEADLINE`), measured in the full susceptibility space.
     """
-    merged = embedding.merge(labels_by_point[["step", "point", "pattern"]], on=["step", "point"], how="left")
+    cols = ["step", "point", "pattern"] + (["token_id"] if "token_id" in labels_by_point else [])
+    merged = embedding.merge(labels_by_point[cols], on=["step", "point"], how="left")
     if merged["pattern"].isna().any():
         raise SerpentError("some embedded points have no pattern label; label the same results you embedded")
     out = {}
     for s, g in merged.groupby("step", sort=True):
         pts = g[["x", "y"]].to_numpy()
         lab = g["pattern"].astype(str).to_numpy()
+        tok = g["token_id"].to_numpy() if "token_id" in g else None
         row = {"map": separation(pts, lab, k=k, seed=seed),
                "silhouette": separation(pts, lab, method="silhouette", max_points=4000, seed=seed),
                "by_pattern": pattern_separation(pts, lab, k=k, seed=seed)}
+        if tok is not None:
+            row["cross_token_map"] = separation(pts, lab, k=k, groups=tok, seed=seed)
         if features_by_step is not None and int(s) in features_by_step:
             feats = np.asarray(features_by_step[int(s)])[g["point"].to_numpy()]
             row["features"] = separation(feats, lab, k=k, seed=seed)
+            if tok is not None:
+                row["cross_token"] = separation(feats, lab, k=k, groups=tok, seed=seed)
         out[int(s)] = row
     return out
 
@@ -377,7 +452,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     if not results:
         raise SerpentError(f"{run.path}: no susceptibilities yet; run `python -m serpent run --out {run.path}` "
                            "(or the susceptibility stage) first")
-    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 1})
+    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 2})
     out_dir = run.stage_dir(STAGE)
     explorer_path = run.path / "explorer.html"
     if not force and (done := run.current_summary(STAGE, key, [explorer_path])) is not None:
@@ -398,7 +473,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     atomic_write_bytes(out_dir / "embedding.parquet", buf.getvalue())
-    atomic_write_json(out_dir / "separation.json", {"measure": "chance-corrected kNN purity of patterns (k=15)",
+    atomic_write_json(out_dir / "separation.json", {"measure": MEASURES, "headline": HEADLINE,
                                                      "steps": {str(s): v for s, v in sep.items()}})
 
     from .charts.serpent import save_png, serpent_snapshot, small_multiples
@@ -418,15 +493,14 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     steps = sorted(sep)
     summary = {
         "steps": steps, "tokens_per_step": int(len(frame) // max(1, len(steps))),
-        "separation_first": sep[steps[0]]["map"], "separation_last": sep[steps[-1]]["map"],
-        "separation_features_first": sep[steps[0]].get("features"),
-        "separation_features_last": sep[steps[-1]].get("features"),
+        "separation_first": sep[steps[0]][HEADLINE], "separation_last": sep[steps[-1]][HEADLINE],
+        "separation_map_first": sep[steps[0]]["map"], "separation_map_last": sep[steps[-1]]["map"],
         "pattern_counts": pattern_counts(labels[labels["step"] == steps[-1]]["pattern"].astype(str)),
         "explorer": str(explorer_path), "pngs": len(pngs),
         "seconds": {k: round(v, 2) for k, v in phase.items()},
     }
     run.mark_stage(STAGE, key, time.time() - t0, summary)
     if progress:
-        print(f"serpent: separation {summary['separation_first']:.3f} (step {steps[0]}) -> "
+        print(f"serpent: cross-token separation {summary['separation_first']:.3f} (step {steps[0]}) -> "
               f"{summary['separation_last']:.3f} (step {steps[-1]}); explorer page: {explorer_path}")
     return summary

@@ -66,6 +66,12 @@ def _frame_of(run_or_frame: Any) -> tuple[pd.DataFrame, Optional[dict], str]:
                        f"{type(run_or_frame).__name__}")
 
 
+def _headline(row: Mapping) -> Optional[float]:
+    from .embedding import HEADLINE
+    v = row.get(HEADLINE, row.get("map"))
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
 def _sig(a: np.ndarray, digits: int = 4) -> list:
     return [float(f"{v:.{digits}g}") for v in np.asarray(a, dtype=np.float64).ravel().tolist()]
 
@@ -105,7 +111,7 @@ def _payload(frame: pd.DataFrame, max_points: Optional[int], seed: int, separati
                  "chi": _sig(df[comps].to_numpy()) if comps else []},
         "domain": {"x": [float(df["x"].min()), float(df["x"].max())], "y": [float(df["y"].min()), float(df["y"].max())]},
         "total_points": int(frame["point"].nunique()),
-        "separation": {str(k): (None if v is None else (v.get("map") if isinstance(v, dict) else float(v)))
+        "separation": {str(k): (None if v is None else (_headline(v) if isinstance(v, dict) else float(v)))
                        for k, v in (separation or {}).items()},
     }
     return payload
@@ -185,7 +191,7 @@ function esc(s){ return String(s).replace(/[&<>"]/g, (c) => ({'&':'&amp;','<':'&
 function stepText(){
   let t = 'step ' + D.steps[ckpt].toLocaleString('en') + '  (' + (ckpt + 1) + '/' + K + ')';
   const s = D.separation[String(D.steps[ckpt])];
-  if (s !== undefined && s !== null) t += '  separation ' + s.toFixed(3);
+  if (s !== undefined && s !== null) t += '  cross-token separation ' + s.toFixed(3);
   return t;
 }
 function counts(){

@@ -75,6 +75,28 @@ def test_separation_clustered_vs_noise():
         separation(X, lab[:-1])
 
 
+def test_cross_token_separation_ignores_token_identity():
+    """Copies of one token clustering together (what a random network gives) scores ~0 cross-token; different
+    tokens of a pattern clustering together scores high both ways."""
+    rng = np.random.default_rng(0)
+    tok = rng.integers(0, 200, 1500)
+    lab = np.array(["word start", "spacing", "delimiter"])[tok % 3]
+    by_token = rng.normal(size=(200, 8))[tok] * 3 + rng.normal(size=(1500, 8))
+    assert separation(by_token, lab) > 0.3                           # plain purity rewards token identity
+    assert abs(separation(by_token, lab, groups=tok)) < 0.06          # cross-token does not (±0.03 over seeds)
+    by_pattern = rng.normal(size=(3, 8))[tok % 3] * 10 + rng.normal(size=(1500, 8))
+    assert separation(by_pattern, lab, groups=tok) > 0.9
+    per = pattern_separation(by_pattern, lab, groups=tok)
+    assert set(per) == set(lab) and min(per.values()) > 0.9
+    # one pattern made of one token only: it has no cross-token neighbour of its own pattern, still defined
+    lab1 = lab.copy(); lab1[tok == 0] = "numeric"
+    assert np.isfinite(separation(by_pattern, lab1, groups=tok))
+    # a single group: no cross-group neighbours at all
+    assert np.isnan(separation(by_pattern, lab, groups=np.zeros(1500)))
+    with pytest.raises(SerpentError, match="groups"):
+        separation(by_pattern, lab, groups=tok[:-1])
+
+
 def test_separation_handles_duplicate_points():
     pts = np.zeros((40, 2)); pts[20:] = 1.0
     lab = np.repeat(["a", "b"], 20)
@@ -112,6 +134,10 @@ def test_embed_checkpoints_seeded_aligned_and_separating():
     table = separation_table(a, labels, feats)
     assert table[0]["map"] < 0.3 < 0.8 < table[100]["map"]
     assert table[0]["features"] < table[100]["features"]
+    assert "cross_token" not in table[0]                                # no token ids given
+    labels["token_id"] = np.arange(len(labels)) % 240                  # every point its own token: = plain purity
+    table2 = separation_table(a, labels, feats)
+    assert table2[100]["cross_token"] == pytest.approx(table2[100]["features"])
     assert set(table[100]["by_pattern"]) == set(lab)
 
     # alignment: tokens move less between the last two checkpoints than with independent fits

@@ -48,8 +48,8 @@ def test_serpent_stage_on_a_synthetic_run(tmp_path):
     summary = serpent_stage(run, progress=False)
     out = run.path / "serpent"
     assert summary["steps"] == [0, 57, 400]
-    assert summary["separation_first"] < summary["separation_last"]
-    assert summary["separation_features_first"] < 0.2 < 0.8 < summary["separation_features_last"]
+    assert summary["separation_first"] < 0.2 < 0.8 < summary["separation_last"]      # cross-token, in 16-D
+    assert summary["separation_map_first"] < summary["separation_map_last"]
     assert sum(summary["pattern_counts"].values()) == len(seq)
     frame = pd.read_parquet(out / "embedding.parquet")
     assert len(frame) == 3 * len(seq)
@@ -57,6 +57,8 @@ def test_serpent_stage_on_a_synthetic_run(tmp_path):
     assert (frame[frame.step == 0]["pattern"].astype(str).to_numpy() == pats).all()
     sep = json.loads((out / "separation.json").read_text())
     assert set(sep["steps"]) == {"0", "57", "400"}
+    assert sep["headline"] == "cross_token" and sep["headline"] in sep["measure"]
+    assert {"map", "features", "cross_token", "cross_token_map", "silhouette", "by_pattern"} <= set(sep["steps"]["0"])
     for step in (0, 57, 400):
         assert (out / f"step_{step:07d}.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "serpent.png").stat().st_size > 1000
