@@ -1134,13 +1134,18 @@ The headline version is **cross-token**: a token's neighbours that are the *same
 skipped. Most patterns are nearly a function of the token (every `␣` is spacing), and even a random network gives
 copies of one token similar susceptibilities, so plain purity is high at step 0 for a reason that has nothing to do
 with learning. Cross-token purity asks whether *different* tokens of one pattern respond alike: about 0 at
-initialisation, rising as the heads learn to treat a pattern as a pattern.
+initialisation, rising as the heads learn to treat a pattern as a pattern. Read it against
+`cross_token_null_mean ± cross_token_null_sd`, the score of patterns that mean nothing (printed below).
 '''),
         code('''
 rows = [{"step": s, "space": space, "separation": v[key]} for s, v in sep.items()
         for space, key in (("2-D map", "map"), ("susceptibility space", "features"),
                            ("cross-token (headline)", "cross_token")) if v.get(key) is not None]
 by_pattern = pd.DataFrame([{"pattern": p, "separation": x} for p, x in sep[max(sep)]["by_pattern"].items()])
+for s, v in sep.items():
+    if v.get("cross_token_null_sd") is not None:
+        print(f"step {s:>6}: cross-token {v['cross_token']:+.3f}   no-pattern null "
+              f"{v['cross_token_null_mean']:+.3f} ± {v['cross_token_null_sd']:.3f}")
 alt.hconcat(
     alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
         x=alt.X("step:Q", scale=alt.Scale(type="symlog")), y="separation:Q", color="space:N",

@@ -28,8 +28,10 @@ Design choices (science.md §1.6; the papers' settings are not public):
   are almost functions of the token id (every ``Ġ`` is spacing), and even a randomly initialised network gives
   copies of one token similar χ vectors, so plain purity is high at step 0 for a reason that has nothing to do with
   learning. Cross-token purity asks the question the serpent is about: do *different* tokens of one pattern respond
-  alike? It is ≈ 0 at initialisation. On the tiny run (measured, BENCHMARKS.md) it rises over training while plain
-  purity peaks in the first steps and falls back.
+  alike? It is ≈ 0 at initialisation. :func:`cross_token_null` gives its spread when patterns mean nothing (a
+  token-level permutation), so a value can be read against noise. On the tiny run (BENCHMARKS.md) it rises from
+  −0.01 to 0.02 while plain purity peaks in the first steps and falls back; 0.02 is about one null standard
+  deviation: the tiny run has little pattern structure beyond token identity.
 
 The stage :func:`serpent_stage` chains it all on a run directory: labels (:mod:`serpent.patterns`) → embedding →
 separation → one PNG per checkpoint (:mod:`serpent.charts.serpent`) → the explorer page (:mod:`serpent.explorer`).
@@ -56,7 +58,7 @@ import numpy as np
 from .config import EmbeddingConfig, config_hash
 from .errors import ConfigError, SerpentError
 
-__all__ = ["PREPROCESS", "ALIGNMENTS", "HEADLINE", "MEASURES", "preprocess", "umap_2d", "procrustes_align", "embed_checkpoints",
+__all__ = ["PREPROCESS", "ALIGNMENTS", "HEADLINE", "MEASURES", "cross_token_null", "preprocess", "umap_2d", "procrustes_align", "embed_checkpoints",
            "separation", "pattern_separation", "separation_table", "serpent_stage"]
 
 PREPROCESS = ("raw", "standardize", "normalize", "whiten")
@@ -69,6 +71,9 @@ MEASURES = {
     "cross_token": "as features, but neighbours that are the same token are skipped and chance is counted over "
                    "pairs of different tokens (the headline: do different tokens of one pattern lie together?)",
     "cross_token_map": "as cross_token, in the 2-D map",
+    "cross_token_null_mean": "cross_token when every token takes the pattern of a random other token (50 times)",
+    "cross_token_null_sd": "its standard deviation: cross_token is more than noise when it exceeds the null mean "
+                           "by a few of these",
     "silhouette": "scikit-learn silhouette of the patterns in the 2-D map",
     "by_pattern": "chance-corrected kNN purity of each pattern alone in the 2-D map",
 }
@@ -287,12 +292,23 @@ def _neighbour_agreement(points: np.ndarray, labels: np.ndarray, k: int,
         is_self[~is_self.any(1), -1] = True
         nbr = idx[~is_self].reshape(n, k)
         return (labels[nbr] == labels[:, None]).mean(1)
+    idx, first_k = _cross_group_neighbours(points, groups, k)
+    return _agreement_from(idx, first_k, labels)
+
+
+def _cross_group_neighbours(points: np.ndarray, groups: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour indices ``(n, m)`` and a mask of the first k of them outside the point's own group."""
+    from sklearn.neighbors import NearestNeighbors
+    n = len(points)
     # enough neighbours that k of them lie outside the point's own group (its group is at most `largest` points)
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     m = min(n, k + int(counts.max()))
     _, idx = NearestNeighbors(n_neighbors=m).fit(points).kneighbors(points)
     other = inverse[idx] != inverse[:, None]                      # (n, m): neighbour from another group
-    first_k = other & (np.cumsum(other, axis=1) <= k)
+    return idx, other & (np.cumsum(other, axis=1) <= k)
+
+
+def _agreement_from(idx: np.ndarray, first_k: np.ndarray, labels: np.ndarray) -> np.ndarray:
     same = (labels[idx] == labels[:, None]) & first_k
     found = first_k.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -357,6 +373,49 @@ def separation(points: np.ndarray, labels: Sequence, *, k: int = 15, method: str
     return (P - E) / (1.0 - E)
 
 
+def cross_token_null(points: np.ndarray, labels: Sequence, groups: Sequence, *, k: int = 15, n_perm: int = 50,
+                     max_points: Optional[int] = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Mean and standard deviation of the cross-token separation when patterns carry no information: every distinct
+    token takes the pattern of another token at random (a token-level permutation), ``n_perm`` times.
+
+    The observed value minus the mean, over the standard deviation, says whether a cross-token separation is more
+    than noise (a token's pattern here is that of its first occurrence, so context-dependent labels such as
+    induction are spread over whole tokens under the null).
+
+    >>> rng = np.random.default_rng(0)
+    >>> tok = rng.integers(0, 200, 1500); lab = np.where(tok < 100, "a", "b")
+    >>> X = rng.normal(size=(200, 5))[tok] * 3 + rng.normal(size=(1500, 5))
+    >>> mean, sd = cross_token_null(X, lab, tok)
+    >>> abs(separation(X, lab, groups=tok) - mean) < 3 * sd
+    True
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    lab = np.asarray(labels).astype(str)
+    grp = np.asarray(groups)
+    if len(pts) != len(lab) or len(grp) != len(lab):
+        raise SerpentError(f"points ({len(pts)}), labels ({len(lab)}) and groups ({len(grp)}) must match")
+    idx = _subsample(len(pts), max_points, seed)
+    pts, lab, grp = pts[idx], lab[idx], grp[idx]
+    uniq, first, inverse = np.unique(grp, return_index=True, return_inverse=True)
+    if len(uniq) < 2 or len(np.unique(lab)) < 2:
+        return float("nan"), float("nan")
+    nbr, first_k = _cross_group_neighbours(pts, grp, min(k, len(pts) - 1))
+    token_label = lab[first]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_perm):
+        lab2 = token_label[rng.permutation(len(uniq))][inverse]
+        agree = _agreement_from(nbr, first_k, lab2)
+        ok = np.isfinite(agree)
+        if len(np.unique(lab2)) < 2 or not ok.any():
+            continue
+        E = float(np.nanmean(_chance(lab2, grp)[ok]))
+        values.append((float(agree[ok].mean()) - E) / (1.0 - E))
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
 def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, groups: Optional[Sequence] = None,
                        max_points: Optional[int] = 10_000, seed: int = 0) -> dict[str, float]:
     """Chance-corrected kNN purity of each label alone: (P_c − e_c)/(1 − e_c), e_c = (n_c − 1)/(N − 1)
@@ -415,6 +474,8 @@ def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapp
             row["features"] = separation(feats, lab, k=k, seed=seed)
             if tok is not None:
                 row["cross_token"] = separation(feats, lab, k=k, groups=tok, seed=seed)
+                row["cross_token_null_mean"], row["cross_token_null_sd"] = cross_token_null(
+                    feats, lab, tok, k=k, seed=seed)
         out[int(s)] = row
     return out
 
@@ -452,7 +513,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     if not results:
         raise SerpentError(f"{run.path}: no susceptibilities yet; run `python -m serpent run --out {run.path}` "
                            "(or the susceptibility stage) first")
-    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 2})
+    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 3})
     out_dir = run.stage_dir(STAGE)
     explorer_path = run.path / "explorer.html"
     if not force and (done := run.current_summary(STAGE, key, [explorer_path])) is not None:
@@ -494,6 +555,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     summary = {
         "steps": steps, "tokens_per_step": int(len(frame) // max(1, len(steps))),
         "separation_first": sep[steps[0]][HEADLINE], "separation_last": sep[steps[-1]][HEADLINE],
+        "separation_null_last": [sep[steps[-1]].get("cross_token_null_mean"), sep[steps[-1]].get("cross_token_null_sd")],
         "separation_map_first": sep[steps[0]]["map"], "separation_map_last": sep[steps[-1]]["map"],
         "pattern_counts": pattern_counts(labels[labels["step"] == steps[-1]]["pattern"].astype(str)),
         "explorer": str(explorer_path), "pngs": len(pngs),
@@ -501,6 +563,8 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     }
     run.mark_stage(STAGE, key, time.time() - t0, summary)
     if progress:
+        m, sd = summary["separation_null_last"]
         print(f"serpent: cross-token separation {summary['separation_first']:.3f} (step {steps[0]}) -> "
-              f"{summary['separation_last']:.3f} (step {steps[-1]}); explorer page: {explorer_path}")
+              f"{summary['separation_last']:.3f} (step {steps[-1]}; no-pattern null {m:.3f} ± {sd:.3f}); "
+              f"explorer page: {explorer_path}")
     return summary

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from serpent.config import EmbeddingConfig
-from serpent.embedding import (embed_checkpoints, pattern_separation, preprocess, procrustes_align, separation,
-                               separation_table)
+from serpent.embedding import (cross_token_null, embed_checkpoints, pattern_separation, preprocess, procrustes_align,
+                               separation, separation_table)
 from serpent.errors import ConfigError, SerpentError
 
 
@@ -88,6 +88,12 @@ def test_cross_token_separation_ignores_token_identity():
     assert separation(by_pattern, lab, groups=tok) > 0.9
     per = pattern_separation(by_pattern, lab, groups=tok)
     assert set(per) == set(lab) and min(per.values()) > 0.9
+    # the permutation null: token-identity structure sits inside it, pattern structure far above it
+    mean, sd = cross_token_null(by_token, lab, tok, n_perm=30)
+    assert abs(separation(by_token, lab, groups=tok) - mean) < 3 * sd and 0 < sd < 0.1
+    mean, sd = cross_token_null(by_pattern, lab, tok, n_perm=30)
+    assert separation(by_pattern, lab, groups=tok) > mean + 10 * sd
+    assert np.isnan(cross_token_null(by_pattern, np.full(1500, "a"), tok)[1])    # one pattern: undefined
     # one pattern made of one token only: it has no cross-token neighbour of its own pattern, still defined
     lab1 = lab.copy(); lab1[tok == 0] = "numeric"
     assert np.isfinite(separation(by_pattern, lab1, groups=tok))
@@ -138,6 +144,7 @@ def test_embed_checkpoints_seeded_aligned_and_separating():
     labels["token_id"] = np.arange(len(labels)) % 240                  # every point its own token: = plain purity
     table2 = separation_table(a, labels, feats)
     assert table2[100]["cross_token"] == pytest.approx(table2[100]["features"])
+    assert table2[100]["cross_token"] > table2[100]["cross_token_null_mean"] + 3 * table2[100]["cross_token_null_sd"]
     assert set(table[100]["by_pattern"]) == set(lab)
 
     # alignment: tokens move less between the last two checkpoints than with independent fits
