@@ -58,8 +58,9 @@ import numpy as np
 from .config import EmbeddingConfig, config_hash
 from .errors import ConfigError, SerpentError
 
-__all__ = ["PREPROCESS", "ALIGNMENTS", "HEADLINE", "MEASURES", "cross_token_null", "preprocess", "umap_2d", "procrustes_align", "embed_checkpoints",
-           "separation", "pattern_separation", "separation_table", "serpent_stage"]
+__all__ = ["PREPROCESS", "ALIGNMENTS", "HEADLINE", "MEASURES", "preprocess", "umap_2d", "procrustes_align",
+           "embed_checkpoints", "separation", "cross_token_null", "pattern_separation", "separation_table",
+           "serpent_stage"]
 
 PREPROCESS = ("raw", "standardize", "normalize", "whiten")
 ALIGNMENTS = ("warm", "procrustes", "aligned_umap", "none")
@@ -315,6 +316,15 @@ def _agreement_from(idx: np.ndarray, first_k: np.ndarray, labels: np.ndarray) ->
         return np.where(found > 0, same.sum(1) / found, np.nan)
 
 
+def _corrected(agree: np.ndarray, chance: np.ndarray) -> float:
+    """(P − E)/(1 − E) over the points that have neighbours (NaN when none has)."""
+    ok = np.isfinite(agree)
+    if not ok.any():
+        return float("nan")
+    E = float(np.nanmean(chance[ok]))
+    return (float(agree[ok].mean()) - E) / (1.0 - E)
+
+
 def _chance(lab: np.ndarray, groups: Optional[np.ndarray]) -> np.ndarray:
     """Per point: the probability that a random other point (from another group, when given) shares its label."""
     n = len(lab)
@@ -364,13 +374,7 @@ def separation(points: np.ndarray, labels: Sequence, *, k: int = 15, method: str
         return float(silhouette_score(pts, lab))
     if method != "knn":
         raise ConfigError(f"separation method: got {method!r}; allowed: 'knn', 'silhouette'")
-    agree = _neighbour_agreement(pts, lab, k, grp)
-    ok = np.isfinite(agree)
-    if not ok.any():
-        return float("nan")
-    P = float(agree[ok].mean())
-    E = float(np.nanmean(_chance(lab, grp)[ok]))
-    return (P - E) / (1.0 - E)
+    return _corrected(_neighbour_agreement(pts, lab, k, grp), _chance(lab, grp))
 
 
 def cross_token_null(points: np.ndarray, labels: Sequence, groups: Sequence, *, k: int = 15, n_perm: int = 50,
@@ -389,6 +393,12 @@ def cross_token_null(points: np.ndarray, labels: Sequence, groups: Sequence, *, 
     >>> abs(separation(X, lab, groups=tok) - mean) < 3 * sd
     True
     """
+    return _cross_token(points, labels, groups, k=k, n_perm=n_perm, max_points=max_points, seed=seed)[1:]
+
+
+def _cross_token(points, labels, groups, *, k: int, n_perm: int, max_points: Optional[int],
+                 seed: int) -> tuple[float, float, float]:
+    """The cross-token separation and its null's mean and standard deviation, from one neighbour search."""
     pts = np.asarray(points, dtype=np.float64)
     lab = np.asarray(labels).astype(str)
     grp = np.asarray(groups)
@@ -398,22 +408,20 @@ def cross_token_null(points: np.ndarray, labels: Sequence, groups: Sequence, *, 
     pts, lab, grp = pts[idx], lab[idx], grp[idx]
     uniq, first, inverse = np.unique(grp, return_index=True, return_inverse=True)
     if len(uniq) < 2 or len(np.unique(lab)) < 2:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     nbr, first_k = _cross_group_neighbours(pts, grp, min(k, len(pts) - 1))
+    observed = _corrected(_agreement_from(nbr, first_k, lab), _chance(lab, grp))
     token_label = lab[first]
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_perm):
         lab2 = token_label[rng.permutation(len(uniq))][inverse]
-        agree = _agreement_from(nbr, first_k, lab2)
-        ok = np.isfinite(agree)
-        if len(np.unique(lab2)) < 2 or not ok.any():
-            continue
-        E = float(np.nanmean(_chance(lab2, grp)[ok]))
-        values.append((float(agree[ok].mean()) - E) / (1.0 - E))
+        if len(np.unique(lab2)) > 1:
+            values.append(_corrected(_agreement_from(nbr, first_k, lab2), _chance(lab2, grp)))
+    values = [v for v in values if np.isfinite(v)]
     if len(values) < 2:
-        return float("nan"), float("nan")
-    return float(np.mean(values)), float(np.std(values, ddof=1))
+        return observed, float("nan"), float("nan")
+    return observed, float(np.mean(values)), float(np.std(values, ddof=1))
 
 
 def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, groups: Optional[Sequence] = None,
@@ -473,9 +481,8 @@ def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapp
             feats = np.asarray(features_by_step[int(s)])[g["point"].to_numpy()]
             row["features"] = separation(feats, lab, k=k, seed=seed)
             if tok is not None:
-                row["cross_token"] = separation(feats, lab, k=k, groups=tok, seed=seed)
-                row["cross_token_null_mean"], row["cross_token_null_sd"] = cross_token_null(
-                    feats, lab, tok, k=k, seed=seed)
+                row["cross_token"], row["cross_token_null_mean"], row["cross_token_null_sd"] = _cross_token(
+                    feats, lab, tok, k=k, n_perm=50, max_points=10_000, seed=seed)
         out[int(s)] = row
     return out
 
@@ -555,7 +562,8 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     summary = {
         "steps": steps, "tokens_per_step": int(len(frame) // max(1, len(steps))),
         "separation_first": sep[steps[0]][HEADLINE], "separation_last": sep[steps[-1]][HEADLINE],
-        "separation_null_last": [sep[steps[-1]].get("cross_token_null_mean"), sep[steps[-1]].get("cross_token_null_sd")],
+        "separation_null_last": [sep[steps[-1]].get("cross_token_null_mean"),
+                                 sep[steps[-1]].get("cross_token_null_sd")],
         "separation_map_first": sep[steps[0]]["map"], "separation_map_last": sep[steps[-1]]["map"],
         "pattern_counts": pattern_counts(labels[labels["step"] == steps[-1]]["pattern"].astype(str)),
         "explorer": str(explorer_path), "pngs": len(pngs),
