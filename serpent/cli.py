@@ -8,6 +8,7 @@ Commands are thin callers of the same stage functions the notebooks use::
     python -m serpent llc runs/tiny                          # local learning coefficient over checkpoints
     python -m serpent susceptibilities runs/tiny --steps 0 1200
     python -m serpent explore runs/tiny                      # the offline explorer page
+    python -m serpent export runs/full --out artifacts/full  # compact, checked results to commit
     python -m serpent presets                                # list the presets and their sizes
 """
 
@@ -115,6 +116,16 @@ def _cmd_explore(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .artifacts import export_artifacts
+    m = export_artifacts(args.run_dir, args.out, checkpoints=args.checkpoints, train_tokens=args.train_tokens,
+                         test_tokens=args.test_tokens, max_mb=args.max_mb, charts=not args.no_charts)
+    print(f"artifacts written to {Path(args.out).resolve()}: {len(m['files'])} files, {m['total_bytes'] / 1e6:.1f} MB "
+          f"(checkpoints {m['checkpoints']}, susceptibilities at {m['susceptibility_steps']}); "
+          f"load them with serpent.artifacts.load_artifacts({str(args.out)!r})")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     for name in PRESETS:
         c = get_preset(name)
@@ -167,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--output", default=None, help="HTML file to write (default RUN_DIR/explorer.html)")
     e.set_defaults(func=_cmd_explore)
+
+    x = sub.add_parser("export", help="write a run's compact artifacts (to commit): tables, χ in float16, a few "
+                                      "bf16 checkpoints, token samples and a manifest")
+    x.add_argument("run_dir")
+    x.add_argument("--out", required=True, help="artifact folder to write (replaced), e.g. artifacts/full")
+    x.add_argument("--checkpoints", nargs="+", type=int, default=None,
+                   help="training steps whose weights to keep in bf16 (default: the last)")
+    x.add_argument("--train-tokens", type=int, default=1_000_000, help="tokens of the training stream to keep")
+    x.add_argument("--test-tokens", type=int, default=500_000, help="tokens of the held-out stream to keep")
+    x.add_argument("--max-mb", type=float, default=40.0, help="refuse to write more than this many MB")
+    x.add_argument("--no-charts", action="store_true", help="leave the PNG charts out")
+    x.set_defaults(func=_cmd_export)
 
     pr = sub.add_parser("presets", help="list the presets")
     pr.set_defaults(func=_cmd_presets)

@@ -6,7 +6,8 @@ Every notebook starts with ``run = course_run()``. Design:
   ``runs/`` or ``pyproject.toml`` (notebooks run from ``notebooks/``); in Colab it is ``/content``. Runs live in
   ``ROOT/runs/<name>``.
 * **What.** ``course_run("tiny")`` returns ``runs/tiny`` when that run is *complete* (every available pipeline stage
-  recorded in its ``stages.json`` and training finished); otherwise it runs :func:`serpent.pipeline.run_pipeline`
+  recorded in its ``stages.json`` and training finished); else, when committed artifacts ``ROOT/artifacts/<preset>``
+  exist (:mod:`serpent.artifacts`), their unpacked run directory; otherwise it runs :func:`serpent.pipeline.run_pipeline`
   on it, which resumes whatever is missing. A complete run is returned without touching it, so a notebook opens in
   seconds when the run exists (refresh it from the command line with ``python -m serpent run --out runs/tiny``).
 * **Fast mode** (:func:`is_fast`: the environment variable ``SERPENT_FAST=1``, set by the tests, CI and the fast
@@ -126,6 +127,9 @@ def course_run(preset: str = "tiny", fast: Optional[bool] = None, *, root: Optio
     full_path = runs / preset
     if run_is_complete(full_path):
         return Run.open(full_path)
+    if (base / "artifacts" / preset / "manifest.json").is_file():   # committed results: instant, no compute
+        from .artifacts import load_artifacts
+        return load_artifacts(base / "artifacts" / preset, root=base)
     if fast:
         path, cfg = runs / f"{preset}-fast", micro_config("tiny")
         if preset != "tiny":

@@ -60,7 +60,7 @@ from .errors import ConfigError, SerpentError
 
 __all__ = ["PREPROCESS", "ALIGNMENTS", "HEADLINE", "MEASURES", "preprocess", "umap_2d", "procrustes_align",
            "embed_checkpoints", "separation", "cross_token_null", "pattern_separation", "separation_table",
-           "serpent_stage"]
+           "serpent_frame", "serpent_stage"]
 
 PREPROCESS = ("raw", "standardize", "normalize", "whiten")
 ALIGNMENTS = ("warm", "procrustes", "aligned_umap", "none")
@@ -501,6 +501,15 @@ def _fingerprint(results: Mapping[int, Any]) -> str:
     return h.hexdigest()[:16]
 
 
+def serpent_frame(embedding, labels):
+    """The serpent frame: the maps of :func:`embed_checkpoints` (``step, point, x, y``) joined with the token
+    labels and χ columns of :func:`serpent.patterns.label_results`, one row per token and checkpoint (what
+    ``serpent/embedding.parquet`` holds and every chart, the explorer and the widgets read)."""
+    frame = embedding[["step", "point", "x", "y"]].merge(labels, on=["step", "point"], how="left")
+    first = ["step", "point", "seq", "pos", "x", "y"]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
 def serpent_stage(run, *, device=None, progress: bool = True, force: bool = False) -> dict:
     """The serpent of a run: labels, aligned UMAP, separation, a PNG per checkpoint and the explorer page.
 
@@ -536,7 +545,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     feats = {s: preprocess(r.chi, cfg.preprocess) for s, r in results.items()}
     sep = separation_table(emb, labels, feats, seed=cfg.seed)
     phase["separation"], tick = time.time() - tick, time.time()
-    frame = emb.merge(labels.drop(columns=["seq", "pos"]), on=["step", "point"], how="left")
+    frame = serpent_frame(emb, labels)
 
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)

@@ -99,15 +99,20 @@ class SusceptibilityResult:
     def __len__(self) -> int:
         return int(self.chi.shape[0])
 
-    def save(self, path) -> Path:
-        """Write to ``path`` (safetensors; arrays plus JSON metadata), atomically."""
+    def save(self, path, compact: bool = False) -> Path:
+        """Write to ``path`` (safetensors; arrays plus JSON metadata), atomically.
+
+        ``compact=True`` stores χ and its standard error in float16 and the indices in int32 (about half the bytes;
+        used for committed artifacts); :meth:`load` always returns float32 and int64.
+        """
         path = Path(path)
+        f, i = (np.float16, np.int32) if compact else (np.float32, np.int64)
         arrays = {
-            "chi": np.ascontiguousarray(self.chi, dtype=np.float32),
-            "chi_se": np.ascontiguousarray(self.chi_se, dtype=np.float32),
-            "probe_tokens": np.ascontiguousarray(self.probe_tokens, dtype=np.int64),
-            "seq_index": np.ascontiguousarray(self.seq_index, dtype=np.int64),
-            "position": np.ascontiguousarray(self.position, dtype=np.int64),
+            "chi": np.ascontiguousarray(self.chi, dtype=f),
+            "chi_se": np.ascontiguousarray(self.chi_se, dtype=f),
+            "probe_tokens": np.ascontiguousarray(self.probe_tokens, dtype=i),
+            "seq_index": np.ascontiguousarray(self.seq_index, dtype=i),
+            "position": np.ascontiguousarray(self.position, dtype=i),
         }
         meta = {"format": _FORMAT, "step": str(int(self.step)), "components": json.dumps(list(self.components)),
                 "doc_names": json.dumps(list(self.doc_names)), "settings": json.dumps(self.settings, default=str)}
@@ -131,9 +136,10 @@ class SusceptibilityResult:
             raise SerpentError(f"{path}: not a serpent susceptibility file (format {meta.get('format')!r}); "
                                "recompute it with `python -m serpent susceptibilities RUN_DIR`")
         a = _st_load(str(path))
-        return cls(step=int(meta["step"]), components=json.loads(meta["components"]), chi=a["chi"],
-                   chi_se=a["chi_se"], probe_tokens=a["probe_tokens"], seq_index=a["seq_index"],
-                   position=a["position"], doc_names=json.loads(meta["doc_names"]),
+        f32, i64 = (lambda x: x.astype(np.float32, copy=False)), (lambda x: x.astype(np.int64, copy=False))
+        return cls(step=int(meta["step"]), components=json.loads(meta["components"]), chi=f32(a["chi"]),
+                   chi_se=f32(a["chi_se"]), probe_tokens=i64(a["probe_tokens"]), seq_index=i64(a["seq_index"]),
+                   position=i64(a["position"]), doc_names=json.loads(meta["doc_names"]),
                    settings=json.loads(meta["settings"]))
 
 

@@ -1,0 +1,328 @@
+"""Artifacts: a compact, checked copy of a run's results, small enough to commit, that readers load instead of
+recomputing.
+
+A GPU run directory holds gigabytes (every checkpoint in fp32, the whole token stream, HTML charts). An artifact
+folder keeps what the book and the notebooks read, in the run directory's own layout, plus a ``manifest.json``::
+
+    ART/manifest.json        format, name, preset, settings hash, corpus fingerprint, package versions, hardware,
+                             stage timings, and every file with its bytes, sha256 and (arrays) dtype and shape
+    ART/config.json, stages.json, corpus.json, metrics.jsonl, tokenizer/
+    ART/data/{train,test}.npy           the first whole documents of each token stream (samples, for demos)
+    ART/checkpoints/step_*.safetensors  a few checkpoints in bf16 (the last one always)
+    ART/induction/, llc/                the tables (parquet, json) and the PNG charts
+    ART/susceptibility/step_*.safetensors   χ and its standard error in float16
+    ART/serpent/                        separation.json, the PNGs, map.parquet (the 2-D coordinates only)
+
+Data flows one way: :func:`export_artifacts` (run directory → artifact folder, refused above ``max_mb``),
+:func:`verify_artifacts` (every file present with its declared size, hash, dtype and shape) and
+:func:`load_artifacts` (artifact folder → an ordinary run directory under ``runs/``, float32 again, which every
+module, chart and notebook reads unchanged). A folder that fails the check is never unpacked: the error names the
+file and says what to do.
+
+>>> import tempfile
+>>> from serpent.config import get_preset
+>>> from serpent.rundir import Run
+>>> run = Run.create(tempfile.mkdtemp() + "/r", get_preset("tiny"))
+>>> export_artifacts(run, tempfile.mkdtemp() + "/a")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+serpent.artifacts.ArtifactError: ... has no checkpoints yet; train the run before exporting its artifacts
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .config import config_hash
+from .errors import SerpentError
+from .rundir import Run, atomic_write_bytes, atomic_write_json, read_json
+
+__all__ = ["ArtifactError", "export_artifacts", "verify_artifacts", "load_artifacts", "artifacts_dir", "FORMAT"]
+
+FORMAT = "serpent-artifacts/1"
+MAX_MB = 40.0
+
+_COPY = ("config.json", "stages.json", "corpus.json", "metrics.jsonl", "data/meta.json")
+_TABLES = ("induction/scores.parquet", "induction/heads.json", "llc/llc.parquet", "llc/traces.parquet",
+           "serpent/separation.json")
+_CHARTS = ("induction", "llc", "serpent")
+
+
+class ArtifactError(SerpentError):
+    """An artifact folder is missing, incomplete, corrupt or too large."""
+
+
+def artifacts_dir(root: Optional[str | os.PathLike] = None) -> Path:
+    """``ROOT/artifacts``, where committed artifact folders live (ROOT: :func:`serpent.course.find_root`)."""
+    from .course import find_root
+    return Path(root if root is not None else find_root()) / "artifacts"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _array_info(path: Path) -> dict:
+    """dtype and shape of every array a file holds (npy, safetensors, parquet rows), for the manifest."""
+    if path.suffix == ".npy":
+        a = np.load(path, mmap_mode="r")
+        return {"dtype": str(a.dtype), "shape": list(a.shape)}
+    if path.suffix == ".safetensors":
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        return {"tensors": {k: {"dtype": v["dtype"], "shape": v["shape"]} for k, v in sorted(header.items())
+                            if k != "__metadata__"}}
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+        meta = pq.read_metadata(path)
+        return {"rows": meta.num_rows, "columns": meta.num_columns}
+    return {}
+
+
+def _document_cut(starts: np.ndarray, n_tokens: int, limit: int) -> int:
+    """Length of the longest prefix of the stream that ends at a document boundary and has at most ``limit``
+    tokens (at least the first document)."""
+    ends = np.append(np.asarray(starts, dtype=np.int64)[1:], n_tokens)
+    fits = ends[ends <= limit]
+    return int(fits[-1]) if len(fits) else int(ends[0])
+
+
+def _export_tokens(run: Run, out: Path, limits: dict[str, int]) -> None:
+    for split, limit in limits.items():
+        stream = run.tokens(split)
+        starts, names = run.documents(split)
+        cut = _document_cut(starts, len(stream), limit)
+        keep = starts < cut
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(stream[:cut]))
+        atomic_write_bytes(out / "data" / f"{split}.npy", buf.getvalue())
+        atomic_write_json(out / "data" / f"{split}_docs.json",
+                          {"starts": starts[keep].tolist(), "names": [n for n, k in zip(names, keep) if k],
+                           "sample_of_tokens": int(len(stream))})
+
+
+def _export_map(src: Path, dst: Path) -> None:
+    """Only the 2-D coordinates of the serpent frame: its token labels and χ columns are rebuilt on unpacking from
+    the susceptibility files and the tokenizer (:func:`serpent.embedding.serpent_frame`)."""
+    import pandas as pd
+    frame = pd.read_parquet(src, columns=["step", "point", "x", "y"])
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False, compression="zstd")
+    atomic_write_bytes(dst, buf.getvalue())
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version()}
+    for pkg in ("serpent", "torch", "transformer-lens", "umap-learn", "numpy", "altair"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git_commit() -> Optional[str]:
+    import subprocess
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                           cwd=Path(__file__).resolve().parent)
+        return (r.stdout.strip() or None) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def export_artifacts(run: Run | str | os.PathLike, out: str | os.PathLike, *, name: Optional[str] = None,
+                     checkpoints: Optional[Sequence[int]] = None, train_tokens: int = 1_000_000,
+                     test_tokens: int = 500_000, max_mb: float = MAX_MB, charts: bool = True) -> dict:
+    """Write the compact artifacts of ``run`` into the folder ``out`` (replaced if it exists); returns the manifest.
+
+    ``checkpoints``: training steps to keep (bf16); default the last one. ``train_tokens`` / ``test_tokens``: how
+    many tokens of each stream to keep (whole documents). ``charts``: keep the PNG charts. Refused, with the largest
+    files named, when the folder would exceed ``max_mb`` megabytes (10^6 bytes).
+    """
+    import torch
+    from .checkpoints import load_checkpoint, save_checkpoint
+    from .susceptibility import load_susceptibilities
+
+    run = run if isinstance(run, Run) else Run.open(run)
+    out = Path(out)
+    steps = run.checkpoint_steps()
+    if not steps:
+        raise ArtifactError(f"{run.path} has no checkpoints yet; train the run before exporting its artifacts")
+    keep = [steps[-1]] if checkpoints is None else sorted({int(s) for s in checkpoints})
+    missing = [s for s in keep if s not in steps]
+    if missing:
+        raise ArtifactError(f"{run.path} has no checkpoint at steps {missing}; available: {steps}")
+    if out.resolve() == run.path.resolve():
+        raise ArtifactError(f"{out}: export into a new folder, not into the run directory itself")
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    src = run.path
+    for rel in _COPY + _TABLES:
+        if (src / rel).is_file():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, tmp / rel)
+    shutil.copytree(src / "tokenizer", tmp / "tokenizer")
+    _export_tokens(run, tmp, {"train": int(train_tokens), "test": int(test_tokens)})
+    for s in keep:
+        params, _ = load_checkpoint(run.checkpoint_path(s), run.config.model)
+        save_checkpoint(tmp / "checkpoints" / f"step_{s:07d}.safetensors", params, s, run.config.model,
+                        dtype=torch.bfloat16)
+    for step, result in load_susceptibilities(run).items():
+        result.save(tmp / "susceptibility" / f"step_{step:07d}.safetensors", compact=True)
+    if (src / "serpent" / "embedding.parquet").is_file():
+        _export_map(src / "serpent" / "embedding.parquet", tmp / "serpent" / "map.parquet")
+    if charts:
+        for d in _CHARTS:
+            for png in sorted((src / d).glob("*.png")) if (src / d).is_dir() else []:
+                shutil.copy2(png, tmp / d / png.name)
+
+    files = {}
+    for p in sorted(tmp.rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(tmp).as_posix()
+            files[rel] = {"bytes": p.stat().st_size, "sha256": _sha256(p), **_array_info(p)}
+    total = sum(f["bytes"] for f in files.values())
+    if total > max_mb * 1e6:
+        shutil.rmtree(tmp)
+        largest = sorted(files.items(), key=lambda kv: -kv[1]["bytes"])[:5]
+        listing = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in largest)
+        raise ArtifactError(f"the artifacts would take {total / 1e6:.1f} MB, over the {max_mb:g} MB limit "
+                            f"(largest: {listing}); keep fewer checkpoints or fewer tokens (train_tokens, "
+                            f"test_tokens), or drop the charts")
+    stages = read_json(src / "stages.json") if (src / "stages.json").is_file() else {}
+    train_summary = stages.get("train", {}).get("summary", {})
+    manifest = {
+        "format": FORMAT,
+        "name": name or out.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source_run": str(run.path),
+        "commit": _git_commit(),
+        "preset": run.config.preset,
+        "config_hash": config_hash(run.config.to_dict()),
+        "corpus": read_json(src / "corpus.json") if (src / "corpus.json").is_file() else None,
+        "versions": _versions(),
+        "hardware": {"train_device": train_summary.get("device"), "precision": train_summary.get("precision"),
+                     "exported_on": f"{platform.system()} {platform.machine()}"},
+        "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
+        "checkpoints": keep,
+        "all_checkpoints": steps,
+        "susceptibility_steps": sorted(load_susceptibilities(run)),
+        "total_bytes": total,
+        "files": files,
+    }
+    atomic_write_json(tmp / "manifest.json", manifest)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# verify and load
+# ---------------------------------------------------------------------------------------------------------------
+
+def _resolve(path_or_name: str | os.PathLike, root: Optional[str | os.PathLike]) -> Path:
+    p = Path(path_or_name)
+    if (p / "manifest.json").is_file() or p.is_absolute() or len(p.parts) > 1:
+        return p
+    return artifacts_dir(root) / str(path_or_name)
+
+
+def verify_artifacts(path: str | os.PathLike) -> dict:
+    """Check an artifact folder against its manifest (format, every file's size, sha256, dtypes and shapes);
+    returns the manifest or raises :class:`ArtifactError` naming what is wrong."""
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise ArtifactError(f"{path} is not an artifact folder (no manifest.json); export one with "
+                            f"`python -m serpent export RUN_DIR --out {path}`")
+    try:
+        manifest = read_json(mf)
+    except SerpentError as e:
+        raise ArtifactError(str(e)) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ArtifactError(f"{mf}: format {got!r} is not {FORMAT!r}; re-export the artifacts with this version")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "config.json" not in files:
+        raise ArtifactError(f"{mf} lists no files (or no config.json); the manifest is damaged: re-export")
+    for rel, info in files.items():
+        p = path / rel
+        if not p.is_file():
+            raise ArtifactError(f"{path}: {rel} is missing; restore it (git checkout -- {p}) or re-export")
+        if p.stat().st_size != info.get("bytes"):
+            raise ArtifactError(f"{path}: {rel} has {p.stat().st_size} bytes, the manifest says {info.get('bytes')}; "
+                                f"the file is damaged or was replaced: restore it or re-export")
+        if _sha256(p) != info.get("sha256"):
+            raise ArtifactError(f"{path}: {rel} does not match its sha256 in the manifest; restore it or re-export")
+        declared = {k: v for k, v in info.items() if k not in ("bytes", "sha256")}
+        actual = _array_info(p)
+        if declared != actual:
+            raise ArtifactError(f"{path}: {rel} holds {actual}, the manifest declares {declared}; re-export")
+    return manifest
+
+
+def _unpack(src: Path, dst: Path, manifest: dict) -> None:
+    tmp = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel in manifest["files"]:
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, tmp / rel)
+    if (tmp / "serpent" / "map.parquet").is_file():
+        import pandas as pd
+        from .embedding import serpent_frame
+        from .patterns import label_results
+        from .susceptibility import load_susceptibilities
+        run = Run.open(tmp)
+        frame = serpent_frame(pd.read_parquet(tmp / "serpent" / "map.parquet"),
+                              label_results(load_susceptibilities(run), run.tokenizer()))
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        atomic_write_bytes(tmp / "serpent" / "embedding.parquet", buf.getvalue())
+    atomic_write_json(tmp / "artifact.json", {"sha256": _sha256(src / "manifest.json"), "source": str(src)})
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+
+
+def load_artifacts(path_or_name: str | os.PathLike, *, into: Optional[str | os.PathLike] = None,
+                   root: Optional[str | os.PathLike] = None) -> Run:
+    """The run directory of an artifact folder: verify it, unpack it (once) and open it.
+
+    ``path_or_name``: a folder, or the name of one in :func:`artifacts_dir` (e.g. ``"full"``). ``into``: where to
+    unpack (default ``ROOT/runs/<name>-artifacts``); an up-to-date unpacked copy is reused. The unpacked run is an
+    ordinary :class:`~serpent.rundir.Run` whose checkpoints are the kept ones (bf16 values, loaded as fp32) and whose
+    token streams are samples.
+    """
+    src = _resolve(path_or_name, root)
+    manifest = verify_artifacts(src)
+    if into is None:
+        from .course import find_root
+        into = Path(root if root is not None else find_root()) / "runs" / f"{manifest.get('name', src.name)}-artifacts"
+    into = Path(into)
+    stamp = into / "artifact.json"
+    want = _sha256(src / "manifest.json")
+    if not (stamp.is_file() and read_json(stamp).get("sha256") == want):
+        _unpack(src, into, manifest)
+    return Run.open(into)

@@ -1,0 +1,187 @@
+"""Artifacts: export a run, check the manifest against the files, unpack into a run every module reads."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from serpent.artifacts import ArtifactError, export_artifacts, load_artifacts, verify_artifacts
+from serpent.errors import SerpentError
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A micro run with checkpoints and induction tables, plus susceptibilities and a serpent frame (synthetic χ,
+    real tokens) at two checkpoints: every kind of file an artifact folder holds."""
+    import random
+    from serpent.config import get_preset
+    from serpent.embedding import serpent_frame
+    from serpent.patterns import label_results
+    from serpent.pipeline import run_pipeline
+    from serpent.rundir import Run
+    from serpent.susceptibility import SusceptibilityResult, load_susceptibilities
+    from serpent.tokens import fixed_windows
+
+    root = tmp_path_factory.mktemp("art")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    rng = random.Random(0)
+    words = ["def", "return", "self", "import", "class", "value", "print", "for", "in", "range", "if", "else"]
+    for i in range(30):
+        lines = ["    " * rng.randint(0, 2) + " ".join(rng.choice(words) for _ in range(5)) + f"({j})" for j in range(50)]
+        (corpus / f"doc{i}.py").write_text("\n".join(lines) + "\n")
+    cfg = get_preset("tiny").with_overrides(
+        model={"d_model": 32, "d_head": 4, "n_ctx": 32, "d_vocab": 300},
+        data={"corpus": f"files:{corpus}/*.py", "max_bytes": None, "tokenizer_train_bytes": 200_000,
+              "test_fraction": 0.1},
+        train={"steps": 20, "batch_size": 4, "log_checkpoints": 3, "linear_checkpoints": 2, "eval_every": 10,
+               "eval_batches": 1, "warmup_steps": 5})
+    run = Run.create(root / "runs" / "tiny", cfg)
+    run_pipeline(run, ["data", "train", "induction"], progress=False, echo=lambda s: None)
+    probe, _ = fixed_windows(run.tokens("test"), 3, 32, seed=1, bos_id=run.tokenizer().bos_id)
+    seq, pos = np.repeat(np.arange(3), 31), np.tile(np.arange(1, 32), 3)
+    g = np.random.default_rng(0)
+    comps = [f"{l}:{h}" for l in range(2) for h in range(8)]
+    for step in (0, 20):
+        chi = g.normal(size=(len(seq), 16)).astype(np.float32)
+        SusceptibilityResult(step=step, components=comps, chi=chi, chi_se=np.abs(chi) / 10, probe_tokens=probe.numpy(),
+                             seq_index=seq, position=pos, doc_names=["a", "b", "c"], settings={"draws": 3}).save(
+            run.path / "susceptibility" / f"step_{step:07d}.safetensors")
+    maps = pd.DataFrame({"step": np.repeat([0, 20], len(seq)), "point": np.tile(np.arange(len(seq)), 2),
+                         "x": g.normal(size=2 * len(seq)).astype(np.float32),
+                         "y": g.normal(size=2 * len(seq)).astype(np.float32)})
+    frame = serpent_frame(maps, label_results(load_susceptibilities(run), run.tokenizer()))
+    frame.to_parquet(run.stage_dir("serpent") / "embedding.parquet", index=False)
+    (run.path / "serpent" / "separation.json").write_text(json.dumps({"headline": "cross_token", "steps": {}}))
+    for stage in ("llc", "susceptibility", "serpent"):                  # the synthetic stages count as done
+        run.mark_stage(stage, "synthetic", 0.0, {})
+    return run
+
+
+def test_export_writes_a_manifest_that_matches_every_file(finished_run, tmp_path):
+    steps = finished_run.checkpoint_steps()
+    m = export_artifacts(finished_run, tmp_path / "tiny", checkpoints=[steps[0], steps[-1]], train_tokens=2000,
+                         test_tokens=500)
+    assert m["format"] == "serpent-artifacts/1" and m["preset"] == "tiny" and m["checkpoints"] == [0, 20]
+    assert m["susceptibility_steps"] == [0, 20] and m["all_checkpoints"] == steps
+    assert m["versions"]["torch"] == torch.__version__.split("+")[0] or m["versions"]["torch"] == torch.__version__
+    assert {"config.json", "stages.json", "tokenizer/tokenizer.json", "induction/scores.parquet",
+            "serpent/map.parquet", "data/train.npy", "checkpoints/step_0000020.safetensors"} <= set(m["files"])
+    assert not any(f.endswith(".html") for f in m["files"])              # charts as PNG only
+    assert m["total_bytes"] == sum(f["bytes"] for f in m["files"].values()) < 40e6
+    ck = m["files"]["checkpoints/step_0000020.safetensors"]["tensors"]
+    assert ck["embed.W_E"] == {"dtype": "BF16", "shape": [300, 32]}
+    chi = m["files"]["susceptibility/step_0000020.safetensors"]["tensors"]["chi"]
+    assert chi == {"dtype": "F16", "shape": [93, 16]}
+    train = np.load(tmp_path / "tiny" / "data" / "train.npy")
+    docs = json.loads((tmp_path / "tiny" / "data" / "train_docs.json").read_text())
+    assert len(train) <= 2000 and m["files"]["data/train.npy"]["shape"] == [len(train)]
+    full_starts, _ = finished_run.documents("train")
+    assert docs["starts"] == [int(s) for s in full_starts if s < len(train)]      # whole documents only
+    assert len(train) in set(full_starts.tolist())
+    assert (train == np.asarray(finished_run.tokens("train")[:len(train)])).all()
+    assert verify_artifacts(tmp_path / "tiny") == m
+
+
+def test_loaded_artifacts_are_a_run_with_the_same_results(finished_run, tmp_path):
+    from serpent.course import course_run, run_is_complete
+    from serpent.susceptibility import load_susceptibilities
+
+    root = tmp_path / "root"
+    export_artifacts(finished_run, root / "artifacts" / "tiny")
+    run = load_artifacts("tiny", root=root)
+    assert run.path == root / "runs" / "tiny-artifacts" and run_is_complete(run.path)
+    assert run.checkpoint_steps() == [20]
+    a, b = run.load_params(20), finished_run.load_params(20)
+    assert all(a[k].dtype == torch.float32 and torch.allclose(a[k], b[k], rtol=1e-2, atol=1e-3) for k in b)
+    sa, sb = load_susceptibilities(run), load_susceptibilities(finished_run)
+    assert sa[20].chi.dtype == np.float32 and np.allclose(sa[20].chi, sb[20].chi, atol=2e-3)
+    assert (sa[20].token_ids == sb[20].token_ids).all()
+    fa = pd.read_parquet(run.path / "serpent" / "embedding.parquet")
+    fb = pd.read_parquet(finished_run.path / "serpent" / "embedding.parquet")
+    assert list(fa.columns) == list(fb.columns) and fa["0:0"].dtype == np.float32
+    labels = [c for c in fb.columns if ":" not in c]
+    pd.testing.assert_frame_equal(fa[labels], fb[labels])
+    assert np.allclose(fa["1:7"], fb["1:7"], atol=2e-3)
+    pd.testing.assert_frame_equal(pd.read_parquet(run.path / "induction" / "scores.parquet"),
+                                  pd.read_parquet(finished_run.path / "induction" / "scores.parquet"))
+    # the notebooks' entry point finds the artifacts when runs/tiny is absent, and reuses the unpacked copy
+    stamp = (run.path / "artifact.json").stat().st_mtime_ns
+    assert course_run("tiny", root=root, compute=False).path == run.path
+    assert (run.path / "artifact.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("flip", "sha256"), ("truncate", "bytes"), ("delete", "missing"), ("format", "format"), ("manifest", "no manifest"),
+])
+def test_damaged_artifacts_are_refused_with_the_file_named(finished_run, tmp_path, damage, message):
+    art = tmp_path / "a"
+    export_artifacts(finished_run, art)
+    target = art / "susceptibility" / "step_0000020.safetensors"
+    if damage == "flip":
+        data = bytearray(target.read_bytes()); data[-1] ^= 0xFF; target.write_bytes(bytes(data))
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-10])
+    elif damage == "delete":
+        target.unlink()
+    elif damage == "format":
+        m = json.loads((art / "manifest.json").read_text()); m["format"] = "other/9"
+        (art / "manifest.json").write_text(json.dumps(m))
+    else:
+        (art / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match=message):
+        load_artifacts(art, into=tmp_path / "unpacked")
+    assert not (tmp_path / "unpacked").exists()                           # nothing half-unpacked
+    if damage in ("flip", "truncate", "delete"):
+        with pytest.raises(ArtifactError, match="step_0000020"):
+            verify_artifacts(art)
+
+
+def test_export_refuses_what_it_cannot_do(finished_run, tmp_path):
+    from serpent.config import get_preset
+    from serpent.rundir import Run
+    with pytest.raises(ArtifactError, match="over the 0.01 MB limit.*largest"):
+        export_artifacts(finished_run, tmp_path / "big", max_mb=0.01)
+    assert not (tmp_path / "big").exists() and not (tmp_path / "big.partial").exists()
+    with pytest.raises(ArtifactError, match="no checkpoint at steps \\[7\\]"):
+        export_artifacts(finished_run, tmp_path / "x", checkpoints=[7])
+    with pytest.raises(ArtifactError, match="no checkpoints yet"):
+        export_artifacts(Run.create(tmp_path / "empty", get_preset("tiny")), tmp_path / "y")
+    with pytest.raises(SerpentError, match="not a run directory"):
+        export_artifacts(tmp_path / "nothing", tmp_path / "z")
+
+
+def test_cli_export(finished_run, tmp_path, capsys):
+    from serpent.cli import main
+    assert main(["export", str(finished_run.path), "--out", str(tmp_path / "a"), "--no-charts"]) == 0
+    assert "artifacts written to" in capsys.readouterr().out
+    assert not any(p.suffix == ".png" for p in (tmp_path / "a").rglob("*"))
+    assert main(["export", str(finished_run.path), "--out", str(tmp_path / "b"), "--max-mb", "0.001"]) == 2
+    assert "over the 0.001 MB limit" in capsys.readouterr().err
+
+
+def test_gpu_session_helpers_order_steps_and_pack_parts(tmp_path, monkeypatch):
+    import importlib.util
+    import tarfile
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("gpu_session", Path(__file__).parents[1] / "bench" / "gpu_session.py")
+    gs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gs)
+    for n in (1, 2, 3, 12, 97):
+        steps = [s * 10 for s in range(n)]
+        order = gs.coarse_to_fine(steps)
+        assert sorted(order) == steps and order[0] == steps[0] and (n == 1 or order[1] == steps[-1])
+    assert gs.coarse_to_fine(list(range(9)))[:3] == [0, 8, 4]
+    src = tmp_path / "art"
+    src.mkdir()
+    (src / "a.bin").write_bytes(np.random.default_rng(0).bytes(300_000))         # incompressible
+    monkeypatch.setattr(gs, "PART_BYTES", 100_000)
+    parts = gs.pack(src, tmp_path / "out", "full")
+    assert len(parts) == 4 and all((tmp_path / "out" / p).stat().st_size <= 100_000 for p in parts)
+    joined = tmp_path / "joined.tgz"
+    joined.write_bytes(b"".join((tmp_path / "out" / p).read_bytes() for p in parts))
+    with tarfile.open(joined) as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    assert (tmp_path / "back" / "full" / "a.bin").read_bytes() == (src / "a.bin").read_bytes()
