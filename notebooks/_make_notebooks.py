@@ -1221,14 +1221,19 @@ display(widgets.HBox([step_w, pat_w]), out)
 ''', tags=("skip-execution",)),
         md('''
 **Two training seeds side by side** (the papers report that the body plan is reproducible across seeds): train a
-second run and compare its small multiples with this one. Not run when the book is built:
+second run and compare its small multiples with this one, and with two numbers per checkpoint
+(`serpent.embedding.compare_serpents`): the Procrustes correlation of the two maps after aligning one onto the other
+(1 = the same shape), and the overlap of each token's 15 nearest neighbours in the two runs' susceptibility spaces
+(1 = the same neighbours; `knn_chance` is what unrelated runs would give). Not run when the book is built:
 '''),
         code('''
 import subprocess, sys
 subprocess.run([sys.executable, "-m", "serpent", "run", "--preset", PRESET, "--out", f"runs/{PRESET}-seed1",
                 "--set", "train.seed=1", "--set", "model.seed=1"], check=True)
 from serpent.rundir import Run
+from serpent.embedding import compare_serpents
 other = pd.read_parquet(Run.open(f"runs/{PRESET}-seed1").path / "serpent" / "embedding.parquet")
+display(compare_serpents(frame, other).round(3))
 alt.vconcat(small_multiples(frame, max_points=1000).properties(title="seed 0"),
             small_multiples(other, max_points=1000).properties(title="seed 1"))
 ''', tags=("skip-execution",)),

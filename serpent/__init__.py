@@ -28,7 +28,8 @@ from .susceptibility import (SusceptibilityResult, SusceptibilityStats, suscepti
                              susceptibility_from_traces, component_specs, load_susceptibilities, response_matrix,
                              response_pca, susceptibility_stage, SIGN_CONVENTION)
 from .patterns import PATTERNS, PALETTE, classify_tokens, n_prev_spaces, label_result, label_results
-from .embedding import preprocess, embed_checkpoints, separation, pattern_separation, serpent_frame, serpent_stage
+from .embedding import (preprocess, embed_checkpoints, separation, pattern_separation, compare_serpents, serpent_frame,
+                        serpent_stage)
 from .explorer import write_explorer
 from .artifacts import ArtifactError, export_artifacts, verify_artifacts, load_artifacts
 from .course import course_run, is_fast

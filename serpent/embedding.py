@@ -60,7 +60,7 @@ from .errors import ConfigError, SerpentError
 
 __all__ = ["PREPROCESS", "ALIGNMENTS", "HEADLINE", "MEASURES", "preprocess", "umap_2d", "procrustes_align",
            "embed_checkpoints", "separation", "cross_token_null", "pattern_separation", "separation_table",
-           "serpent_frame", "serpent_stage"]
+           "procrustes_r", "compare_serpents", "serpent_frame", "serpent_stage"]
 
 PREPROCESS = ("raw", "standardize", "normalize", "whiten")
 ALIGNMENTS = ("warm", "procrustes", "aligned_umap", "none")
@@ -485,6 +485,72 @@ def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapp
                     feats, lab, tok, k=k, n_perm=50, max_points=10_000, seed=seed)
         out[int(s)] = row
     return out
+
+
+def procrustes_r(Y: np.ndarray, ref: np.ndarray) -> float:
+    """Procrustes correlation of two matched point clouds: tr Σ / (‖Y − Ȳ‖ ‖ref − r̄‖), Σ the singular values of
+    (Y − Ȳ)ᵀ(ref − r̄). 1 when ``Y`` is ``ref`` rotated/reflected, scaled and shifted; near 0 for unrelated clouds.
+
+    >>> ref = np.random.default_rng(0).normal(size=(100, 2))
+    >>> round(procrustes_r(-2 * ref[:, ::-1] + 7, ref), 6), procrustes_r(np.random.default_rng(1).normal(size=(100, 2)), ref) < 0.3
+    (1.0, True)
+    """
+    A = np.asarray(Y, dtype=np.float64)
+    B = np.asarray(ref, dtype=np.float64)
+    A, B = A - A.mean(0), B - B.mean(0)
+    na, nb = np.sqrt((A ** 2).sum()), np.sqrt((B ** 2).sum())
+    if na == 0 or nb == 0:
+        return float("nan")
+    return float(np.linalg.svd(A.T @ B, compute_uv=False).sum() / (na * nb))
+
+
+def compare_serpents(frame_a, frame_b, *, k: int = 15, preprocess_method: str = "standardize",
+                     max_points: Optional[int] = 10_000, seed: int = 0):
+    """How alike two serpents are (two training seeds, say) at their matched checkpoints: one row per common step.
+
+    ``frame_a``/``frame_b``: serpent frames (``serpent/embedding.parquet``) of two runs that probed the same tokens
+    (same corpus and probe settings); tokens are matched by (sequence, position), and must be the same ids.
+    Columns: ``step``, ``tokens`` (matched), ``procrustes_r`` (:func:`procrustes_r` of the 2-D maps: the serpents'
+    shapes after aligning one onto the other), ``knn_overlap`` (mean fraction of a token's k nearest neighbours in
+    run A's pre-processed susceptibility space that are also among its k nearest in run B's: independent of UMAP,
+    and of the order of the heads, which two seeds need not share) and ``knn_chance`` (its value for unrelated
+    runs, k/(n−1)).
+    """
+    import pandas as pd
+    from sklearn.neighbors import NearestNeighbors
+
+    heads_a = [c for c in frame_a.columns if ":" in str(c)]
+    heads_b = [c for c in frame_b.columns if ":" in str(c)]
+    common = sorted(set(frame_a["step"]) & set(frame_b["step"]))
+    if not common:
+        raise SerpentError(f"the two serpents share no checkpoint (steps {sorted(set(frame_a['step']))} and "
+                           f"{sorted(set(frame_b['step']))}); compare runs trained with the same checkpoint schedule")
+    rows = []
+    for s in common:
+        a = frame_a[frame_a["step"] == s]
+        b = frame_b[frame_b["step"] == s]
+        m = a.merge(b, on=["seq", "pos"], suffixes=("_a", "_b"))
+        if len(m) < k + 2:
+            raise SerpentError(f"step {s}: only {len(m)} tokens are probed in both runs; the runs must use the same "
+                               "probe windows (same corpus, probe_sequences, probe_length and probe_seed)")
+        if (m["token_id_a"].to_numpy() != m["token_id_b"].to_numpy()).any():
+            raise SerpentError(f"step {s}: the two runs probed different tokens at the same positions; compare runs "
+                               "made from the same corpus and tokenizer with the same probe settings")
+        if max_points is not None and len(m) > max_points:
+            m = m.iloc[np.sort(np.random.default_rng(seed).choice(len(m), max_points, replace=False))]
+        n = len(m)
+        kk = min(k, n - 1)
+        idx = []
+        for heads, suffix in ((heads_a, "_a"), (heads_b, "_b")):
+            cols = [h + suffix if h + suffix in m else h for h in heads]
+            X = preprocess(m[cols].to_numpy(dtype=np.float64), preprocess_method)
+            _, nb = NearestNeighbors(n_neighbors=kk + 1).fit(X).kneighbors(X)
+            idx.append(nb[:, 1:])
+        overlap = np.mean([len(set(p) & set(q)) / kk for p, q in zip(idx[0], idx[1])])
+        rows.append({"step": int(s), "tokens": n,
+                     "procrustes_r": procrustes_r(m[["x_a", "y_a"]].to_numpy(), m[["x_b", "y_b"]].to_numpy()),
+                     "knn_overlap": float(overlap), "knn_chance": kk / (n - 1)})
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------------------------------------------

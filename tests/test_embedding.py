@@ -165,3 +165,65 @@ def test_embed_checkpoints_rejects_bad_input():
         embed_checkpoints({0: np.zeros((10, 2))}, alignment="psychic")
     with pytest.raises(SerpentError):
         embed_checkpoints({0: "not an array"})
+
+
+def _toy_serpent(rng, n=600, steps=(0, 100)):
+    import pandas as pd
+    frames = []
+    centers = rng.normal(size=(6, 16)) * 4
+    cls = rng.integers(0, 6, size=n)
+    for s in steps:
+        chi = centers[cls] + rng.normal(size=(n, 16))
+        f = pd.DataFrame({"step": s, "point": np.arange(n), "seq": np.arange(n) // 50, "pos": np.arange(n) % 50 + 1,
+                          "x": chi[:, 0] + 0.1 * chi[:, 1], "y": chi[:, 2] - 0.2 * chi[:, 3],
+                          "token_id": rng.integers(0, 300, size=n) if s == steps[0] else None})
+        for j in range(16):
+            f[f"{j // 8}:{j % 8}"] = chi[:, j]
+        frames.append(f)
+    out = pd.concat(frames, ignore_index=True)
+    out["token_id"] = np.tile(frames[0]["token_id"].to_numpy(), len(steps))
+    return out
+
+
+def test_compare_serpents_known_answers():
+    from serpent.embedding import compare_serpents
+    rng = np.random.default_rng(0)
+    a = _toy_serpent(rng)
+    same = compare_serpents(a, a)
+    assert list(same["step"]) == [0, 100] and (same["tokens"] == 600).all()
+    assert np.allclose(same["procrustes_r"], 1) and np.allclose(same["knn_overlap"], 1)
+
+    # another seed that grew the same body plan: heads in another order, map rotated, mirrored, scaled and moved
+    b = a.copy()
+    heads = [f"{l}:{h}" for l in range(2) for h in range(8)]
+    b[heads] = a[heads[::-1]].to_numpy()
+    b["x"], b["y"] = -3 * a["y"] + 5, 3 * a["x"] - 1
+    moved = compare_serpents(a, b)
+    assert np.allclose(moved["procrustes_r"], 1) and np.allclose(moved["knn_overlap"], 1)
+
+    # an unrelated run: χ and map independent of run A's (same tokens)
+    c = a.copy()
+    c[heads + ["x", "y"]] = rng.normal(size=(len(c), 18))
+    unrelated = compare_serpents(a, c)
+    assert (unrelated["procrustes_r"] < 0.15).all()
+    assert (abs(unrelated["knn_overlap"] - unrelated["knn_chance"]) < 0.02).all()
+
+    # in between: the same structure plus noise
+    d = a.copy()
+    d[heads] = a[heads].to_numpy() + 2 * rng.normal(size=(len(a), 16))
+    d["x"], d["y"] = a["x"] + rng.normal(size=len(a)), a["y"] + rng.normal(size=len(a))
+    mid = compare_serpents(a, d)
+    assert (mid["knn_chance"] + 0.05 < mid["knn_overlap"]).all() and (mid["knn_overlap"] < 0.9).all()
+    assert (0.5 < mid["procrustes_r"]).all() and (mid["procrustes_r"] < 0.999).all()
+
+
+def test_compare_serpents_refuses_unmatched_runs():
+    from serpent.embedding import compare_serpents
+    rng = np.random.default_rng(1)
+    a = _toy_serpent(rng)
+    with pytest.raises(SerpentError, match="share no checkpoint"):
+        compare_serpents(a, a.assign(step=a["step"] + 1))
+    with pytest.raises(SerpentError, match="different tokens"):
+        compare_serpents(a, a.assign(token_id=a["token_id"] + 1))
+    with pytest.raises(SerpentError, match="same probe windows"):
+        compare_serpents(a, a.assign(seq=a["seq"] + 1000))
