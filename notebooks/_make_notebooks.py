@@ -1157,6 +1157,28 @@ alt.hconcat(
                         legend=None)).properties(width=260, height=200, title=f"per pattern, step {max(sep)}"))
 '''),
         md('''
+**Induction tokens and induction heads.** The question the whole course builds up to: do the tokens an induction
+head can predict (the second occurrence of a bigram) gather in the serpent *when* the induction heads appear? Left:
+the best prefix-matching score of any head at each checkpoint (notebook 2); right: the cross-token separation of the
+induction pattern alone. On the tiny run the prefix score stays at chance while the induction tokens' separation
+drifts up a little (repeated identifiers respond alike even without an induction head), so a rise alone proves
+nothing: on a run that grows the circuit (the `full` preset) the test is whether the separation *jumps* when the
+prefix score does, around the bump in the loss.
+'''),
+        code('''
+scores = pd.read_parquet(run.path / "induction" / "scores.parquet")
+prefix = scores[(scores["score"] == "prefix") & (scores["head"] != "model")].groupby("step")["value"].max()
+timeline = pd.DataFrame([{"step": s, "best prefix score": float(prefix.get(s, np.nan)),
+                          "induction tokens' separation": v.get("by_pattern_cross_token", {}).get("induction", np.nan)}
+                         for s, v in sorted(sep.items())])
+print(timeline.round(3).to_string(index=False))
+long = timeline.melt("step", var_name="measure")
+alt.Chart(long).mark_line(point=True).encode(
+    x=alt.X("step:Q", scale=alt.Scale(type="symlog")), y=alt.Y("value:Q", title=None),
+    tooltip=["step", "measure", alt.Tooltip("value:Q", format=".3f")]).properties(width=260, height=180).facet(
+    column=alt.Column("measure:N", title=None)).resolve_scale(y="independent")
+'''),
+        md('''
 ## 4. The serpent
 
 Drag the slider to move through training; click a pattern in the legend to isolate it (shift-click for several);

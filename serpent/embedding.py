@@ -77,6 +77,8 @@ MEASURES = {
                            "by a few of these",
     "silhouette": "scikit-learn silhouette of the patterns in the 2-D map",
     "by_pattern": "chance-corrected kNN purity of each pattern alone in the 2-D map",
+    "by_pattern_cross_token": "cross-token purity of each pattern alone in the pre-processed susceptibility space "
+                              "(e.g. do induction tokens lie with other induction tokens?)",
 }
 
 
@@ -456,7 +458,7 @@ def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, gro
 def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapping[int, np.ndarray]] = None, *,
                      k: int = 15, seed: int = 0) -> dict:
     """Separation per step: ``{step: {"map", "cross_token_map", "features", "cross_token", "silhouette",
-    "by_pattern"}}``.
+    "by_pattern", "by_pattern_cross_token"}}`` (see :data:`MEASURES`).
 
     ``embedding`` is the frame of :func:`embed_checkpoints`; ``labels_by_point`` maps ``(step, point)`` rows to a
     pattern: a frame with columns ``step, point, pattern`` (and ``token_id``, which adds the cross-token values).
@@ -483,6 +485,7 @@ def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapp
             if tok is not None:
                 row["cross_token"], row["cross_token_null_mean"], row["cross_token_null_sd"] = _cross_token(
                     feats, lab, tok, k=k, n_perm=50, max_points=10_000, seed=seed)
+                row["by_pattern_cross_token"] = pattern_separation(feats, lab, k=k, groups=tok, seed=seed)
         out[int(s)] = row
     return out
 
@@ -595,7 +598,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     if not results:
         raise SerpentError(f"{run.path}: no susceptibilities yet; run `python -m serpent run --out {run.path}` "
                            "(or the susceptibility stage) first")
-    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 3})
+    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 4})
     out_dir = run.stage_dir(STAGE)
     explorer_path = run.path / "explorer.html"
     if not force and (done := run.current_summary(STAGE, key, [explorer_path])) is not None:

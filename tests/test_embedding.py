@@ -146,6 +146,9 @@ def test_embed_checkpoints_seeded_aligned_and_separating():
     assert table2[100]["cross_token"] == pytest.approx(table2[100]["features"])
     assert table2[100]["cross_token"] > table2[100]["cross_token_null_mean"] + 3 * table2[100]["cross_token_null_sd"]
     assert set(table[100]["by_pattern"]) == set(lab)
+    per = table2[100]["by_pattern_cross_token"]                       # each pattern alone, in the 16-D space
+    early = table2[0]["by_pattern_cross_token"]
+    assert set(per) == set(early) == set(lab) and min(per.values()) > 0.5 > max(early.values())
 
     # alignment: tokens move less between the last two checkpoints than with independent fits
     none = embed_checkpoints(res, cfg, alignment="none", progress=False)

@@ -59,9 +59,10 @@ def test_serpent_stage_on_a_synthetic_run(tmp_path):
     assert set(sep["steps"]) == {"0", "57", "400"}
     assert sep["headline"] == "cross_token" and sep["headline"] in sep["measure"]
     assert {"map", "features", "cross_token", "cross_token_map", "cross_token_null_mean", "cross_token_null_sd",
-            "silhouette", "by_pattern"} <= set(sep["steps"]["0"])
+            "silhouette", "by_pattern", "by_pattern_cross_token"} <= set(sep["steps"]["0"])
     last = sep["steps"]["400"]
     assert last["cross_token"] > last["cross_token_null_mean"] + 5 * last["cross_token_null_sd"]
+    assert sep["steps"]["0"]["by_pattern_cross_token"]["word start"] < 0.3 < last["by_pattern_cross_token"]["word start"]
     for step in (0, 57, 400):
         assert (out / f"step_{step:07d}.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "serpent.png").stat().st_size > 1000
