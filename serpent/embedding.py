@@ -456,7 +456,7 @@ def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, gro
 
 
 def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapping[int, np.ndarray]] = None, *,
-                     k: int = 15, seed: int = 0) -> dict:
+                     k: int = 15, seed: int = 0, progress: bool = False) -> dict:
     """Separation per step: ``{step: {"map", "cross_token_map", "features", "cross_token", "silhouette",
     "by_pattern", "by_pattern_cross_token"}}`` (see :data:`MEASURES`).
 
@@ -470,7 +470,9 @@ def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapp
     if merged["pattern"].isna().any():
         raise SerpentError("some embedded points have no pattern label; label the same results you embedded")
     out = {}
-    for s, g in merged.groupby("step", sort=True):
+    from tqdm.auto import tqdm
+    groups = merged.groupby("step", sort=True)
+    for s, g in tqdm(groups, total=groups.ngroups, desc="separation", unit="ckpt", disable=not progress):
         pts = g[["x", "y"]].to_numpy()
         lab = g["pattern"].astype(str).to_numpy()
         tok = g["token_id"].to_numpy() if "token_id" in g else None
@@ -588,6 +590,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     unused (CPU work). Returns a summary with the separation at the first and last checkpoint.
     """
     import io
+    from tqdm.auto import tqdm
     from .patterns import label_results, pattern_counts
     from .rundir import atomic_write_bytes, atomic_write_json
     from .susceptibility import load_susceptibilities
@@ -612,7 +615,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     emb = embed_checkpoints(results, cfg, progress=progress)
     phase["umap"], tick = time.time() - tick, time.time()
     feats = {s: preprocess(r.chi, cfg.preprocess) for s, r in results.items()}
-    sep = separation_table(emb, labels, feats, seed=cfg.seed)
+    sep = separation_table(emb, labels, feats, seed=cfg.seed, progress=progress)
     phase["separation"], tick = time.time() - tick, time.time()
     frame = serpent_frame(emb, labels)
 
@@ -626,7 +629,8 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     from .explorer import write_explorer
     pngs = []
     domain = ((float(frame["x"].min()), float(frame["x"].max())), (float(frame["y"].min()), float(frame["y"].max())))
-    for s, g in frame.groupby("step", sort=True):
+    by_step = frame.groupby("step", sort=True)
+    for s, g in tqdm(by_step, total=by_step.ngroups, desc="serpent PNGs", unit="ckpt", disable=not progress):
         p = out_dir / f"step_{int(s):07d}.png"
         save_png(serpent_snapshot(g, domain=domain), p)
         pngs.append(p.name)
