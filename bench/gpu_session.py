@@ -10,9 +10,10 @@ only while time is left, and always ends by exporting what exists:
 2. induction scores at every checkpoint, then the LLC;
 3. susceptibilities one checkpoint at a time in coarse-to-fine order (first, last, middle, quarters, ...), so a
    deadline that cuts the stage short still leaves checkpoints spread over training;
-4. ``export_artifacts`` (last checkpoint plus ``--keep-checkpoints``, no charts and no UMAP: the serpent stage runs
-   on a CPU from the artifacts) packed as ``full.tgz.partNN`` files of at most 15 MiB in ``--export`` (the device
-   tool returns at most 8 files of 16 MiB), plus ``session.json`` with the timings of every stage.
+4. ``export_artifacts`` (last checkpoint plus ``--keep-checkpoints``, the stages' PNG charts, no UMAP: the serpent
+   stage runs on a CPU from the artifacts; if that would exceed 40 MB, again with the last checkpoint only and smaller
+   token samples) packed as ``full.tgz.partNN`` files of at most 15 MiB in ``--export`` (the device tool returns at
+   most 8 files of 16 MiB), plus ``session.json`` with the timings of every stage.
 
 On the device machine (wheels carried in ``.whl``, see BENCHMARKS.md "GPU session")::
 
@@ -117,8 +118,9 @@ def main() -> int:
         log["elapsed"] = round(time.time() - t0, 1)
         (export / "session.json").write_text(json.dumps(log, indent=2, default=str))
 
-    def stage(name, fn, need: float):
-        if left() < need:
+    def stage(name, fn, need: float | None):
+        """Run ``fn`` as stage ``name`` if ``need`` seconds are left before the reserve (None: always)."""
+        if need is not None and left() < need:
             log["skipped"].append(name)
             print(f"[{time.time() - t0:6.0f} s] skip {name}: {left():.0f} s left, needs about {need:.0f} s", flush=True)
             return None
@@ -138,7 +140,7 @@ def main() -> int:
 
     from serpent.pipeline import STAGES
     run = Run.create(args.out, cfg)
-    stage("data", lambda: STAGES["data"](run, progress=False), 0)
+    stage("data", lambda: STAGES["data"](run, progress=False), None)
 
     def train():  # a child process under a time limit: a cut-short run keeps its (atomically written) checkpoints
         cmd = [sys.executable, "-m", "serpent", "train", str(run.path), "--quiet"]
@@ -149,7 +151,7 @@ def main() -> int:
         steps = run.checkpoint_steps()
         return {"checkpoints": len(steps), "last_step": steps[-1] if steps else None, "target": cfg.train.steps}
 
-    stage("train", train, 0)
+    stage("train", train, None)
     stage("induction", lambda: STAGES["induction"](run, progress=False), 20)
     stage("llc", lambda: STAGES["llc"](run, progress=False), 30)
 
@@ -165,13 +167,22 @@ def main() -> int:
         per_step = max(per_step, log["stages"][f"susceptibility@{step}"]["seconds"])
     done = sorted(int(p.stem.split("_")[1]) for p in (run.path / "susceptibility").glob("step_*.safetensors"))
     if done:
-        stage("susceptibility", lambda: susceptibility_stage(run, steps=done, progress=False), 0)
+        stage("susceptibility", lambda: susceptibility_stage(run, steps=done, progress=False), None)
 
     from serpent.artifacts import export_artifacts
     art = Path("/tmp/serpent-artifacts") / args.name
     keep = sorted({*args.keep_checkpoints, run.checkpoint_steps()[-1]} & set(run.checkpoint_steps()))
-    manifest = stage("export", lambda: {k: v for k, v in export_artifacts(run, art, name=args.name, checkpoints=keep,
-                                                                          charts=False).items() if k != "files"}, 0)
+    from serpent.artifacts import ArtifactError
+
+    def export_compact():
+        try:
+            m = export_artifacts(run, art, name=args.name, checkpoints=keep)
+        except ArtifactError as e:  # over the size limit: the last checkpoint only, smaller samples
+            print(f"  {e}; exporting less", flush=True)
+            m = export_artifacts(run, art, name=args.name, train_tokens=300_000, test_tokens=200_000)
+        return {k: v for k, v in m.items() if k != "files"}
+
+    manifest = stage("export", export_compact, None)
     if manifest is not None:
         log["parts"] = pack(art, export, args.name)
     save_log()

@@ -497,7 +497,8 @@ def procrustes_r(Y: np.ndarray, ref: np.ndarray) -> float:
     (Y − Ȳ)ᵀ(ref − r̄). 1 when ``Y`` is ``ref`` rotated/reflected, scaled and shifted; near 0 for unrelated clouds.
 
     >>> ref = np.random.default_rng(0).normal(size=(100, 2))
-    >>> round(procrustes_r(-2 * ref[:, ::-1] + 7, ref), 6), procrustes_r(np.random.default_rng(1).normal(size=(100, 2)), ref) < 0.3
+    >>> other = np.random.default_rng(1).normal(size=(100, 2))
+    >>> round(procrustes_r(-2 * ref[:, ::-1] + 7, ref), 6), procrustes_r(other, ref) < 0.3
     (1.0, True)
     """
     A = np.asarray(Y, dtype=np.float64)

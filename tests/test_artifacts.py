@@ -30,7 +30,8 @@ def finished_run(tmp_path_factory):
     rng = random.Random(0)
     words = ["def", "return", "self", "import", "class", "value", "print", "for", "in", "range", "if", "else"]
     for i in range(30):
-        lines = ["    " * rng.randint(0, 2) + " ".join(rng.choice(words) for _ in range(5)) + f"({j})" for j in range(50)]
+        lines = ["    " * rng.randint(0, 2) + " ".join(rng.choice(words) for _ in range(5)) + f"({j})"
+                 for j in range(50)]
         (corpus / f"doc{i}.py").write_text("\n".join(lines) + "\n")
     cfg = get_preset("tiny").with_overrides(
         model={"d_model": 32, "d_head": 4, "n_ctx": 32, "d_vocab": 300},
