@@ -32,6 +32,7 @@ from .embedding import (preprocess, embed_checkpoints, separation, pattern_separ
                         serpent_stage)
 from .explorer import write_explorer
 from .artifacts import ArtifactError, export_artifacts, verify_artifacts, load_artifacts
+from .milestones import milestones
 from .course import course_run, is_fast
 from . import charts, checks
 

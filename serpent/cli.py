@@ -9,6 +9,7 @@ Commands are thin callers of the same stage functions the notebooks use::
     python -m serpent susceptibilities runs/tiny --steps 0 1200
     python -m serpent explore runs/tiny                      # the offline explorer page
     python -m serpent export runs/full --out artifacts/full  # compact, checked results to commit
+    python -m serpent milestones runs/tiny                   # the run's developmental events beside the paper's
     python -m serpent presets                                # list the presets and their sizes
 """
 
@@ -126,6 +127,15 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_milestones(args) -> int:
+    from .milestones import milestones
+    table = milestones(args.run_dir)
+    width = max(len(m) for m in table["milestone"])
+    for _, r in table.iterrows():
+        print(f"{r['milestone']:<{width}}  ours: {r['ours']}\n{'':<{width}}  paper: {r['paper']}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     for name in PRESETS:
         c = get_preset(name)
@@ -190,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--max-mb", type=float, default=40.0, help="refuse to write more than this many MB")
     x.add_argument("--no-charts", action="store_true", help="leave the PNG charts out")
     x.set_defaults(func=_cmd_export)
+
+    ms = sub.add_parser("milestones", help="when previous-token and induction heads appeared, the LLC's pauses, the "
+                                           "induction tokens' separation: the run beside the paper's model")
+    ms.add_argument("run_dir")
+    ms.set_defaults(func=_cmd_milestones)
 
     pr = sub.add_parser("presets", help="list the presets")
     pr.set_defaults(func=_cmd_presets)

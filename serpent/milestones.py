@@ -1,0 +1,161 @@
+"""Milestones: the developmental events of a run, read from its tables and set beside the paper's model.
+
+The questions the course asks of a run (does the loss fall, do previous-token heads appear before induction heads,
+does the LLC rise with a pause, do induction tokens gather in the serpent as the induction heads form?) answered
+from the files its stages wrote: ``metrics.jsonl``, ``induction/scores.parquet``, ``llc/llc.parquet`` and
+``serpent/separation.json``. Nothing is recomputed.
+
+* An **onset** is the first checkpoint from which a curve stays at or above a threshold (:func:`onset`), so one
+  noisy checkpoint does not count. Heads use the thresholds of :func:`serpent.induction.classify_heads` (previous
+  token 0.15, prefix 0.04, or five times the uniform-attention chance if higher).
+* A **pause** of the LLC is its largest fall between consecutive checkpoints, as a fraction of its whole rise
+  (:func:`largest_dip`); the paper's LLC dips while the previous-token heads form (172.4 at step 6,500 → 170.9 at
+  8,500, "type B" stage LM3).
+* The **paper** column is the tetrahedron-3m model of Hoogland et al. on the Pile (``shared/science.md`` §2, from the
+  authors' stored score arrays): the same thresholds applied to their previous-token heads 0:1/0:4 give step 12,000
+  (0.160), to their induction heads 1:6/1:7 step 15,000 (0.059).
+
+>>> onset([0, 10, 20, 30, 40], [0.0, 0.2, 0.0, 0.3, 0.4], 0.15)
+30
+>>> onset([0, 10], [0.0, 0.1], 0.15) is None
+True
+>>> largest_dip([0, 1, 2, 3], [1.0, 5.0, 4.0, 9.0])
+(2, 0.125)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+__all__ = ["PAPER", "onset", "largest_dip", "milestones"]
+
+#: The paper's model (tetrahedron-3m, seed as published; science.md §2).
+PAPER = {
+    "test_loss": (7.943, 3.217),
+    "prev_token_onset": 12_000,
+    "induction_onset": 15_000,
+    "icl_score_final": -0.209,
+    "llc": (123.6, 181.3),
+    "llc_dip": "172.4 → 170.9 between steps 6,500 and 8,500 (LM3, previous-token heads forming)",
+}
+
+
+def onset(steps: Sequence[int], values: Sequence[float], threshold: float) -> Optional[int]:
+    """The first step from which ``values`` stay ``>= threshold`` up to the last step (None if the last is below)."""
+    steps = list(steps)
+    vals = np.asarray(values, dtype=float)
+    if not len(vals) or not np.isfinite(vals[-1]) or vals[-1] < threshold:
+        return None
+    below = np.where(~(vals >= threshold))[0]
+    first = 0 if not len(below) else int(below[-1]) + 1
+    return int(steps[first])
+
+
+def largest_dip(steps: Sequence[int], values: Sequence[float]) -> tuple[Optional[int], float]:
+    """``(step, fraction)``: the step at which a curve falls most from the previous checkpoint, and that fall as a
+    fraction of the curve's total rise (max − first); ``(None, 0.0)`` if it never falls."""
+    vals = np.asarray(values, dtype=float)
+    if len(vals) < 2:
+        return None, 0.0
+    drops = vals[:-1] - vals[1:]
+    i = int(np.argmax(drops))
+    if drops[i] <= 0:
+        return None, 0.0
+    rise = float(np.nanmax(vals) - vals[0])
+    return int(list(steps)[i + 1]), float(drops[i] / rise) if rise > 0 else float("inf")
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x):,}"
+    return f"{x:.{digits}g}" if abs(x) >= 10 else f"{x:.{digits}f}"
+
+
+def milestones(run) -> "pd.DataFrame":
+    """One row per question: ``milestone``, ``ours`` (from the run's tables), ``paper``, ``note``.
+
+    ``run``: a :class:`~serpent.rundir.Run` or its path. Stages that have not run give "not computed".
+    """
+    import pandas as pd
+    from .induction import classify_heads
+    from .rundir import Run
+
+    run = run if isinstance(run, Run) else Run.open(run)
+    path = Path(run.path)
+    rows = []
+
+    m = pd.DataFrame(run.metrics())
+    if len(m) and "test_loss" in m:
+        first, last = float(m["test_loss"].iloc[0]), float(m["test_loss"].iloc[-1])
+        rows.append(("held-out loss, first → last logged step", f"{first:.2f} → {last:.2f}",
+                     f"{PAPER['test_loss'][0]:.2f} → {PAPER['test_loss'][1]:.2f}",
+                     "falls" if last < first else "does not fall"))
+    else:
+        rows.append(("held-out loss, first → last logged step", "not computed", "7.94 → 3.22", ""))
+
+    prev_on = ind_on = None
+    scores_file = path / "induction" / "scores.parquet"
+    if scores_file.is_file():
+        df = pd.read_parquet(scores_file)
+        th = classify_heads(df)["thresholds"]
+        heads = df[df["head"] != "model"]
+        best = heads.pivot_table(index="step", columns="score", values="value", aggfunc="max").sort_index()
+        prev_on = onset(best.index, best["prev_token"], th["prev_token"])
+        ind_on = onset(best.index, best["prefix"], th["prefix"])
+        last = best.iloc[-1]
+        rows.append(("previous-token heads appear (onset step)", _fmt(prev_on) if prev_on is not None else
+                     f"not yet (best {last['prev_token']:.3f} < {th['prev_token']:.2f})",
+                     _fmt(PAPER["prev_token_onset"]), f"best previous-token score ≥ {th['prev_token']:.2f} from then on"))
+        rows.append(("induction heads appear (onset step)", _fmt(ind_on) if ind_on is not None else
+                     f"not yet (best {last['prefix']:.3f} < {th['prefix']:.2f})",
+                     _fmt(PAPER["induction_onset"]), f"best prefix-matching score ≥ {th['prefix']:.2f} from then on"))
+        if prev_on is not None and ind_on is not None:
+            order = "yes" if prev_on < ind_on else ("together" if prev_on == ind_on else "no: induction first")
+        else:
+            order = "undefined: " + ("no induction heads" if ind_on is None else "no previous-token heads")
+        rows.append(("previous-token heads before induction heads", order, "yes", ""))
+        model = df[(df["head"] == "model") & (df["score"] == "icl_score")].sort_values("step")
+        if len(model):
+            rows.append(("in-context learning score at the end", f"{float(model['value'].iloc[-1]):+.3f}",
+                         f"{PAPER['icl_score_final']:+.3f}", "late minus early loss; more negative = more ICL"))
+    else:
+        rows.append(("induction heads appear (onset step)", "not computed", _fmt(PAPER["induction_onset"]), ""))
+
+    llc_file = path / "llc" / "llc.parquet"
+    if llc_file.is_file():
+        llc = pd.read_parquet(llc_file).sort_values("step")
+        rows.append(("LLC, first → last checkpoint", f"{llc['mean'].iloc[0]:.1f} → {llc['mean'].iloc[-1]:.1f}",
+                     f"{PAPER['llc'][0]} → {PAPER['llc'][1]}", "absolute values depend on model, data and sampler"))
+        step, frac = largest_dip(llc["step"], llc["mean"])
+        std = float(llc["std"].median()) if "std" in llc else float("nan")
+        ours = "none" if step is None else f"{frac:.0%} of the rise, at step {step:,} (chain sd ≈ {std:.2g})"
+        rows.append(("LLC pause or dip (largest fall between checkpoints)", ours, PAPER["llc_dip"], ""))
+    else:
+        rows.append(("LLC, first → last checkpoint", "not computed", f"{PAPER['llc'][0]} → {PAPER['llc'][1]}", ""))
+
+    sep_file = path / "serpent" / "separation.json"
+    if sep_file.is_file():
+        sep = {int(k): v for k, v in json.loads(sep_file.read_text())["steps"].items()}
+        ind_sep = {s: v.get("by_pattern_cross_token", {}).get("induction") for s, v in sep.items()}
+        ind_sep = {s: x for s, x in sorted(ind_sep.items()) if x is not None and np.isfinite(x)}
+        if ind_sep and ind_on is not None:
+            before = [x for s, x in ind_sep.items() if s < ind_on]
+            after = [x for s, x in ind_sep.items() if s >= ind_on]
+            ours = (f"{np.mean(before):+.3f} before step {ind_on:,}, {np.mean(after):+.3f} from then on"
+                    if before and after else "no susceptibility checkpoints on both sides of the onset")
+        elif ind_sep:
+            s0, s1 = min(ind_sep), max(ind_sep)
+            ours = f"{ind_sep[s0]:+.3f} (step {s0:,}) → {ind_sep[s1]:+.3f} (step {s1:,}); no induction heads to compare"
+        else:
+            ours = "not computed (serpent stage older than by_pattern_cross_token)"
+        rows.append(("induction tokens gather as induction heads form", ours, "yes (the serpent's induction stratum)",
+                     "cross-token separation of the induction pattern; 0 = chance"))
+    else:
+        rows.append(("induction tokens gather as induction heads form", "not computed", "yes", ""))
+    return pd.DataFrame(rows, columns=["milestone", "ours", "paper", "note"])
