@@ -110,10 +110,10 @@ def milestones(run) -> "pd.DataFrame":
         ind_on = onset(best.index, best["prefix"], th["prefix"])
         last = best.iloc[-1]
         rows.append(("previous-token heads appear (onset step)", _fmt(prev_on) if prev_on is not None else
-                     f"not yet (best {last['prev_token']:.3f} < {th['prev_token']:.2f})",
+                     f"not yet (best {last['prev_token']:.3f}, threshold {th['prev_token']:.2f})",
                      _fmt(PAPER["prev_token_onset"]), f"best previous-token score ≥ {th['prev_token']:.2f} from then on"))
         rows.append(("induction heads appear (onset step)", _fmt(ind_on) if ind_on is not None else
-                     f"not yet (best {last['prefix']:.3f} < {th['prefix']:.2f})",
+                     f"not yet (best {last['prefix']:.3f}, threshold {th['prefix']:.2f})",
                      _fmt(PAPER["induction_onset"]), f"best prefix-matching score ≥ {th['prefix']:.2f} from then on"))
         if prev_on is not None and ind_on is not None:
             order = "yes" if prev_on < ind_on else ("together" if prev_on == ind_on else "no: induction first")
