@@ -124,9 +124,11 @@ def nb00():
                   "none.", "5 minutes", "10–20 minutes the first time (the tiny pipeline), seconds afterwards",
                   ("setup", "Setting up")) + [
         code('''
-PRESET = "tiny"      # "tiny" (a CPU in minutes), "colab" (a T4, ~15 min of training) or "full" (a modern GPU)
+PRESET = None        # None: the full run's committed results when present, else "tiny"; or "tiny" (a CPU in minutes),
+                     # "colab" (a T4, ~15 min of training), "full" (a modern GPU)
 ''', tags=("parameters",)),
-        fast('print("fast mode: course_run() uses runs/tiny if it is complete, else a micro run (about a minute)")'),
+        fast('print("fast mode: course_run() uses the full run\'s committed results if present, else runs/tiny if it is "\n'
+             '      "complete, else a micro run (about a minute)")'),
         md('''
 ## 1. Does everything import, and is the fast path right?
 
@@ -150,8 +152,9 @@ assert torch.allclose(fast_path, reference, atol=1e-4), "the fast forward disagr
         md('''
 ## 2. The course's run
 
-`course_run()` finds `runs/tiny` at the top of the repository (or `/content/runs/tiny` in Colab). If the run is
-missing or incomplete it runs the whole pipeline — the same as `python -m serpent run --preset tiny --out runs/tiny`:
+`course_run()` loads the full-scale run's committed results (`artifacts/full`, checked against their manifest) when
+the repository has them; otherwise it finds `runs/tiny` at the top of the repository (or `/content/runs/tiny` in
+Colab). If that run is missing or incomplete it runs the whole pipeline — the same as `python -m serpent run --preset tiny --out runs/tiny`:
 corpus → tokenizer → training with checkpoints → induction scores → LLC → susceptibilities → the serpent. A complete
 run is simply loaded, so the later notebooks start in seconds.
 '''),
@@ -228,7 +231,7 @@ def nb01():
                    "read training curves against the unigram and bigram entropies of the data"],
                   "[notebook 0](00_setup.ipynb).", "3 minutes", "2 minutes", ("01_growing", "Growing a model")) + [
         code('''
-PRESET = "tiny"
+PRESET = None        # None: the full run's committed results when present, else "tiny"
 N_TOKENS = 160        # tokens of the snippet to draw
 TOP_TOKENS = 25       # most frequent tokens to list
 ''', tags=("parameters",)),
@@ -390,7 +393,7 @@ def nb02():
                   "[notebook 1](01_growing.ipynb); what an attention pattern is.", "3 minutes", "3 minutes",
                   ("02_induction", "Induction heads")) + [
         code('''
-PRESET = "tiny"
+PRESET = None        # None: the full run's committed results when present, else "tiny"
 RECOMPUTE = False       # True: recompute the scores over all checkpoints here instead of loading them
 N_SEQS = 32             # probe sequences
 HALF_LEN = 128          # random tokens per half of a probe
@@ -715,7 +718,7 @@ def nb04():
                    "calibrate ε and nβ with a sweep before trusting a number"],
                   "[notebook 3](03_slt.ipynb).", "5 minutes", "5 minutes", ("04_llc_in_practice", "The LLC in practice")) + [
         code('''
-PRESET = "tiny"
+PRESET = None        # None: the full run's committed results when present, else "tiny"
 RECOMPUTE = False                  # True: re-estimate the LLC at every checkpoint here
 CAL_EPSILONS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 CAL_N_BETAS = [3.0, 10.0, 30.0]
@@ -822,7 +825,7 @@ def nb05():
                   "[notebook 4](04_llc.ipynb); covariances.", "5 minutes", "5 minutes",
                   ("05_susceptibilities", "Susceptibilities")) + [
         code('''
-PRESET = "tiny"
+PRESET = None        # None: the full run's committed results when present, else "tiny"
 COMPONENTS = "heads"          # every head; or a list such as ["0:1", "1:6"]
 CHAINS, DRAWS, BATCH = 4, 40, 16
 PROBE_SEQS, PROBE_LEN = 4, 64
@@ -1041,7 +1044,7 @@ def nb06():
                   "[notebook 5](05_susceptibilities.ipynb).", "5 minutes", "5 minutes (UMAP: 1 more with RECOMPUTE)",
                   ("06_serpent", "The rainbow serpent")) + [
         code('''
-PRESET = "tiny"
+PRESET = None        # None: the full run's committed results when present, else "tiny"
 RECOMPUTE = False        # True: recompute labels, UMAP and separation here (UMAP compiles with numba: ~30 s more)
 MAX_POINTS = 4000        # points per checkpoint in the interactive chart
 ''', tags=("parameters",)),
@@ -1250,11 +1253,12 @@ second run and compare its small multiples with this one, and with two numbers p
 '''),
         code('''
 import subprocess, sys
-subprocess.run([sys.executable, "-m", "serpent", "run", "--preset", PRESET, "--out", f"runs/{PRESET}-seed1",
+SEED_PRESET = run.config.preset
+subprocess.run([sys.executable, "-m", "serpent", "run", "--preset", SEED_PRESET, "--out", f"runs/{SEED_PRESET}-seed1",
                 "--set", "train.seed=1", "--set", "model.seed=1"], check=True)
 from serpent.rundir import Run
 from serpent.embedding import compare_serpents
-other = pd.read_parquet(Run.open(f"runs/{PRESET}-seed1").path / "serpent" / "embedding.parquet")
+other = pd.read_parquet(Run.open(f"runs/{SEED_PRESET}-seed1").path / "serpent" / "embedding.parquet")
 display(compare_serpents(frame, other).round(3))
 alt.vconcat(small_multiples(frame, max_points=1000).properties(title="seed 0"),
             small_multiples(other, max_points=1000).properties(title="seed 1"))
@@ -1281,7 +1285,7 @@ def nb07():
                   "[notebook 5](05_susceptibilities.ipynb).", "5 minutes", "5 minutes",
                   ("07_going_further", "Going further")) + [
         code('''
-PRESET = "tiny"
+PRESET = None        # None: the full run's committed results when present, else "tiny"
 COMPONENTS = "heads+mlp"     # Pythia's 6 x 4 heads and 6 MLPs
 CHAINS, DRAWS, BATCH = 2, 20, 8
 PROBE_SEQS, PROBE_LEN = 4, 64

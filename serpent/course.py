@@ -5,6 +5,8 @@ Every notebook starts with ``run = course_run()``. Design:
 * **Where.** The repository root is found by walking up from the current directory to the first folder that holds
   ``runs/`` or ``pyproject.toml`` (notebooks run from ``notebooks/``); in Colab it is ``/content``. Runs live in
   ``ROOT/runs/<name>``.
+* **Which.** ``course_run()`` without a preset takes :func:`default_preset`: the full run when its committed
+  results (``artifacts/full``) or a complete ``runs/full`` are there, else ``tiny``.
 * **What.** ``course_run("tiny")`` returns ``runs/tiny`` when that run is *complete* (every available pipeline stage
   recorded in its ``stages.json`` and training finished); else, when committed artifacts ``ROOT/artifacts/<preset>``
   exist (:mod:`serpent.artifacts`), their unpacked run directory; otherwise it runs :func:`serpent.pipeline.run_pipeline`
@@ -34,7 +36,7 @@ from typing import Mapping, Optional
 from .config import RunConfig, get_preset
 from .errors import ConfigError, SerpentError
 
-__all__ = ["course_run", "is_fast", "find_root", "micro_config", "run_is_complete"]
+__all__ = ["course_run", "default_preset", "is_fast", "find_root", "micro_config", "run_is_complete"]
 
 FAST_ENV = "SERPENT_FAST"
 
@@ -108,21 +110,36 @@ def run_is_complete(path: str | os.PathLike) -> bool:
     return run.config.train.steps in run.checkpoint_steps()
 
 
-def course_run(preset: str = "tiny", fast: Optional[bool] = None, *, root: Optional[str | os.PathLike] = None,
-               compute: bool = True, progress: bool = True, device=None):
+def default_preset(root: Optional[str | os.PathLike] = None) -> str:
+    """``"full"`` when the full run's results are at hand (committed ``artifacts/full`` or a complete ``runs/full``
+    under ``root``, default :func:`find_root`), else ``"tiny"``: the preset the notebooks use unless told otherwise.
+
+    >>> import tempfile
+    >>> default_preset(tempfile.mkdtemp())
+    'tiny'
+    """
+    base = Path(root) if root is not None else find_root()
+    if (base / "artifacts" / "full" / "manifest.json").is_file() or run_is_complete(base / "runs" / "full"):
+        return "full"
+    return "tiny"
+
+
+def course_run(preset: Optional[str] = None, fast: Optional[bool] = None, *,
+               root: Optional[str | os.PathLike] = None, compute: bool = True, progress: bool = True, device=None):
     """The :class:`~serpent.rundir.Run` a notebook works on (see the module docstring).
 
-    ``preset``: ``"tiny"`` (default), ``"colab"`` or ``"full"``; ``fast``: default :func:`is_fast`; ``root``: where
-    ``runs/`` lives (default :func:`find_root`); ``compute=False`` raises instead of running the pipeline when the
-    run is missing or incomplete.
+    ``preset``: ``"tiny"``, ``"colab"`` or ``"full"``; None (default): :func:`default_preset`. ``fast``: default
+    :func:`is_fast`; ``root``: where ``runs/`` lives (default :func:`find_root`); ``compute=False`` raises instead of
+    running the pipeline when the run is missing or incomplete.
     """
     from .config import PRESETS
     from .rundir import Run
 
+    base = Path(root) if root is not None else find_root()
+    preset = default_preset(base) if preset is None else preset
     if preset not in PRESETS:
         raise ConfigError(f"preset: got {preset!r}; allowed: {sorted(PRESETS)}")
     fast = is_fast() if fast is None else bool(fast)
-    base = Path(root) if root is not None else find_root()
     runs = base / "runs"
     full_path = runs / preset
     if run_is_complete(full_path):
