@@ -141,6 +141,11 @@ def _versions() -> dict:
     return out
 
 
+def _device() -> str:
+    from .device import default_device, describe_device
+    return describe_device(default_device())
+
+
 def _git_commit() -> Optional[str]:
     import subprocess
     try:
@@ -160,10 +165,6 @@ def export_artifacts(run: Run | str | os.PathLike, out: str | os.PathLike, *, na
     many tokens of each stream to keep (whole documents). ``charts``: keep the PNG charts. Refused, with the largest
     files named, when the folder would exceed ``max_mb`` megabytes (10^6 bytes).
     """
-    import torch
-    from .checkpoints import load_checkpoint, save_checkpoint
-    from .susceptibility import load_susceptibilities
-
     run = run if isinstance(run, Run) else Run.open(run)
     out = Path(out)
     steps = run.checkpoint_steps()
@@ -179,6 +180,19 @@ def export_artifacts(run: Run | str | os.PathLike, out: str | os.PathLike, *, na
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        return _export_into(run, tmp, out, keep, name, train_tokens, test_tokens, max_mb, charts)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)                  # whatever happened, no half-written folder stays
+
+
+def _export_into(run: Run, tmp: Path, out: Path, keep: list[int], name: Optional[str], train_tokens: int,
+                 test_tokens: int, max_mb: float, charts: bool) -> dict:
+    import torch
+    from .checkpoints import load_checkpoint, save_checkpoint
+    from .susceptibility import load_susceptibilities
+
+    steps = run.checkpoint_steps()
     src = run.path
     for rel in _COPY + _TABLES:
         if (src / rel).is_file():
@@ -197,6 +211,7 @@ def export_artifacts(run: Run | str | os.PathLike, out: str | os.PathLike, *, na
     if charts:
         for d in _CHARTS:
             for png in sorted((src / d).glob("*.png")) if (src / d).is_dir() else []:
+                (tmp / d).mkdir(exist_ok=True)
                 shutil.copy2(png, tmp / d / png.name)
 
     files = {}
@@ -206,7 +221,6 @@ def export_artifacts(run: Run | str | os.PathLike, out: str | os.PathLike, *, na
             files[rel] = {"bytes": p.stat().st_size, "sha256": _sha256(p), **_array_info(p)}
     total = sum(f["bytes"] for f in files.values())
     if total > max_mb * 1e6:
-        shutil.rmtree(tmp)
         largest = sorted(files.items(), key=lambda kv: -kv[1]["bytes"])[:5]
         listing = ", ".join(f"{k} {v['bytes'] / 1e6:.1f} MB" for k, v in largest)
         raise ArtifactError(f"the artifacts would take {total / 1e6:.1f} MB, over the {max_mb:g} MB limit "
@@ -225,7 +239,7 @@ def export_artifacts(run: Run | str | os.PathLike, out: str | os.PathLike, *, na
         "corpus": read_json(src / "corpus.json") if (src / "corpus.json").is_file() else None,
         "versions": _versions(),
         "hardware": {"train_device": train_summary.get("device"), "precision": train_summary.get("precision"),
-                     "exported_on": f"{platform.system()} {platform.machine()}"},
+                     "exported_on": f"{platform.system()} {platform.machine()}, {_device()}"},
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
         "checkpoints": keep,
         "all_checkpoints": steps,

@@ -160,6 +160,21 @@ def test_export_refuses_what_it_cannot_do(finished_run, tmp_path):
         export_artifacts(tmp_path / "nothing", tmp_path / "z")
 
 
+def test_export_that_fails_midway_leaves_nothing_behind(finished_run, tmp_path, monkeypatch):
+    import serpent.checkpoints
+    from serpent.errors import CheckpointError
+
+    def corrupt(*a, **k):
+        raise CheckpointError("step_0000020.safetensors is corrupt")
+    export_artifacts(finished_run, tmp_path / "a")                      # an earlier, good export stays intact
+    before = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    monkeypatch.setattr(serpent.checkpoints, "load_checkpoint", corrupt)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        export_artifacts(finished_run, tmp_path / "a")
+    assert not (tmp_path / "a.partial").exists()
+    assert verify_artifacts(tmp_path / "a") == before
+
+
 def test_cli_export(finished_run, tmp_path, capsys):
     from serpent.cli import main
     assert main(["export", str(finished_run.path), "--out", str(tmp_path / "a"), "--no-charts"]) == 0
