@@ -181,18 +181,17 @@ def export_artifacts(run: Run | str | os.PathLike, out: str | os.PathLike, *, na
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        return _export_into(run, tmp, out, keep, name, train_tokens, test_tokens, max_mb, charts)
+        return _export_into(run, tmp, out, steps, keep, name, train_tokens, test_tokens, max_mb, charts)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)                  # whatever happened, no half-written folder stays
 
 
-def _export_into(run: Run, tmp: Path, out: Path, keep: list[int], name: Optional[str], train_tokens: int,
-                 test_tokens: int, max_mb: float, charts: bool) -> dict:
+def _export_into(run: Run, tmp: Path, out: Path, steps: list[int], keep: list[int], name: Optional[str],
+                 train_tokens: int, test_tokens: int, max_mb: float, charts: bool) -> dict:
     import torch
     from .checkpoints import load_checkpoint, save_checkpoint
     from .susceptibility import load_susceptibilities
 
-    steps = run.checkpoint_steps()
     src = run.path
     for rel in _COPY + _TABLES:
         if (src / rel).is_file():
@@ -204,8 +203,10 @@ def _export_into(run: Run, tmp: Path, out: Path, keep: list[int], name: Optional
         params, _ = load_checkpoint(run.checkpoint_path(s), run.config.model)
         save_checkpoint(tmp / "checkpoints" / f"step_{s:07d}.safetensors", params, s, run.config.model,
                         dtype=torch.bfloat16)
+    susceptibility_steps = []
     for step, result in load_susceptibilities(run).items():
         result.save(tmp / "susceptibility" / f"step_{step:07d}.safetensors", compact=True)
+        susceptibility_steps.append(step)
     if (src / "serpent" / "embedding.parquet").is_file():
         _export_map(src / "serpent" / "embedding.parquet", tmp / "serpent" / "map.parquet")
     if charts:
@@ -243,7 +244,7 @@ def _export_into(run: Run, tmp: Path, out: Path, keep: list[int], name: Optional
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
         "checkpoints": keep,
         "all_checkpoints": steps,
-        "susceptibility_steps": sorted(load_susceptibilities(run)),
+        "susceptibility_steps": sorted(susceptibility_steps),
         "total_bytes": total,
         "files": files,
     }
@@ -298,7 +299,7 @@ def verify_artifacts(path: str | os.PathLike) -> dict:
     return manifest
 
 
-def _unpack(src: Path, dst: Path, manifest: dict) -> None:
+def _unpack(src: Path, dst: Path, manifest: dict, manifest_sha: str) -> None:
     tmp = dst.with_name(dst.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     for rel in manifest["files"]:
@@ -315,7 +316,7 @@ def _unpack(src: Path, dst: Path, manifest: dict) -> None:
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
         atomic_write_bytes(tmp / "serpent" / "embedding.parquet", buf.getvalue())
-    atomic_write_json(tmp / "artifact.json", {"sha256": _sha256(src / "manifest.json"), "source": str(src)})
+    atomic_write_json(tmp / "artifact.json", {"sha256": manifest_sha, "source": str(src)})
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
 
@@ -338,5 +339,5 @@ def load_artifacts(path_or_name: str | os.PathLike, *, into: Optional[str | os.P
     stamp = into / "artifact.json"
     want = _sha256(src / "manifest.json")
     if not (stamp.is_file() and read_json(stamp).get("sha256") == want):
-        _unpack(src, into, manifest)
+        _unpack(src, into, manifest, want)
     return Run.open(into)

@@ -14,8 +14,9 @@ Design choices (science.md §1.6; the papers' settings are not public):
   on one machine).
 * **Alignment** ``"warm"`` (the default when ``EmbeddingConfig.aligned``): checkpoints are fitted in training order,
   each UMAP initialised from the previous checkpoint's aligned map (tokens matched by (sequence, position)), then
-  Procrustes-aligned (rotation/reflection, shift, and a scale that keeps the spread) to it. Measured on this 2-core CPU: 4 checkpoints ×
-  2,000 tokens took 24 s this way (numba warm-up included) against 158 s with umap-learn's ``AlignedUMAP``, which
+  Procrustes-aligned (rotation/reflection, shift, and a scale that keeps the spread) to it. Measured on this
+  2-core CPU: 4 checkpoints × 2,000 tokens took 24 s this way (numba warm-up included) against 158 s with
+  umap-learn's ``AlignedUMAP``, which
   is available as ``alignment="aligned_umap"`` for small inputs. ``"procrustes"`` fits every checkpoint
   independently (spectral init) and only rotates/scales it onto the previous one; ``"none"`` does nothing.
 * **Separation** (:func:`separation`): chance-corrected k-nearest-neighbour purity of the pattern labels,
@@ -281,22 +282,26 @@ def _neighbour_agreement(points: np.ndarray, labels: np.ndarray, k: int,
                          groups: Optional[np.ndarray] = None) -> np.ndarray:
     """Per point: the fraction of its k nearest neighbours with the same label (neighbours of the same group, when
     ``groups`` is given, are skipped; NaN for a point with no neighbour outside its group)."""
-    from sklearn.neighbors import NearestNeighbors
-    n = len(points)
-    k = min(k, n - 1)
+    k = min(k, len(points) - 1)
     if k < 1:
         raise SerpentError("separation needs at least 2 points")
     if groups is None:
-        nn = NearestNeighbors(n_neighbors=k + 1).fit(points)
-        _, idx = nn.kneighbors(points)
-        # drop each point itself (normally column 0, but exact duplicates may come first); if a point is not among
-        # its own k+1 neighbours (many duplicates), drop the farthest neighbour instead
-        is_self = idx == np.arange(n)[:, None]
-        is_self[~is_self.any(1), -1] = True
-        nbr = idx[~is_self].reshape(n, k)
+        nbr = _knn_indices(points, k)
         return (labels[nbr] == labels[:, None]).mean(1)
     idx, first_k = _cross_group_neighbours(points, groups, k)
     return _agreement_from(idx, first_k, labels)
+
+
+def _knn_indices(points: np.ndarray, k: int) -> np.ndarray:
+    """``(n, k)`` indices of every point's k nearest other points."""
+    from sklearn.neighbors import NearestNeighbors
+    n = len(points)
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
+    # drop each point itself (normally column 0, but exact duplicates may come first); if a point is not among
+    # its own k+1 neighbours (many duplicates), drop the farthest neighbour instead
+    is_self = idx == np.arange(n)[:, None]
+    is_self[~is_self.any(1), -1] = True
+    return idx[~is_self].reshape(n, k)
 
 
 def _cross_group_neighbours(points: np.ndarray, groups: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -395,12 +400,13 @@ def cross_token_null(points: np.ndarray, labels: Sequence, groups: Sequence, *, 
     >>> abs(separation(X, lab, groups=tok) - mean) < 3 * sd
     True
     """
-    return _cross_token(points, labels, groups, k=k, n_perm=n_perm, max_points=max_points, seed=seed)[1:]
+    return _cross_token(points, labels, groups, k=k, n_perm=n_perm, max_points=max_points, seed=seed)[1:3]
 
 
 def _cross_token(points, labels, groups, *, k: int, n_perm: int, max_points: Optional[int],
-                 seed: int) -> tuple[float, float, float]:
-    """The cross-token separation and its null's mean and standard deviation, from one neighbour search."""
+                 seed: int) -> tuple[float, float, float, dict[str, float]]:
+    """The cross-token separation, its null's mean and standard deviation, and the cross-token separation of each
+    pattern alone (as :func:`pattern_separation` with ``groups``), all from one neighbour search."""
     pts = np.asarray(points, dtype=np.float64)
     lab = np.asarray(labels).astype(str)
     grp = np.asarray(groups)
@@ -410,9 +416,10 @@ def _cross_token(points, labels, groups, *, k: int, n_perm: int, max_points: Opt
     pts, lab, grp = pts[idx], lab[idx], grp[idx]
     uniq, first, inverse = np.unique(grp, return_index=True, return_inverse=True)
     if len(uniq) < 2 or len(np.unique(lab)) < 2:
-        return float("nan"), float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan"), {str(c): float("nan") for c in np.unique(lab)}
     nbr, first_k = _cross_group_neighbours(pts, grp, min(k, len(pts) - 1))
-    observed = _corrected(_agreement_from(nbr, first_k, lab), _chance(lab, grp))
+    agree, chance = _agreement_from(nbr, first_k, lab), _chance(lab, grp)
+    observed, by_label = _corrected(agree, chance), _per_label(agree, chance, lab)
     token_label = lab[first]
     rng = np.random.default_rng(seed)
     values = []
@@ -422,8 +429,8 @@ def _cross_token(points, labels, groups, *, k: int, n_perm: int, max_points: Opt
             values.append(_corrected(_agreement_from(nbr, first_k, lab2), _chance(lab2, grp)))
     values = [v for v in values if np.isfinite(v)]
     if len(values) < 2:
-        return observed, float("nan"), float("nan")
-    return observed, float(np.mean(values)), float(np.std(values, ddof=1))
+        return observed, float("nan"), float("nan"), by_label
+    return observed, float(np.mean(values)), float(np.std(values, ddof=1)), by_label
 
 
 def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, groups: Optional[Sequence] = None,
@@ -442,8 +449,11 @@ def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, gro
     idx = _subsample(len(pts), max_points, seed)
     pts, lab = pts[idx], lab[idx]
     grp = None if groups is None else np.asarray(groups)[idx]
-    agree = _neighbour_agreement(pts, lab, k, grp)
-    chance = _chance(lab, grp)
+    return _per_label(_neighbour_agreement(pts, lab, k, grp), _chance(lab, grp), lab)
+
+
+def _per_label(agree: np.ndarray, chance: np.ndarray, lab: np.ndarray) -> dict[str, float]:
+    """(P_c − e_c)/(1 − e_c) for every label c, over its points that have neighbours."""
     out = {}
     for c in np.unique(lab):
         m = (lab == c) & np.isfinite(agree)
@@ -469,8 +479,8 @@ def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapp
     merged = embedding.merge(labels_by_point[cols], on=["step", "point"], how="left")
     if merged["pattern"].isna().any():
         raise SerpentError("some embedded points have no pattern label; label the same results you embedded")
-    out = {}
     from tqdm.auto import tqdm
+    out = {}
     groups = merged.groupby("step", sort=True)
     for s, g in tqdm(groups, total=groups.ngroups, desc="separation", unit="ckpt", disable=not progress):
         pts = g[["x", "y"]].to_numpy()
@@ -485,9 +495,9 @@ def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapp
             feats = np.asarray(features_by_step[int(s)])[g["point"].to_numpy()]
             row["features"] = separation(feats, lab, k=k, seed=seed)
             if tok is not None:
-                row["cross_token"], row["cross_token_null_mean"], row["cross_token_null_sd"] = _cross_token(
-                    feats, lab, tok, k=k, n_perm=50, max_points=10_000, seed=seed)
-                row["by_pattern_cross_token"] = pattern_separation(feats, lab, k=k, groups=tok, seed=seed)
+                (row["cross_token"], row["cross_token_null_mean"], row["cross_token_null_sd"],
+                 row["by_pattern_cross_token"]) = _cross_token(feats, lab, tok, k=k, n_perm=50, max_points=10_000,
+                                                               seed=seed)
         out[int(s)] = row
     return out
 
@@ -523,7 +533,6 @@ def compare_serpents(frame_a, frame_b, *, k: int = 15, preprocess_method: str = 
     runs, k/(n−1)).
     """
     import pandas as pd
-    from sklearn.neighbors import NearestNeighbors
 
     heads_a = [c for c in frame_a.columns if ":" in str(c)]
     heads_b = [c for c in frame_b.columns if ":" in str(c)]
@@ -549,9 +558,7 @@ def compare_serpents(frame_a, frame_b, *, k: int = 15, preprocess_method: str = 
         idx = []
         for heads, suffix in ((heads_a, "_a"), (heads_b, "_b")):
             cols = [h + suffix if h + suffix in m else h for h in heads]
-            X = preprocess(m[cols].to_numpy(dtype=np.float64), preprocess_method)
-            _, nb = NearestNeighbors(n_neighbors=kk + 1).fit(X).kneighbors(X)
-            idx.append(nb[:, 1:])
+            idx.append(_knn_indices(preprocess(m[cols].to_numpy(dtype=np.float64), preprocess_method), kk))
         overlap = np.mean([len(set(p) & set(q)) / kk for p, q in zip(idx[0], idx[1])])
         rows.append({"step": int(s), "tokens": n,
                      "procrustes_r": procrustes_r(m[["x_a", "y_a"]].to_numpy(), m[["x_b", "y_b"]].to_numpy()),

@@ -69,14 +69,6 @@ def largest_dip(steps: Sequence[int], values: Sequence[float]) -> tuple[Optional
     return int(list(steps)[i + 1]), float(drops[i] / rise) if rise > 0 else float("inf")
 
 
-def _fmt(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "–"
-    if isinstance(x, (int, np.integer)):
-        return f"{int(x):,}"
-    return f"{x:.{digits}g}" if abs(x) >= 10 else f"{x:.{digits}f}"
-
-
 def milestones(run) -> "pd.DataFrame":
     """One row per question: ``milestone``, ``ours`` (from the run's tables), ``paper``, ``note``.
 
@@ -109,12 +101,14 @@ def milestones(run) -> "pd.DataFrame":
         prev_on = onset(best.index, best["prev_token"], th["prev_token"])
         ind_on = onset(best.index, best["prefix"], th["prefix"])
         last = best.iloc[-1]
-        rows.append(("previous-token heads appear (onset step)", _fmt(prev_on) if prev_on is not None else
+        rows.append(("previous-token heads appear (onset step)", f"{prev_on:,}" if prev_on is not None else
                      f"not yet (best {last['prev_token']:.3f}, threshold {th['prev_token']:.2f})",
-                     _fmt(PAPER["prev_token_onset"]), f"best previous-token score ≥ {th['prev_token']:.2f} from then on"))
-        rows.append(("induction heads appear (onset step)", _fmt(ind_on) if ind_on is not None else
+                     f"{PAPER['prev_token_onset']:,}",
+                     f"best previous-token score ≥ {th['prev_token']:.2f} from then on"))
+        rows.append(("induction heads appear (onset step)", f"{ind_on:,}" if ind_on is not None else
                      f"not yet (best {last['prefix']:.3f}, threshold {th['prefix']:.2f})",
-                     _fmt(PAPER["induction_onset"]), f"best prefix-matching score ≥ {th['prefix']:.2f} from then on"))
+                     f"{PAPER['induction_onset']:,}",
+                     f"best prefix-matching score ≥ {th['prefix']:.2f} from then on"))
         if prev_on is not None and ind_on is not None:
             order = "yes" if prev_on < ind_on else ("together" if prev_on == ind_on else "no: induction first")
         else:
@@ -125,7 +119,7 @@ def milestones(run) -> "pd.DataFrame":
             rows.append(("in-context learning score at the end", f"{float(model['value'].iloc[-1]):+.3f}",
                          f"{PAPER['icl_score_final']:+.3f}", "late minus early loss; more negative = more ICL"))
     else:
-        rows.append(("induction heads appear (onset step)", "not computed", _fmt(PAPER["induction_onset"]), ""))
+        rows.append(("induction heads appear (onset step)", "not computed", f"{PAPER['induction_onset']:,}", ""))
 
     llc_file = path / "llc" / "llc.parquet"
     if llc_file.is_file():
