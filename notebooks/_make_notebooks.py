@@ -30,6 +30,7 @@ def _repo() -> tuple[str, str]:
 
 
 REPO_URL, BRANCH = _repo()
+RAW_URL = REPO_URL.replace("https://github.com/", "https://raw.githubusercontent.com/")   # + /BRANCH/path
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -80,10 +81,12 @@ def header(name: str, title: str, learn: list[str], prereq: str, t4: str, cpu: s
 
 
 SETUP = f'''
-# Setup. In Colab: install the course package (Colab's own torch, numpy and pandas are left alone).
-import sys, subprocess
+# Setup. In Colab: install the course package (Colab's own torch, numpy and pandas are left alone) and say where the
+# full run's published results are (course_run() downloads them once, checked against their manifest).
+import os, sys, subprocess
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "serpent[widgets] @ git+{REPO_URL}"], check=True)
+    os.environ.setdefault("SERPENT_ARTIFACTS_URL", "{RAW_URL}/{BRANCH}/artifacts")
 
 import importlib.metadata as _md
 from serpent.device import default_device, describe_device

@@ -31,9 +31,9 @@ from .patterns import PATTERNS, PALETTE, classify_tokens, n_prev_spaces, label_r
 from .embedding import (preprocess, embed_checkpoints, separation, pattern_separation, compare_serpents, serpent_frame,
                         serpent_stage)
 from .explorer import write_explorer
-from .artifacts import ArtifactError, export_artifacts, verify_artifacts, load_artifacts
+from .artifacts import ArtifactError, export_artifacts, verify_artifacts, load_artifacts, fetch_artifacts
 from .milestones import milestones
-from .course import course_run, is_fast
+from .course import course_run, default_preset, is_fast
 from . import charts, checks
 
 __version__ = "0.1.0"

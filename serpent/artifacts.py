@@ -17,7 +17,8 @@ Data flows one way: :func:`export_artifacts` (run directory → artifact folder,
 :func:`verify_artifacts` (every file present with its declared size, hash, dtype and shape) and
 :func:`load_artifacts` (artifact folder → an ordinary run directory under ``runs/``, float32 again, which every
 module, chart and notebook reads unchanged). A folder that fails the check is never unpacked: the error names the
-file and says what to do.
+file and says what to do. Where the folder is not on disk (Colab installs the package, not the repository),
+:func:`fetch_artifacts` downloads a published one file by file from a URL, checking each against the manifest.
 
 >>> import tempfile
 >>> from serpent.config import get_preset
@@ -47,7 +48,8 @@ from .config import config_hash
 from .errors import SerpentError
 from .rundir import Run, atomic_write_bytes, atomic_write_json, read_json
 
-__all__ = ["ArtifactError", "export_artifacts", "verify_artifacts", "load_artifacts", "artifacts_dir", "FORMAT"]
+__all__ = ["ArtifactError", "export_artifacts", "verify_artifacts", "load_artifacts", "fetch_artifacts",
+           "artifacts_dir", "FORMAT"]
 
 FORMAT = "serpent-artifacts/1"
 MAX_MB = 40.0
@@ -341,3 +343,113 @@ def load_artifacts(path_or_name: str | os.PathLike, *, into: Optional[str | os.P
     if not (stamp.is_file() and read_json(stamp).get("sha256") == want):
         _unpack(src, into, manifest, want)
     return Run.open(into)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fetch (Colab: the package is installed, the repository's artifacts/ folder is not)
+# ---------------------------------------------------------------------------------------------------------------
+
+ARTIFACTS_URL_ENV = "SERPENT_ARTIFACTS_URL"
+
+
+def _safe_relpath(rel: object) -> str:
+    """A manifest path that stays inside its folder (no absolute path, no ``..``), or ArtifactError."""
+    if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "\\" in rel or ":" in rel \
+            or any(part in ("", ".", "..") for part in rel.split("/")):
+        raise ArtifactError(f"the manifest lists the file {rel!r}, which is not a plain relative path inside the "
+                            f"artifact folder; refusing to download it (a foreign or tampered manifest)")
+    return rel
+
+
+def _download(url: str, dest: Path, *, limit: int, timeout: float, bar=None) -> str:
+    """Stream ``url`` into ``dest`` (at most ``limit`` bytes); returns the sha256 of what was written."""
+    import urllib.error
+    import urllib.request
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        raise ArtifactError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise ArtifactError(f"{url}: {getattr(e, 'reason', e)}") from None
+    h, n = hashlib.sha256(), 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with response, open(dest, "wb") as f:
+        for block in iter(lambda: response.read(1 << 20), b""):
+            n += len(block)
+            if n > limit:
+                raise ArtifactError(f"{url} is larger than the {limit} bytes its manifest declares; the published "
+                                    f"folder is inconsistent (re-export and publish it again)")
+            h.update(block)
+            f.write(block)
+            if bar is not None:
+                bar.update(len(block))
+    return h.hexdigest()
+
+
+def fetch_artifacts(url: str, name: Optional[str] = None, *, root: Optional[str | os.PathLike] = None,
+                    progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download the artifact folder published at ``url`` into ``ROOT/artifacts/NAME`` and return its path.
+
+    ``url``: the folder's address, whose ``manifest.json`` and files lie under it: on GitHub
+    ``https://raw.githubusercontent.com/OWNER/REPO/BRANCH/artifacts/full``, on the Hugging Face hub
+    ``https://huggingface.co/datasets/OWNER/REPO/resolve/main/full``, or ``file:///path/to/artifacts/full``.
+    ``name``: default the manifest's name. Every file is checked against the manifest (size, sha256, then dtypes and
+    shapes with :func:`verify_artifacts`) before the folder appears; a failed download leaves nothing behind. A local
+    copy with the same manifest is reused; a different local folder of that name is never replaced (remove it first).
+
+    >>> import tempfile
+    >>> fetch_artifacts("file:///nonexistent/artifacts/full", root=tempfile.mkdtemp())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    serpent.artifacts.ArtifactError: no artifact folder at file:///nonexistent/artifacts/full (...): ...
+    """
+    base = url.rstrip("/")
+    staging = artifacts_dir(root) / ".download"
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp_manifest, tmp = staging / f"manifest-{os.getpid()}.json", None
+    try:
+        try:
+            _download(f"{base}/manifest.json", tmp_manifest, limit=1 << 24, timeout=timeout)
+        except ArtifactError as e:
+            raise ArtifactError(f"no artifact folder at {base} ({e}): check the address and your connection; "
+                                f"without artifacts, use a preset you can compute (course_run('tiny'))") from None
+        try:
+            manifest = json.loads(tmp_manifest.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ArtifactError(f"{base}/manifest.json is not a JSON manifest; is {base} an artifact folder?") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+                or not isinstance(manifest.get("files"), dict):
+            got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            raise ArtifactError(f"{base}/manifest.json: format {got!r} is not {FORMAT!r}; this package cannot read "
+                                f"it (upgrade serpent, or re-export the artifacts)")
+        files = {_safe_relpath(rel): info for rel, info in manifest["files"].items()}
+        name = _safe_relpath(name or str(manifest.get("name") or base.rsplit("/", 1)[-1]))
+        dest = staging.parent / name
+        if (dest / "manifest.json").is_file():
+            if (dest / "manifest.json").read_bytes() != tmp_manifest.read_bytes():
+                raise ArtifactError(f"{dest} already holds other artifacts than {base}; remove or rename it to "
+                                    f"fetch these")
+            verify_artifacts(dest)
+            return dest
+        total = sum(int(info.get("bytes", 0)) for info in files.values())
+        tmp = staging / name
+        shutil.rmtree(tmp, ignore_errors=True)
+        from tqdm.auto import tqdm
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"fetching {name}", disable=not progress) as bar:
+            for rel, info in files.items():
+                size = int(info.get("bytes", -1))
+                digest = _download(f"{base}/{rel}", tmp / rel, limit=size, timeout=timeout, bar=bar)
+                if (tmp / rel).stat().st_size != size or digest != info.get("sha256"):
+                    raise ArtifactError(f"{base}/{rel} does not match its size and sha256 in the manifest; the "
+                                        f"published folder is damaged or changed while downloading: try again")
+        os.replace(tmp_manifest, tmp / "manifest.json")
+        verify_artifacts(tmp)
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        tmp_manifest.unlink(missing_ok=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if staging.is_dir() and not any(staging.iterdir()):
+            staging.rmdir()
+

@@ -9,6 +9,7 @@ Commands are thin callers of the same stage functions the notebooks use::
     python -m serpent susceptibilities runs/tiny --steps 0 1200
     python -m serpent explore runs/tiny                      # the offline explorer page
     python -m serpent export runs/full --out artifacts/full  # compact, checked results to commit
+    python -m serpent fetch URL                              # download published artifacts into artifacts/NAME
     python -m serpent milestones runs/tiny                   # the run's developmental events beside the paper's
     python -m serpent presets                                # list the presets and their sizes
 """
@@ -127,6 +128,13 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_fetch(args) -> int:
+    from .artifacts import fetch_artifacts
+    path = fetch_artifacts(args.url, args.name, root=args.root)
+    print(f"artifacts in {path.resolve()}; load them with serpent.artifacts.load_artifacts({str(path)!r})")
+    return 0
+
+
 def _cmd_milestones(args) -> int:
     from .milestones import milestones
     table = milestones(args.run_dir)
@@ -200,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--max-mb", type=float, default=40.0, help="refuse to write more than this many MB")
     x.add_argument("--no-charts", action="store_true", help="leave the PNG charts out")
     x.set_defaults(func=_cmd_export)
+
+    f = sub.add_parser("fetch", help="download a published artifact folder (checked file by file against its "
+                                     "manifest) into ROOT/artifacts/NAME")
+    f.add_argument("url", help="the folder's address, e.g. https://raw.githubusercontent.com/OWNER/REPO/main/"
+                               "artifacts/full, or file:///path/to/artifacts/full")
+    f.add_argument("--name", default=None, help="local folder name (default: the manifest's name)")
+    f.add_argument("--root", default=None, help="folder that holds artifacts/ (default: the repository root)")
+    f.set_defaults(func=_cmd_fetch)
 
     ms = sub.add_parser("milestones", help="when previous-token and induction heads appeared, the LLC's pauses, the "
                                            "induction tokens' separation: the run beside the paper's model")

@@ -6,7 +6,10 @@ Every notebook starts with ``run = course_run()``. Design:
   ``runs/`` or ``pyproject.toml`` (notebooks run from ``notebooks/``); in Colab it is ``/content``. Runs live in
   ``ROOT/runs/<name>``.
 * **Which.** ``course_run()`` without a preset takes :func:`default_preset`: the full run when its committed
-  results (``artifacts/full``) or a complete ``runs/full`` are there, else ``tiny``.
+  results (``artifacts/full``) or a complete ``runs/full`` are there, else ``tiny``. Where neither is on disk but
+  fetching is allowed (:func:`published_artifacts_url`: in Colab, or with ``SERPENT_ONLINE=1``; never in fast mode),
+  the full run's published artifacts are downloaded first (:func:`serpent.artifacts.fetch_artifacts`); if that
+  fails, the notebook says why and goes on with ``tiny``.
 * **What.** ``course_run("tiny")`` returns ``runs/tiny`` when that run is *complete* (every available pipeline stage
   recorded in its ``stages.json`` and training finished); else, when committed artifacts ``ROOT/artifacts/<preset>``
   exist (:mod:`serpent.artifacts`), their unpacked run directory; otherwise it runs :func:`serpent.pipeline.run_pipeline`
@@ -36,9 +39,11 @@ from typing import Mapping, Optional
 from .config import RunConfig, get_preset
 from .errors import ConfigError, SerpentError
 
-__all__ = ["course_run", "default_preset", "is_fast", "find_root", "micro_config", "run_is_complete"]
+__all__ = ["course_run", "default_preset", "is_fast", "find_root", "micro_config", "run_is_complete",
+           "published_artifacts_url"]
 
 FAST_ENV = "SERPENT_FAST"
+ONLINE_ENV = "SERPENT_ONLINE"
 
 
 def is_fast(env: Optional[Mapping[str, str]] = None) -> bool:
@@ -110,6 +115,36 @@ def run_is_complete(path: str | os.PathLike) -> bool:
     return run.config.train.steps in run.checkpoint_steps()
 
 
+def published_artifacts_url(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """Where the published artifact folders live (``SERPENT_ARTIFACTS_URL``, which the notebooks' Colab setup cell
+    sets to the repository's ``artifacts/`` folder), or None when fetching is not allowed: only in Colab or with
+    ``SERPENT_ONLINE=1``, never in fast mode.
+
+    >>> published_artifacts_url({"SERPENT_ARTIFACTS_URL": "https://example.org/artifacts", "SERPENT_ONLINE": "1"})
+    'https://example.org/artifacts'
+    >>> published_artifacts_url({"SERPENT_ARTIFACTS_URL": "https://example.org/artifacts"}) is None  # offline
+    True
+    """
+    from .artifacts import ARTIFACTS_URL_ENV
+    env = os.environ if env is None else env
+    url = str(env.get(ARTIFACTS_URL_ENV, "")).strip()
+    online = _in_colab() or str(env.get(ONLINE_ENV, "0")).strip().lower() in ("1", "true", "yes", "on")
+    return url.rstrip("/") if url and online and not is_fast(env) else None
+
+
+def _fetch_published_full(base: Path, progress: bool, then: str) -> None:
+    """Download the full run's published artifacts into ``base/artifacts/full`` when allowed and not at hand."""
+    url = published_artifacts_url()
+    if url is None or default_preset(base) == "full":
+        return
+    from .artifacts import ArtifactError, fetch_artifacts
+    try:
+        fetch_artifacts(f"{url}/full", "full", root=base, progress=progress)
+        print(f"fetched the full run's results from {url}/full")
+    except ArtifactError as e:
+        print(f"note: the full run's published results could not be fetched ({e}); {then}")
+
+
 def default_preset(root: Optional[str | os.PathLike] = None) -> str:
     """``"full"`` when the full run's results are at hand (committed ``artifacts/full`` or a complete ``runs/full``
     under ``root``, default :func:`find_root`), else ``"tiny"``: the preset the notebooks use unless told otherwise.
@@ -136,6 +171,9 @@ def course_run(preset: Optional[str] = None, fast: Optional[bool] = None, *,
     from .rundir import Run
 
     base = Path(root) if root is not None else find_root()
+    if preset in (None, "full"):
+        _fetch_published_full(base, progress, "going on with the tiny preset" if preset is None
+                              else "the full preset will be computed here")
     preset = default_preset(base) if preset is None else preset
     if preset not in PRESETS:
         raise ConfigError(f"preset: got {preset!r}; allowed: {sorted(PRESETS)}")

@@ -1,6 +1,7 @@
 """Artifacts: export a run, check the manifest against the files, unpack into a run every module reads."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -182,6 +183,126 @@ def test_cli_export(finished_run, tmp_path, capsys):
     assert not any(p.suffix == ".png" for p in (tmp_path / "a").rglob("*"))
     assert main(["export", str(finished_run.path), "--out", str(tmp_path / "b"), "--max-mb", "0.001"]) == 2
     assert "over the 0.001 MB limit" in capsys.readouterr().err
+
+
+@pytest.fixture
+def http_folder():
+    """Serve a folder over HTTP on the loopback interface (the hub and GitHub's raw files, without the network)."""
+    import functools
+    import http.server
+    import threading
+    servers = []
+
+    def serve(folder):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *a, **k: None
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+    yield serve
+    for server in servers:
+        server.shutdown()
+
+
+def test_fetch_downloads_checks_and_loads_published_artifacts(finished_run, tmp_path, http_folder):
+    from serpent.artifacts import fetch_artifacts
+    published = tmp_path / "repo" / "artifacts"
+    m = export_artifacts(finished_run, published / "full", checkpoints=[0, 20])
+    url = http_folder(tmp_path / "repo") + "/artifacts/full"
+    colab = tmp_path / "content"                                          # a fresh machine: the package, no repo
+    dest = fetch_artifacts(url, root=colab, progress=False)
+    assert dest == colab / "artifacts" / "full" and verify_artifacts(dest) == m
+    assert sorted(p.relative_to(colab) for p in (colab / "artifacts").rglob("*") if p.is_file()) == \
+        sorted(Path("artifacts/full") / rel for rel in [*m["files"], "manifest.json"])   # no staging left
+    run = load_artifacts("full", root=colab)
+    assert run.checkpoint_steps() == [0, 20]
+    assert torch.equal(run.load_params(20)["blocks.1.attn.W_Q"],
+                       load_artifacts(published / "full", into=tmp_path / "u").load_params(20)["blocks.1.attn.W_Q"])
+    # fetching again reuses the local copy (nothing rewritten); other artifacts under that name are never replaced
+    stamp = (dest / "config.json").stat().st_mtime_ns
+    assert fetch_artifacts(url, root=colab, progress=False) == dest
+    assert (dest / "config.json").stat().st_mtime_ns == stamp
+    export_artifacts(finished_run, published / "other", checkpoints=[0])
+    with pytest.raises(ArtifactError, match="already holds other artifacts"):
+        fetch_artifacts(url.replace("/full", "/other"), "full", root=colab, progress=False)
+    assert verify_artifacts(dest) == m
+    # file:// addresses work the same (a mounted drive, a downloaded copy)
+    assert fetch_artifacts((published / "full").as_uri(), "copy", root=colab, progress=False) == colab / "artifacts" / "copy"
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("absent", "no artifact folder at .*HTTP 404"),
+    ("not_json", "not a JSON manifest"),
+    ("foreign", "format 'other/9'"),
+    ("escape", "not a plain relative path"),
+    ("changed", "does not match its size and sha256"),
+    ("longer", "larger than the"),
+])
+def test_fetch_refuses_bad_published_folders_and_leaves_nothing(finished_run, tmp_path, http_folder, problem, message):
+    from serpent.artifacts import fetch_artifacts
+    art = tmp_path / "repo" / "full"
+    export_artifacts(finished_run, art, checkpoints=[20])
+    manifest = json.loads((art / "manifest.json").read_text())
+    target = art / "susceptibility" / "step_0000020.safetensors"
+    if problem == "absent":
+        art = art.with_name("missing")
+    elif problem == "not_json":
+        (art / "manifest.json").write_bytes(b"<html>404</html>")
+    elif problem == "foreign":
+        manifest["format"] = "other/9"
+    elif problem == "escape":
+        manifest["files"]["../../evil.txt"] = manifest["files"]["config.json"]
+    elif problem == "changed":
+        data = bytearray(target.read_bytes()); data[-1] ^= 0xFF; target.write_bytes(bytes(data))
+    else:
+        target.write_bytes(target.read_bytes() + b"extra")
+    if problem in ("foreign", "escape"):
+        (art / "manifest.json").write_text(json.dumps(manifest))
+    url = http_folder(tmp_path / "repo") + "/" + art.name
+    with pytest.raises(ArtifactError, match=message):
+        fetch_artifacts(url, "full", root=tmp_path / "content", progress=False)
+    left = [p for p in (tmp_path / "content").rglob("*") if p.is_file()]
+    assert left == [] and not (tmp_path / "content" / "artifacts" / "full").exists()
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_course_run_fetches_the_full_run_only_online_and_falls_back_to_tiny(finished_run, tmp_path, monkeypatch,
+                                                                             capsys):
+    from serpent.course import course_run, default_preset, published_artifacts_url
+    export_artifacts(finished_run, tmp_path / "repo" / "artifacts" / "full")
+    url = (tmp_path / "repo" / "artifacts").as_uri()
+    root = tmp_path / "content"
+    root.mkdir()
+    monkeypatch.setenv("SERPENT_ARTIFACTS_URL", url)
+    monkeypatch.delenv("SERPENT_ONLINE", raising=False)
+    monkeypatch.delenv("SERPENT_FAST", raising=False)
+    assert published_artifacts_url() is None                             # offline by default: nothing is fetched
+    with pytest.raises(SerpentError, match="tiny"):
+        course_run(root=root, compute=False)
+    assert not (root / "artifacts").exists()
+    monkeypatch.setenv("SERPENT_FAST", "1")                               # never in fast mode (tests, CI, book build)
+    monkeypatch.setenv("SERPENT_ONLINE", "1")
+    assert published_artifacts_url() is None
+    monkeypatch.setenv("SERPENT_FAST", "0")
+    assert published_artifacts_url() == url
+    run = course_run(root=root, compute=False, progress=False)
+    assert run.path == root / "runs" / "full-artifacts" and default_preset(root) == "full"
+    assert "fetched the full run's results" in capsys.readouterr().out
+    # a published folder that is not there: the notebook says why and goes on with tiny
+    monkeypatch.setenv("SERPENT_ARTIFACTS_URL", (tmp_path / "nowhere").as_uri())
+    with pytest.raises(SerpentError, match="tiny"):
+        course_run(root=tmp_path / "other", compute=False, progress=False)
+    assert "could not be fetched" in capsys.readouterr().out
+
+
+def test_cli_fetch(finished_run, tmp_path, capsys):
+    from serpent.cli import main
+    export_artifacts(finished_run, tmp_path / "pub" / "full", checkpoints=[20])
+    assert main(["fetch", (tmp_path / "pub" / "full").as_uri(), "--root", str(tmp_path / "r")]) == 0
+    assert "load_artifacts(" in capsys.readouterr().out and (tmp_path / "r" / "artifacts" / "full").is_dir()
+    assert main(["fetch", (tmp_path / "pub" / "none").as_uri(), "--root", str(tmp_path / "r")]) == 2
+    assert "no artifact folder at" in capsys.readouterr().err
 
 
 def test_gpu_session_helpers_order_steps_and_pack_parts(tmp_path, monkeypatch):
