@@ -21,7 +21,10 @@ On the device machine (wheels carried in ``.whl``, see BENCHMARKS.md "GPU sessio
     python3 bench/gpu_session.py --config bench/gpu_full.json --out runs/full --deadline 540 --export $OUT
 
 Back here: ``cat full.tgz.part* | tar xz -C artifacts`` then ``python -m serpent serpent runs/full-artifacts`` after
-``load_artifacts("full")``. A CPU rehearsal of the whole flow (about two minutes)::
+``load_artifacts("full")``. A second seed, in a later session: the same command with ``--set model.seed=1 --set
+train.seed=1 --skip llc --out runs/seed1 --name full-seed1``; back here, unpack it outside ``artifacts/`` (the 40 MB
+are for the main run), run its serpent stage and ``python -m serpent compare runs/full-artifacts
+runs/full-seed1-artifacts``. A CPU rehearsal of the whole flow (about two minutes)::
 
     python bench/gpu_session.py --preset tiny --set train.steps=60 --deadline 150 --export /tmp/out --out /tmp/r
 """
@@ -96,6 +99,8 @@ def main() -> int:
     ap.add_argument("--export", default=os.environ.get("OUT", "/tmp/out"), help="folder for the packed artifacts")
     ap.add_argument("--keep-checkpoints", type=int, nargs="*", default=[], help="steps kept in bf16 besides the last")
     ap.add_argument("--reserve", type=float, default=45.0, help="seconds kept for the export")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["induction", "llc", "susceptibility"],
+                    help="stages to leave out (a second seed needs training and susceptibilities only)")
     ap.add_argument("--train-budget", type=float, default=330.0,
                     help="most seconds for training; a cut-short run is analysed at the checkpoints it reached")
     args = ap.parse_args()
@@ -152,12 +157,15 @@ def main() -> int:
         return {"checkpoints": len(steps), "last_step": steps[-1] if steps else None, "target": cfg.train.steps}
 
     stage("train", train, None)
-    stage("induction", lambda: STAGES["induction"](run, progress=False), 20)
-    stage("llc", lambda: STAGES["llc"](run, progress=False), 30)
+    if "induction" not in args.skip:
+        stage("induction", lambda: STAGES["induction"](run, progress=False), 20)
+    if "llc" not in args.skip:
+        stage("llc", lambda: STAGES["llc"](run, progress=False), 30)
 
     from serpent.llc import select_steps
     from serpent.susceptibility import susceptibility_stage
-    wanted = coarse_to_fine(select_steps(run.checkpoint_steps(), cfg.susceptibility_checkpoints))
+    wanted = [] if "susceptibility" in args.skip else \
+        coarse_to_fine(select_steps(run.checkpoint_steps(), cfg.susceptibility_checkpoints))
     per_step = 0.0
     for step in wanted:
         out = stage(f"susceptibility@{step}", lambda: susceptibility_stage(run, steps=[step], progress=False),

@@ -1252,7 +1252,8 @@ display(widgets.HBox([step_w, pat_w]), out)
 second run and compare its small multiples with this one, and with two numbers per checkpoint
 (`serpent.embedding.compare_serpents`): the Procrustes correlation of the two maps after aligning one onto the other
 (1 = the same shape), and the overlap of each token's 15 nearest neighbours in the two runs' susceptibility spaces
-(1 = the same neighbours; `knn_chance` is what unrelated runs would give). Not run when the book is built:
+(1 = the same neighbours; `knn_chance` is what unrelated runs would give); from a terminal,
+`python -m serpent compare runs/tiny runs/tiny-seed1`. Not run when the book is built:
 '''),
         code('''
 import subprocess, sys

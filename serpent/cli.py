@@ -11,6 +11,7 @@ Commands are thin callers of the same stage functions the notebooks use::
     python -m serpent export runs/full --out artifacts/full  # compact, checked results to commit
     python -m serpent fetch URL                              # download published artifacts into artifacts/NAME
     python -m serpent milestones runs/tiny                   # the run's developmental events beside the paper's
+    python -m serpent compare runs/tiny runs/tiny-seed1      # two runs' serpents at matched checkpoints
     python -m serpent presets                                # list the presets and their sizes
 """
 
@@ -144,6 +145,25 @@ def _cmd_milestones(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    import pandas as pd
+    from .embedding import compare_serpents
+    from .rundir import Run
+    frames = []
+    for d in (args.run_a, args.run_b):
+        f = Run.open(d).path / "serpent" / "embedding.parquet"
+        if not f.is_file():
+            raise SerpentError(f"{d} has no serpent yet ({f} is missing); run `python -m serpent serpent {d}` first")
+        frames.append(pd.read_parquet(f))
+    table = compare_serpents(*frames, k=args.k)
+    print(table.round(3).to_string(index=False))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"run_a": str(args.run_a), "run_b": str(args.run_b), "k": args.k,
+                                               "rows": table.to_dict(orient="records")}, indent=1))
+        print(f"written to {Path(args.json).resolve()}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     for name in PRESETS:
         c = get_preset(name)
@@ -221,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
                                            "induction tokens' separation: the run beside the paper's model")
     ms.add_argument("run_dir")
     ms.set_defaults(func=_cmd_milestones)
+
+    c = sub.add_parser("compare", help="how alike two runs' serpents are at their matched checkpoints (two seeds): "
+                                       "Procrustes correlation of the maps, overlap of token neighbourhoods")
+    c.add_argument("run_a")
+    c.add_argument("run_b")
+    c.add_argument("--k", type=int, default=15, help="neighbours per token")
+    c.add_argument("--json", default=None, help="also write the table to this JSON file")
+    c.set_defaults(func=_cmd_compare)
 
     pr = sub.add_parser("presets", help="list the presets")
     pr.set_defaults(func=_cmd_presets)

@@ -230,3 +230,23 @@ def test_compare_serpents_refuses_unmatched_runs():
         compare_serpents(a, a.assign(token_id=a["token_id"] + 1))
     with pytest.raises(SerpentError, match="same probe windows"):
         compare_serpents(a, a.assign(seq=a["seq"] + 1000))
+
+
+def test_cli_compare_two_runs(tmp_path, capsys):
+    import json
+    from serpent.cli import main
+    from serpent.config import get_preset
+    from serpent.rundir import Run
+    a = _toy_serpent(np.random.default_rng(2))
+    b = a.copy()
+    b["x"], b["y"] = 2 * a["y"], -2 * a["x"]                                 # the same serpent, turned and scaled
+    for name, frame in (("a", a), ("b", b)):
+        run = Run.create(tmp_path / name, get_preset("tiny"))
+        frame.to_parquet(run.stage_dir("serpent") / "embedding.parquet", index=False)
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(tmp_path / "c.json")]) == 0
+    assert "procrustes_r" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert [r["step"] for r in rows] == [0, 100] and all(abs(r["procrustes_r"] - 1) < 1e-9 for r in rows)
+    Run.create(tmp_path / "fresh", get_preset("tiny"))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "fresh")]) == 2
+    assert "has no serpent yet" in capsys.readouterr().err
