@@ -7,13 +7,21 @@ only while time is left, and always ends by exporting what exists:
 1. data, then training in a child process limited to ``--train-budget`` seconds (a run cut short keeps its
    checkpoints, is analysed as far as it got, and resumes from its last checkpoint if the call is repeated on a warm
    machine);
-2. induction scores at every checkpoint, then the LLC;
-3. susceptibilities one checkpoint at a time in coarse-to-fine order (first, last, middle, quarters, ...), so a
-   deadline that cuts the stage short still leaves checkpoints spread over training;
+2. induction scores at every checkpoint;
+3. the LLC, then the susceptibilities, each one checkpoint at a time in coarse-to-fine order (first, last, middle,
+   quarters, ...), so a deadline that cuts them short still leaves checkpoints spread over training; the LLC may
+   take at most ``--llc-share`` of the time left after induction, the susceptibilities get the rest. Each
+   checkpoint's result is kept as soon as it exists, so a repeated call computes only what is missing;
 4. ``export_artifacts`` (last checkpoint plus ``--keep-checkpoints``, the stages' PNG charts, no UMAP: the serpent
    stage runs on a CPU from the artifacts; if that would exceed 40 MB, again with the last checkpoint only and smaller
    token samples) packed as ``full.tgz.partNN`` files of at most 15 MiB in ``--export`` (the device tool returns at
    most 8 files of 16 MiB), plus ``session.json`` with the timings of every stage.
+
+A watchdog (SIGALRM) interrupts whatever is running when only ``--reserve`` seconds are left, so a stage slower than
+foreseen can never push the export past the command's time limit and lose the session's results. When device time
+is left after the first call, a second call right away on the still-warm machine (``--skip train``) fills in the
+checkpoints the first had no time for and exports again; on a machine that was handed back in between it stops at
+once instead of starting over.
 
 On the device machine (wheels carried in ``.whl``, see BENCHMARKS.md "GPU session")::
 
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -44,6 +53,18 @@ from serpent.config import RunConfig, get_preset
 from serpent.rundir import Run
 
 PART_BYTES = 15 * 2 ** 20
+
+
+class TimeUp(BaseException):
+    """Raised inside whatever stage is running when the deadline's reserve is reached (SIGALRM)."""
+
+
+def arm_watchdog(seconds: float) -> None:
+    """From ``seconds`` from now, interrupt the running stage with :class:`TimeUp` (0: disarm)."""
+    def ring(signum, frame):
+        raise TimeUp()
+    signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.0) if seconds else 0.0)
 
 
 def coarse_to_fine(steps: list[int]) -> list[int]:
@@ -99,8 +120,11 @@ def main() -> int:
     ap.add_argument("--export", default=os.environ.get("OUT", "/tmp/out"), help="folder for the packed artifacts")
     ap.add_argument("--keep-checkpoints", type=int, nargs="*", default=[], help="steps kept in bf16 besides the last")
     ap.add_argument("--reserve", type=float, default=45.0, help="seconds kept for the export")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["induction", "llc", "susceptibility"],
-                    help="stages to leave out (a second seed needs training and susceptibilities only)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["train", "induction", "llc", "susceptibility"],
+                    help="stages to leave out (a second seed needs no LLC; a second call on the warm machine "
+                         "skips training and fills in checkpoints the first call had no time for)")
+    ap.add_argument("--llc-share", type=float, default=0.3,
+                    help="most of the time left after training that the LLC may take (susceptibilities get the rest)")
     ap.add_argument("--train-budget", type=float, default=330.0,
                     help="most seconds for training; a cut-short run is analysed at the checkpoints it reached")
     args = ap.parse_args()
@@ -133,6 +157,12 @@ def main() -> int:
         print(f"[{s - t0:6.0f} s] {name} ...", flush=True)
         try:
             out = fn()
+        except TimeUp:
+            log["stages"][name] = {"error": "cut by the deadline", "seconds": round(time.time() - s, 1)}
+            log["skipped"].append(name)
+            print(f"[{time.time() - t0:6.0f} s] {name} cut by the deadline", flush=True)
+            save_log()
+            return None
         except Exception as e:  # noqa: BLE001 - a failed stage must not lose the others' results
             log["stages"][name] = {"error": f"{type(e).__name__}: {e}", "seconds": round(time.time() - s, 1)}
             print(f"  failed: {e}", flush=True)
@@ -144,8 +174,12 @@ def main() -> int:
         return out
 
     from serpent.pipeline import STAGES
+    if "train" in args.skip and not (Path(args.out) / "checkpoints").is_dir():
+        print(f"{args.out} has no checkpoints and --skip train was given: this machine is not the one that trained "
+              f"(it was handed back); nothing to do", flush=True)
+        save_log()
+        return 1
     run = Run.create(args.out, cfg)
-    stage("data", lambda: STAGES["data"](run, progress=False), None)
 
     def train():  # a child process under a time limit: a cut-short run keeps its (atomically written) checkpoints
         cmd = [sys.executable, "-m", "serpent", "train", str(run.path), "--quiet"]
@@ -156,26 +190,54 @@ def main() -> int:
         steps = run.checkpoint_steps()
         return {"checkpoints": len(steps), "last_step": steps[-1] if steps else None, "target": cfg.train.steps}
 
-    stage("train", train, None)
-    if "induction" not in args.skip:
-        stage("induction", lambda: STAGES["induction"](run, progress=False), 20)
-    if "llc" not in args.skip:
-        stage("llc", lambda: STAGES["llc"](run, progress=False), 30)
-
-    from serpent.llc import select_steps
+    from serpent.llc import llc_stage, select_steps
     from serpent.susceptibility import susceptibility_stage
-    wanted = [] if "susceptibility" in args.skip else \
-        coarse_to_fine(select_steps(run.checkpoint_steps(), cfg.susceptibility_checkpoints))
-    per_step = 0.0
-    for step in wanted:
-        out = stage(f"susceptibility@{step}", lambda: susceptibility_stage(run, steps=[step], progress=False),
-                    per_step * 1.2)
-        if out is None:
-            break
-        per_step = max(per_step, log["stages"][f"susceptibility@{step}"]["seconds"])
+
+    def one_at_a_time(name: str, steps: list[int], fn, until: float) -> list[int]:
+        """``fn(step)`` for ``steps`` in coarse-to-fine order while the time left stays above ``until``; a step
+        that fails is left out, the deadline ends the loop."""
+        done, per_step = [], 0.0
+        for step in coarse_to_fine(steps):
+            if left() - per_step * 1.2 < until:
+                log["skipped"].append(f"{name}@{step}")
+                continue
+            if stage(f"{name}@{step}", lambda: fn(step), per_step * 1.2) is not None:
+                done.append(step)
+                per_step = max(per_step, log["stages"][f"{name}@{step}"]["seconds"])
+            elif log["stages"].get(f"{name}@{step}", {}).get("error") == "cut by the deadline":
+                break
+        return sorted(done)
+
+    def analyse():
+        stage("data", lambda: STAGES["data"](run, progress=False), None)
+        if "train" not in args.skip:
+            stage("train", train, None)
+        if "induction" not in args.skip:
+            stage("induction", lambda: STAGES["induction"](run, progress=False), 20)
+        if "llc" not in args.skip:   # at most --llc-share of the time left, so the susceptibilities are not starved
+            llc_until = left() * (1 - args.llc_share) if "susceptibility" not in args.skip else 0.0
+            llc_done = one_at_a_time("llc", select_steps(run.checkpoint_steps(), cfg.llc.checkpoints),
+                                     lambda s: llc_stage(run, steps=[s], charts=False, progress=False), llc_until)
+            if llc_done:   # the table and charts over every checkpoint done (reused, not estimated again)
+                stage("llc", lambda: llc_stage(run, steps=llc_done, progress=False), None)
+        if "susceptibility" not in args.skip:
+            one_at_a_time("susceptibility", select_steps(run.checkpoint_steps(), cfg.susceptibility_checkpoints),
+                          lambda s: susceptibility_stage(run, steps=[s], progress=False), 0.0)
+
+    arm_watchdog(left())                     # from here on, the deadline's reserve interrupts whatever is running
+    try:
+        analyse()
+    except TimeUp:
+        log["skipped"].append("(deadline reached between stages)")
+    finally:
+        arm_watchdog(0)                      # the summaries and the export always run
     done = sorted(int(p.stem.split("_")[1]) for p in (run.path / "susceptibility").glob("step_*.safetensors"))
     if done:
         stage("susceptibility", lambda: susceptibility_stage(run, steps=done, progress=False), None)
+    if not run.checkpoint_steps():
+        print("no checkpoints: nothing to export", flush=True)
+        save_log()
+        return 1
 
     from serpent.artifacts import export_artifacts
     art = Path("/tmp/serpent-artifacts") / args.name

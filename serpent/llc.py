@@ -184,6 +184,25 @@ def _run_batches(run, cfg: SamplerConfig) -> Callable[[int], torch.Tensor]:
     return lambda i: batch_at(tokens, i, cfg.batch_size, n_ctx, cfg.seed, bos)
 
 
+def _llc_at(run, step: int, cfg: SamplerConfig, batches, init_loss_batches: int, device, progress: bool
+            ) -> tuple[dict, pd.DataFrame]:
+    """The LLC at one checkpoint: its table row and its loss traces."""
+    params = run.load_params(step, device=device)
+    try:
+        r = estimate_llc(run.config.model, params, batches, cfg, init_loss_batches=init_loss_batches,
+                         record_traces=True, device=device, progress=progress)
+    except DivergenceError as e:
+        raise DivergenceError(f"checkpoint step {step}: {e} (run `calibrate` to choose epsilon and n_beta; set "
+                              "them with --set llc.epsilon=... --set llc.gamma=...)") from None
+    row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss}
+    row.update({f"chain_{c}": float(v) for c, v in enumerate(r.per_chain)})
+    row.update({"seconds": r.seconds, "ms_per_step": r.ms_per_step})
+    C, S = r.traces.shape
+    trace = pd.DataFrame({"step": int(step), "chain": np.repeat(np.arange(C), S),
+                          "sgld_step": np.tile(np.arange(S), C), "loss": r.traces.reshape(-1).astype(np.float64)})
+    return row, trace
+
+
 def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerConfig | None = None, *,
                          init_loss_batches: int = 8, device=None, progress: bool = True
                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -201,24 +220,13 @@ def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerCo
         raise ConfigError(f"{run.path} has no checkpoints to analyse; train first "
                           f"(`python -m serpent run --out {run.path}`)")
     batches = _run_batches(run, cfg)
-    rows, trace_rows = [], []
     from .device import default_device
     dev = default_device(device)
+    rows, trace_rows = [], []
     for step in tqdm(steps, desc="LLC over checkpoints", disable=not progress):
-        params = run.load_params(step, device=dev)
-        try:
-            r = estimate_llc(run.config.model, params, batches, cfg, init_loss_batches=init_loss_batches,
-                             record_traces=True, device=dev, progress=progress)
-        except DivergenceError as e:
-            raise DivergenceError(f"checkpoint step {step}: {e} (run `calibrate` to choose epsilon and n_beta; set "
-                                  "them with --set llc.epsilon=... --set llc.gamma=...)") from None
-        row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss}
-        row.update({f"chain_{c}": float(v) for c, v in enumerate(r.per_chain)})
-        row.update({"seconds": r.seconds, "ms_per_step": r.ms_per_step})
+        row, trace = _llc_at(run, step, cfg, batches, init_loss_batches, dev, progress)
         rows.append(row)
-        C, S = r.traces.shape
-        trace_rows.append(pd.DataFrame({"step": int(step), "chain": np.repeat(np.arange(C), S),
-                                        "sgld_step": np.tile(np.arange(S), C), "loss": r.traces.reshape(-1)}))
+        trace_rows.append(trace)
     return pd.DataFrame(rows), pd.concat(trace_rows, ignore_index=True)
 
 
@@ -229,32 +237,79 @@ def _write_parquet(df: pd.DataFrame, path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def llc_stage(run, *, device=None, progress: bool = True) -> dict:
+def _step_file(out, step: int):
+    return out / "steps" / f"step_{step:07d}.json"
+
+
+def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, device=None,
+              progress: bool = True) -> dict:
     """Pipeline stage ``llc``: the LLC over the run's checkpoints, with charts.
 
-    Writes into ``run.stage_dir("llc")``: ``llc.parquet`` (step, mean, std, init_loss, chain_*), ``traces.parquet``
-    (step, chain, sgld_step, loss), ``llc.{png,html}`` (LLC across training) and ``traces.{png,html}`` (loss
-    traces). Skipped when it already ran with the same settings and checkpoints. Returns a short summary.
+    ``steps``: the checkpoints (default :func:`select_steps` of ``run.config.llc.checkpoints``). Writes into
+    ``run.stage_dir("llc")``: ``llc.parquet`` (step, mean, std, init_loss, chain_*), ``traces.parquet`` (step, chain,
+    sgld_step, loss), ``llc.{png,html}`` (LLC across training) and ``traces.{png,html}`` (loss traces; ``charts=False``
+    leaves both out). Each checkpoint's result is also kept in ``llc/steps/`` as soon as it is computed, so an
+    interrupted stage continues where it stopped and a checkpoint already estimated with the same settings is not
+    estimated again. Skipped when it already ran with the same settings and checkpoints. Returns a short summary.
     """
+    from tqdm.auto import tqdm
+
+    from .device import default_device
+    from .errors import CheckpointError, SerpentError
+    from .rundir import atomic_write_json, read_json
+
     cfg = run.config.llc
-    steps = select_steps(run.checkpoint_steps(), cfg.checkpoints)
-    key = config_hash({"v": 1, "llc": cfg.to_dict(), "steps": steps, "model": run.config.model.to_dict()})
+    available = run.checkpoint_steps()
+    if steps is None:
+        steps = select_steps(available, cfg.checkpoints)
+    else:
+        steps = sorted({int(s) for s in steps})
+        if missing := [s for s in steps if s not in available]:
+            raise CheckpointError(f"no checkpoint at step(s) {missing}; available: {available}")
+    if not steps:
+        raise ConfigError(f"{run.path} has no checkpoints to analyse; train first "
+                          f"(`python -m serpent run --out {run.path}`)")
+    settings = config_hash({"v": 1, "llc": cfg.to_dict(), "model": run.config.model.to_dict()})
+    key = config_hash({"settings": settings, "steps": steps, "charts": charts})
     out = run.stage_dir("llc")
     if (done := run.current_summary("llc", key, [out / "llc.parquet"])) is not None:
         return {**done, "skipped": True}
     t0 = time.time()
-    table, traces = llc_over_checkpoints(run, steps, cfg, device=device, progress=progress)
+    results, todo = {}, []
+    for step in steps:
+        f = _step_file(out, step)
+        try:
+            kept = read_json(f) if f.is_file() else None
+        except SerpentError:                                # unreadable: estimate that checkpoint again
+            kept = None
+        if isinstance(kept, dict) and kept.get("settings") == settings:
+            results[step] = (kept["row"], pd.DataFrame(kept["traces"]))
+        else:
+            todo.append(step)
+    batches = _run_batches(run, cfg) if todo else None
+    dev = default_device(device)
+    for step in tqdm(todo, desc="LLC over checkpoints", disable=not progress):
+        row, trace = _llc_at(run, step, cfg, batches, 8, dev, progress)
+        atomic_write_json(_step_file(out, step), {"settings": settings, "row": row,
+                                                  "traces": trace.to_dict(orient="list")})
+        results[step] = (row, trace)
+    table = pd.DataFrame([results[s][0] for s in steps])
+    chains = sorted((c for c in table.columns if c.startswith("chain_")), key=lambda c: int(c.split("_")[1]))
+    table = table[["step", "mean", "std", "init_loss", *chains, "seconds", "ms_per_step"]]
+    traces = pd.concat([results[s][1] for s in steps], ignore_index=True)
     _write_parquet(table, out / "llc.parquet")
     _write_parquet(traces, out / "traces.parquet")
-    from .charts.llc import llc_curve_chart, loss_trace_chart, save_chart
-    save_chart(llc_curve_chart(table), out / "llc")
-    save_chart(loss_trace_chart(traces, table), out / "traces")
+    if charts:
+        from .charts.llc import llc_curve_chart, loss_trace_chart, save_chart
+        save_chart(llc_curve_chart(table), out / "llc")
+        save_chart(loss_trace_chart(traces, table), out / "traces")
     seconds = time.time() - t0
     last = table.iloc[-1]
     summary = {"checkpoints": len(table), "final_step": int(last["step"]), "final_llc": round(float(last["mean"]), 3),
                "final_llc_std": round(float(last["std"]), 3), "min_llc": round(float(table["mean"].min()), 3),
                "max_llc": round(float(table["mean"].max()), 3),
-               "ms_per_sgld_step": round(float(table["ms_per_step"].mean()), 2)}
+               "ms_per_sgld_step": round(float(table["ms_per_step"].mean()), 2),
+               "computed": len(todo), "reused": len(steps) - len(todo)}
     run.mark_stage("llc", key, seconds, summary)
     summary["seconds"] = round(seconds, 2)
     return summary

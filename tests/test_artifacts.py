@@ -328,6 +328,17 @@ def test_gpu_session_helpers_order_steps_and_pack_parts(tmp_path, monkeypatch):
     with tarfile.open(joined) as tar:
         tar.extractall(tmp_path / "back", filter="data")
     assert (tmp_path / "back" / "full" / "a.bin").read_bytes() == (src / "a.bin").read_bytes()
+    # the watchdog interrupts whatever runs when the deadline's reserve is reached, and can be disarmed
+    import time
+    gs.arm_watchdog(0.2)
+    t = time.time()
+    with pytest.raises(gs.TimeUp):
+        while time.time() - t < 5:
+            sum(range(1000))
+    assert 0.15 < time.time() - t < 2
+    gs.arm_watchdog(0.2)
+    gs.arm_watchdog(0)
+    time.sleep(0.4)                                                              # disarmed: nothing is raised
 
 
 def test_committed_artifacts_verify_load_and_match_their_manifest(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from serpent.config import ModelConfig, SamplerConfig
-from serpent.errors import ConfigError
+from serpent.errors import ConfigError, SerpentError
 from serpent.llc import calibrate, estimate_llc, select_steps
 from serpent.model import build_model, model_params
 
@@ -216,6 +216,37 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
     mtime = (out / "llc.parquet").stat().st_mtime_ns
     again = llc_stage(run, progress=False)
     assert again.get("skipped") and (out / "llc.parquet").stat().st_mtime_ns == mtime
+    # each checkpoint's result is kept as soon as it is computed: a subset reuses them, nothing is estimated again
+    import serpent.llc
+    calls = []
+    real = serpent.llc._llc_at
+    monkey = lambda *a, **k: calls.append(a[1]) or real(*a, **k)  # noqa: E731
+    serpent.llc._llc_at = monkey
+    try:
+        sub = llc_stage(run, steps=[table["step"].iloc[-1], table["step"].iloc[0]], charts=False, progress=False)
+        assert calls == [] and sub["reused"] == 2 and sub["computed"] == 0
+        pd.testing.assert_frame_equal(pd.read_parquet(out / "llc.parquet"),
+                                      table.iloc[[0, -1]].reset_index(drop=True))
+        # an interrupted stage continues where it stopped: the first checkpoints' results survive the failure
+        extra = [s for s in steps if s not in table["step"].tolist()][:2]
+
+        def fail_second(*a, **k):
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+            return monkey(*a, **k)
+        serpent.llc._llc_at = fail_second
+        with pytest.raises(KeyboardInterrupt):
+            llc_stage(run, steps=extra + table["step"].tolist(), progress=False)
+        serpent.llc._llc_at = monkey
+        resumed = llc_stage(run, steps=extra + table["step"].tolist(), progress=False)
+        assert calls == [extra[0], extra[1]] and resumed["computed"] == 1 and resumed["reused"] == 4
+        both = pd.read_parquet(out / "llc.parquet").set_index("step")
+        pd.testing.assert_frame_equal(both.loc[table["step"]].reset_index(), table)
+        assert len(pd.read_parquet(out / "traces.parquet")) == 5 * 2 * 8
+    finally:
+        serpent.llc._llc_at = real
+    with pytest.raises(SerpentError, match="no checkpoint at step"):
+        llc_stage(run, steps=[7777], progress=False)
     # calibration at the last checkpoint: a table over the grid and its chart
     from serpent.llc import calibrate_run
     cal = calibrate_run(run, epsilons=[1e-4, 1e-3], n_betas=[10.0], progress=False)
