@@ -102,7 +102,7 @@ def _cmd_stage(stage: str):
         from .rundir import Run
         run = Run.open(args.run_dir)
         kwargs = {"device": args.device, "progress": not args.quiet}
-        if stage == "susceptibility" and getattr(args, "steps", None):
+        if stage in ("susceptibility", "llc") and getattr(args, "steps", None):
             kwargs["steps"] = args.steps
         result = STAGES[stage](run, **kwargs)
         print(json.dumps(result, indent=2, default=str))
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                               ("serpent", "serpent", "UMAP embeddings, serpent charts and the explorer page")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("run_dir")
-        if stage == "susceptibility":
+        if stage in ("susceptibility", "llc"):
             sp.add_argument("--steps", nargs="+", type=int, default=None,
                             help="checkpoint steps to analyse (default: spread over training)")
         common(sp)

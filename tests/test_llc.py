@@ -247,6 +247,9 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
         serpent.llc._llc_at = real
     with pytest.raises(SerpentError, match="no checkpoint at step"):
         llc_stage(run, steps=[7777], progress=False)
+    from serpent.cli import main                                   # the command line takes the same steps
+    assert main(["llc", str(run.path), "--steps", str(steps[1]), "--quiet"]) == 0
+    assert pd.read_parquet(out / "llc.parquet")["step"].tolist() == [steps[1]]
     # calibration at the last checkpoint: a table over the grid and its chart
     from serpent.llc import calibrate_run
     cal = calibrate_run(run, epsilons=[1e-4, 1e-3], n_betas=[10.0], progress=False)
