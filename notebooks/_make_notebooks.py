@@ -732,13 +732,17 @@ CAL_DRAWS, CAL_BATCH = 40, 16
 import altair as alt
 import numpy as np
 import pandas as pd
-from serpent.course import course_run
+from serpent.course import course_run, live_settings
 from serpent.llc import calibrate, llc_over_checkpoints
 from serpent.charts.llc import calibration_chart, llc_curve_chart, loss_trace_chart
 from serpent.tokens import batch_at
 
 run = course_run(PRESET)
 print("LLC settings of this run:", run.config.llc)
+# the live calibration below, resized when the full run's 3M model meets a CPU (hours otherwise)
+live = live_settings(run.config.model, dict(epsilons=CAL_EPSILONS, n_betas=CAL_N_BETAS, draws=CAL_DRAWS,
+                                            batch=CAL_BATCH, window=run.config.model.n_ctx),
+                     cpu=dict(epsilons=[1e-4, 1e-3, 1e-2], n_betas=[10.0], draws=20, batch=4, window=128))
 '''),
         md("## 1. The LLC across training"),
         code('''
@@ -781,10 +785,11 @@ chains are stable and the estimate no longer moves with ε. A diverging run is r
 '''),
         code('''
 step = run.checkpoint_steps()[-1]
-cfg = run.config.llc.__class__(**{**run.config.llc.to_dict(), "draws": CAL_DRAWS, "batch_size": CAL_BATCH})
-train, bos, n_ctx = run.tokens("train"), run.tokenizer().bos_id, run.config.model.n_ctx
-batches = lambda i: batch_at(train, i, cfg.batch_size, n_ctx, cfg.seed, bos)
-cal = calibrate(run.config.model, run.load_params(step), batches, cfg, CAL_EPSILONS, CAL_N_BETAS, progress=False)
+cfg = run.config.llc.__class__(**{**run.config.llc.to_dict(), "draws": live["draws"], "batch_size": live["batch"]})
+train, bos = run.tokens("train"), run.tokenizer().bos_id
+batches = lambda i: batch_at(train, i, cfg.batch_size, live["window"], cfg.seed, bos)
+cal = calibrate(run.config.model, run.load_params(step), batches, cfg, live["epsilons"], live["n_betas"],
+                progress=False)
 cal.drop(columns=["error"]).round(4)
 '''),
         code("calibration_chart(cal)"),
@@ -841,7 +846,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import torch
-from serpent.course import course_run
+from serpent.course import course_run, live_settings
 from serpent.patterns import PATTERNS, label_result
 from serpent.susceptibility import (load_susceptibilities, response_matrix, response_pca, sample_susceptibilities,
                                     susceptibilities, susceptibility_from_traces)
@@ -851,11 +856,20 @@ from serpent.tokens import batch_at, fixed_windows
 run = course_run(PRESET)
 tok = run.tokenizer()
 step = run.checkpoint_steps()[-1]
+ind = run.stage_summary("induction")["summary"]
+# the live sampling below, resized when the full run's 3M model meets a CPU (hours otherwise): the best
+# previous-token and induction heads and one other head per layer, short windows, few draws
+live = live_settings(run.config.model, dict(components=COMPONENTS, chains=CHAINS, draws=DRAWS, batch=BATCH,
+                                            probe_seqs=PROBE_SEQS, probe_len=PROBE_LEN, window=run.config.model.n_ctx),
+                     cpu=dict(components=sorted({ind["best_prev_token"]["head"], ind["best_prefix"]["head"], "0:0",
+                                                 "1:0"}), chains=2, draws=16, batch=4, probe_seqs=2, probe_len=64,
+                              window=128))
 sc = run.config.susceptibility.sampler
-cfg = sc.__class__(**{**sc.to_dict(), "chains": CHAINS, "draws": DRAWS, "batch_size": BATCH})
-train, bos, n_ctx = run.tokens("train"), tok.bos_id, run.config.model.n_ctx
-batches = lambda i: batch_at(train, i, cfg.batch_size, n_ctx, cfg.seed, bos)
-probe, _ = fixed_windows(run.tokens("test"), PROBE_SEQS, min(PROBE_LEN, n_ctx), seed=1337, bos_id=bos)
+cfg = sc.__class__(**{**sc.to_dict(), "chains": live["chains"], "draws": live["draws"], "batch_size": live["batch"]})
+train, bos = run.tokens("train"), tok.bos_id
+batches = lambda i: batch_at(train, i, cfg.batch_size, live["window"], cfg.seed, bos)
+probe, _ = fixed_windows(run.tokens("test"), live["probe_seqs"], min(live["probe_len"], live["window"]), seed=1337,
+                         bos_id=bos)
 '''),
         md('''
 ## 1. χ for one checkpoint
@@ -870,7 +884,7 @@ follows in closed form (chapter 5):
 '''),
         code('''
 model = run.load_model(step)
-res = susceptibilities(model, probe, batches, cfg, components=COMPONENTS, step=step, progress=False)
+res = susceptibilities(model, probe, batches, cfg, components=live["components"], step=step, progress=False)
 print(f"{len(res)} tokens × {len(res.components)} heads in {res.settings['sampling_seconds']:.1f} s; "
       f"E_C[phi] per head (small and positive when healthy):",
       {k: round(v, 4) for k, v in list(res.settings["phi_mean"].items())[:4]}, "...")
@@ -957,7 +971,7 @@ function, and compare with the package's streaming estimator, which never stores
 from serpent.model import per_token_loss
 from serpent.sgld import make_restriction, run_sgld, transformer_loss_fn
 
-head = HEAD or run.stage_summary("induction")["summary"]["best_prefix"]["head"]
+head = HEAD or ind["best_prefix"]["head"]
 mcfg, params = run.config.model, run.load_params(step)
 loss_fn = transformer_loss_fn(mcfg)
 task_trace, probe_trace = [], []
@@ -1315,15 +1329,15 @@ tok = run.tokenizer()
 ## 1. The Pythia-14m architecture, randomly initialised
 
 No download: the configuration is written out (6 layers × 4 heads, d_model 128, MLPs of 512, rotary positions on
-a quarter of each head, attention and MLP in parallel). We keep the course's tokenizer (a 2k vocabulary instead of
-Pythia's 50k) and a short context, so that it runs on a CPU; `susceptibilities` takes the generic `torch.func` path
+a quarter of each head, attention and MLP in parallel). We keep the course's tokenizer (a few thousand tokens instead
+of Pythia's 50k) and a short context of 128 tokens, so that it runs on a CPU; `susceptibilities` takes the generic `torch.func` path
 for architectures other than the course's.
 '''),
         code('''
 pythia_cfg = HookedTransformerConfig(
     n_layers=6, n_heads=4, d_model=128, d_head=32, d_mlp=512, act_fn="gelu", normalization_type="LN",
     positional_embedding_type="rotary", rotary_dim=8, parallel_attn_mlp=True, original_architecture="GPTNeoXForCausalLM",
-    n_ctx=run.config.model.n_ctx, d_vocab=tok.vocab_size, seed=0, device="cpu")
+    n_ctx=min(128, run.config.model.n_ctx), d_vocab=tok.vocab_size, seed=0, device="cpu")
 pythia = HookedTransformer(pythia_cfg)
 print(f"{sum(p.numel() for p in pythia.parameters()):,} parameters (the real Pythia-14m: 14M, mostly its 50k-token embeddings)")
 '''),
@@ -1382,7 +1396,7 @@ For the course's architecture family the fast batched forward is used automatica
 '''),
         code('''
 from serpent.model import build_model
-mine_cfg = ModelConfig(n_layers=1, n_heads=4, d_model=64, d_head=16, n_ctx=run.config.model.n_ctx,
+mine_cfg = ModelConfig(n_layers=1, n_heads=4, d_model=64, d_head=16, n_ctx=pythia_cfg.n_ctx,
                        d_vocab=tok.vocab_size, attn_only=False, d_mlp=128)
 my_model = build_model(mine_cfg)
 mine = susceptibilities(my_model, probe, batches, cfg, components="heads+mlp", progress=False)

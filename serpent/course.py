@@ -40,7 +40,7 @@ from .config import RunConfig, get_preset
 from .errors import ConfigError, SerpentError
 
 __all__ = ["course_run", "default_preset", "is_fast", "find_root", "micro_config", "run_is_complete",
-           "published_artifacts_url"]
+           "published_artifacts_url", "live_settings"]
 
 FAST_ENV = "SERPENT_FAST"
 ONLINE_ENV = "SERPENT_ONLINE"
@@ -113,6 +113,41 @@ def run_is_complete(path: str | os.PathLike) -> bool:
     if not all(s in stages for s in available_stages()):
         return False
     return run.config.train.steps in run.checkpoint_steps()
+
+
+def live_settings(model_cfg, settings: Mapping[str, object], cpu: Mapping[str, object], *, device=None,
+                  echo=print) -> dict:
+    """The sizes of a notebook's live computation (SGLD, calibration) on this machine.
+
+    A notebook's parameters are sized for a GPU, or for the ``tiny`` model on a CPU. With a larger model (the full
+    run's 3M model, e.g. from its committed artifacts) on a CPU the same cell would take hours, so there every entry of
+    ``cpu`` replaces the one in ``settings`` (numbers: the smaller of the two, so fast mode stays fast) and ``echo``
+    says so. ``model_cfg``: the run's :class:`~serpent.config.ModelConfig`.
+
+    >>> from serpent.config import get_preset
+    >>> big, small = get_preset("full").model, get_preset("tiny").model
+    >>> live_settings(big, {"DRAWS": 40, "WINDOW": 1024}, {"DRAWS": 16, "WINDOW": 128}, device="cpu", echo=None)
+    {'DRAWS': 16, 'WINDOW': 128}
+    >>> live_settings(small, {"DRAWS": 40, "WINDOW": 128}, {"DRAWS": 16, "WINDOW": 128}, device="cpu", echo=None)
+    {'DRAWS': 40, 'WINDOW': 128}
+    """
+    from .device import default_device
+    out = dict(settings)
+    tiny = get_preset("tiny").model
+    larger = (model_cfg.d_model > tiny.d_model or model_cfg.n_ctx > tiny.n_ctx or model_cfg.d_vocab > tiny.d_vocab
+              or model_cfg.n_layers * model_cfg.n_heads > tiny.n_layers * tiny.n_heads)
+    if not larger or default_device(device).type != "cpu":
+        return out
+    for k, v in cpu.items():
+        cur = out.get(k)
+        numbers = isinstance(v, (int, float)) and isinstance(cur, (int, float)) and not isinstance(v, bool)
+        out[k] = min(cur, v) if numbers else v
+    if echo is not None:
+        changed = {k: out[k] for k in cpu if out[k] != settings.get(k)}
+        if changed:
+            echo(f"a {model_cfg.d_model}-wide model on a CPU: this notebook's live cells use {changed} so that they "
+                 f"take a minute or two (on a GPU: {({k: settings.get(k) for k in changed})})")
+    return out
 
 
 def published_artifacts_url(env: Optional[Mapping[str, str]] = None) -> Optional[str]:

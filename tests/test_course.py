@@ -56,3 +56,21 @@ def test_root_fast_flag_and_micro_recipe(tmp_path, monkeypatch):
     assert m.susceptibility_checkpoints >= 2  # the serpent needs more than one checkpoint
     with pytest.raises(SerpentError):
         course_run("nope", root=tmp_path)
+
+
+def test_live_settings_shrink_only_a_larger_model_on_a_cpu(monkeypatch):
+    import torch
+    import serpent.device
+    from serpent.config import get_preset
+    from serpent.course import live_settings
+    full, tiny = get_preset("full").model, get_preset("tiny").model
+    said = []
+    fast = {"components": ["0:1"], "draws": 4, "window": 1024}            # fast mode's numbers stay smaller
+    out = live_settings(full, fast, {"components": ["0:0", "1:0"], "draws": 16, "window": 128}, device="cpu",
+                        echo=said.append)
+    assert out == {"components": ["0:0", "1:0"], "draws": 4, "window": 128}
+    assert len(said) == 1 and "'window': 128" in said[0] and "'window': 1024" in said[0]
+    assert live_settings(tiny, fast, {"draws": 1}, device="cpu", echo=said.append) == fast and len(said) == 1
+    # on a GPU the notebook's own settings stand, whatever the model
+    monkeypatch.setattr(serpent.device, "default_device", lambda device=None: torch.device("cuda"))
+    assert live_settings(full, fast, {"draws": 1}, echo=said.append) == fast and len(said) == 1
