@@ -206,13 +206,13 @@ def course_run(preset: Optional[str] = None, fast: Optional[bool] = None, *,
     from .rundir import Run
 
     base = Path(root) if root is not None else find_root()
-    if preset in (None, "full"):
+    fast = is_fast() if fast is None else bool(fast)
+    if preset in (None, "full") and not fast:
         _fetch_published_full(base, progress, "going on with the tiny preset" if preset is None
                               else "the full preset will be computed here")
     preset = default_preset(base) if preset is None else preset
     if preset not in PRESETS:
         raise ConfigError(f"preset: got {preset!r}; allowed: {sorted(PRESETS)}")
-    fast = is_fast() if fast is None else bool(fast)
     runs = base / "runs"
     full_path = runs / preset
     if run_is_complete(full_path):

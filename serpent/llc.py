@@ -275,6 +275,10 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     if (done := run.current_summary("llc", key, [out / "llc.parquet"])) is not None:
         return {**done, "skipped": True}
     t0 = time.time()
+    def identity(step):  # a rewritten checkpoint (a new training run in the same folder) is estimated again
+        st = run.checkpoint_path(step).stat()
+        return [st.st_size, st.st_mtime_ns]
+
     results, todo = {}, []
     for step in steps:
         f = _step_file(out, step)
@@ -282,7 +286,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
             kept = read_json(f) if f.is_file() else None
         except SerpentError:                                # unreadable: estimate that checkpoint again
             kept = None
-        if isinstance(kept, dict) and kept.get("settings") == settings:
+        if isinstance(kept, dict) and kept.get("settings") == settings and kept.get("checkpoint") == identity(step):
             results[step] = (kept["row"], pd.DataFrame(kept["traces"]))
         else:
             todo.append(step)
@@ -290,7 +294,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     dev = default_device(device)
     for step in tqdm(todo, desc="LLC over checkpoints", disable=not progress):
         row, trace = _llc_at(run, step, cfg, batches, 8, dev, progress)
-        atomic_write_json(_step_file(out, step), {"settings": settings, "row": row,
+        atomic_write_json(_step_file(out, step), {"settings": settings, "checkpoint": identity(step), "row": row,
                                                   "traces": trace.to_dict(orient="list")})
         results[step] = (row, trace)
     table = pd.DataFrame([results[s][0] for s in steps])

@@ -247,6 +247,17 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
         serpent.llc._llc_at = real
     with pytest.raises(SerpentError, match="no checkpoint at step"):
         llc_stage(run, steps=[7777], progress=False)
+    # a checkpoint written again (a new training run in the same folder) is estimated again
+    import os
+    f = run.checkpoint_path(steps[1])
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    serpent.llc._llc_at = monkey
+    try:
+        calls.clear()
+        again = llc_stage(run, steps=[steps[1], table["step"].iloc[0]], charts=False, progress=False)
+        assert calls == [steps[1]] and again["computed"] == 1 and again["reused"] == 1
+    finally:
+        serpent.llc._llc_at = real
     from serpent.cli import main                                   # the command line takes the same steps
     assert main(["llc", str(run.path), "--steps", str(steps[1]), "--quiet"]) == 0
     assert pd.read_parquet(out / "llc.parquet")["step"].tolist() == [steps[1]]
