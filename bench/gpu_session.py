@@ -25,8 +25,8 @@ once instead of starting over.
 
 On the device machine (wheels carried in ``.whl``, see BENCHMARKS.md "GPU session")::
 
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-    python3 bench/gpu_session.py --config bench/gpu_full.json --out runs/full --deadline 540 --export $OUT
+    S=$(date +%s) && python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+    python3 bench/gpu_session.py --config bench/gpu_full.json --out runs/full --started-at $S --deadline 575 --export $OUT
 
 Back here: ``cat full.tgz.part* | tar xz -C artifacts`` then ``python -m serpent serpent runs/full-artifacts`` after
 ``load_artifacts("full")``. A second seed, in a later session: the same command with ``--set model.seed=1 --set
@@ -117,6 +117,9 @@ def main() -> int:
     ap.add_argument("--out", default="runs/full", help="run directory")
     ap.add_argument("--name", default="full", help="artifact name")
     ap.add_argument("--deadline", type=float, default=540.0, help="seconds from start to the end of the export")
+    ap.add_argument("--started-at", type=float, default=None,
+                    help="when the device command started (epoch seconds, `date +%%s` before the pip install), so "
+                         "that the deadline counts the install and the imports too (default: now)")
     ap.add_argument("--export", default=os.environ.get("OUT", "/tmp/out"), help="folder for the packed artifacts")
     ap.add_argument("--keep-checkpoints", type=int, nargs="*", default=[], help="steps kept in bf16 besides the last")
     ap.add_argument("--reserve", type=float, default=45.0, help="seconds kept for the export")
@@ -129,7 +132,7 @@ def main() -> int:
                     help="most seconds for training; a cut-short run is analysed at the checkpoints it reached")
     args = ap.parse_args()
 
-    t0 = time.time()
+    t0 = args.started_at if args.started_at is not None else time.time()
     left = lambda: args.deadline - args.reserve - (time.time() - t0)  # noqa: E731
     cfg = RunConfig.from_dict(json.loads(Path(args.config).read_text())) if args.config else get_preset(args.preset)
     if args.set:
