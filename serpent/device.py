@@ -1,8 +1,10 @@
 """Device and precision: one explicit place that decides where and in which number format work runs.
 
 * ``default_device()``: CUDA if present, else CPU (override with ``SERPENT_DEVICE``).
-* ``autocast_dtype(device, precision)``: ``auto`` gives bf16 on GPUs that support it, fp16 (with loss scaling in
-  training) on GPUs without bf16 such as Colab's T4, and fp32 on the CPU.
+* ``autocast_dtype(device, precision)``: ``auto`` gives bf16 on GPUs that support it natively (compute capability
+  8.0 and later, and ROCm), fp16 (with loss scaling in training and SGLD) on older GPUs such as Colab's T4, and fp32
+  on the CPU. (``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated, e.g. on a T4, where it
+  runs slowly, so it is not asked.)
 
 >>> autocast_dtype(torch.device("cpu"), "auto")
 torch.float32
@@ -40,8 +42,17 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision != "auto":
         raise ConfigError(f"precision: got {precision!r}; allowed: 'auto', 'fp32', 'bf16', 'fp16'")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return native_half_dtype(torch.cuda.get_device_capability(device), bool(torch.version.hip))
     return torch.float32
+
+
+def native_half_dtype(capability: tuple[int, int], rocm: bool = False) -> torch.dtype:
+    """bf16 where the GPU computes it natively (compute capability 8.0+, or ROCm), else fp16.
+
+    >>> native_half_dtype((9, 0)), native_half_dtype((7, 5)), native_half_dtype((7, 5), rocm=True)
+    (torch.bfloat16, torch.float16, torch.bfloat16)
+    """
+    return torch.bfloat16 if rocm or capability[0] >= 8 else torch.float16
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

@@ -30,7 +30,8 @@ Design
   NaN/inf, and raises :class:`~serpent.errors.DivergenceError` naming the step, chain and restriction and what to
   change. A run never returns a silent NaN.
 * **Devices.** Device-agnostic; the forward runs under ``serpent.device.autocast`` with the dtype for
-  ``cfg.precision`` (bf16 on recent GPUs, fp32 on the CPU); parameters, updates and statistics stay fp32.
+  ``cfg.precision`` (bf16 on recent GPUs; fp16 on older ones such as a T4, with the loss scaled by
+  ``FP16_LOSS_SCALE`` for the backward; fp32 on the CPU); parameters, updates and statistics stay fp32.
 
 >>> import torch
 >>> from serpent.config import SamplerConfig
@@ -55,6 +56,8 @@ from tqdm.auto import tqdm
 from .config import ModelConfig, SamplerConfig
 from .device import autocast, autocast_dtype, default_device
 from .errors import ConfigError, DivergenceError
+
+FP16_LOSS_SCALE = 1024.0
 
 __all__ = [
     "Restriction", "make_restriction", "head_restrictions", "restriction_size", "DrawState", "SGLDResult",
@@ -303,6 +306,9 @@ def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg
         raise ConfigError(f"check_every: got {check_every}; must be >= 1")
     device = default_device(device)
     dtype = autocast_dtype(device, cfg.precision)
+    # fp16 (GPUs without bf16): gradients of a mean over thousands of tokens fall below fp16's normal range in the
+    # backward; a fixed scale keeps them there (a mean loss's gradients are far from overflowing 65504)
+    loss_scale = FP16_LOSS_SCALE if dtype == torch.float16 else 1.0
     get_batch = _batch_fn(batches)
     restrictions = restrictions if restrictions is not None else [make_restriction("full", init_params)]
     if not restrictions:
@@ -411,7 +417,9 @@ def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg
         flat.requires_grad_(True)
         with autocast(device, dtype):
             bl = _mean_per_replica(loss_fn(views(flat), batch), R, "sampling")
-        (grad,) = torch.autograd.grad(bl.sum(), flat, allow_unused=True, materialize_grads=True)
+        (grad,) = torch.autograd.grad(bl.sum() * loss_scale, flat, allow_unused=True, materialize_grads=True)
+        if loss_scale != 1.0:
+            grad.div_(loss_scale)
         flat.requires_grad_(False)
         with torch.no_grad():
             bl = bl.detach()

@@ -196,3 +196,21 @@ def test_module_loss_fn_matches_a_hand_written_stacked_loss():
     got = fn(p, (x, y))
     want = ((torch.einsum("bi,roi->rbo", x, p["weight"]) + p["bias"][:, None, :] - y) ** 2).sum(-1)
     assert got.shape == (4, 7) and torch.allclose(got, want, atol=1e-5)
+
+
+def test_fp16_sampling_matches_fp32():
+    """GPUs without bf16 (a T4) sample in fp16 with a scaled loss: the same chains as fp32, within fp16's precision."""
+    from serpent.config import ModelConfig, SamplerConfig
+    from serpent.llc import estimate_llc
+    from serpent.model import build_model, model_params
+    cfg = ModelConfig(n_layers=2, n_heads=4, d_model=32, d_head=8, n_ctx=64, d_vocab=300)
+    params = model_params(build_model(cfg))
+    tokens = torch.randint(0, 300, (4, 64), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for precision in ("fp32", "fp16"):
+        sc = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=10, batch_size=4,
+                           precision=precision)
+        out[precision] = estimate_llc(cfg, params, lambda i: tokens, sc, progress=False)
+    a, b = out["fp32"], out["fp16"]
+    assert abs(a.init_loss - b.init_loss) < 1e-2 and a.mean > 0.1
+    assert abs(a.mean - b.mean) < 0.05 * abs(a.mean)
