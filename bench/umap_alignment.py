@@ -53,10 +53,11 @@ def movement(maps: list[np.ndarray]) -> float:
 
 
 def neighbour_overlap(X: np.ndarray, Y: np.ndarray, k: int = 15, sample: int = 1000, seed: int = 0) -> float:
-    from sklearn.neighbors import NearestNeighbors
+    """Mean share of a point's k nearest neighbours in ``X`` that are also among its k nearest in ``Y`` (over
+    ``sample`` points)."""
+    from serpent.embedding import _knn_indices
     idx = np.random.default_rng(seed).choice(len(X), size=min(sample, len(X)), replace=False)
-    nx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X[idx], return_distance=False)[:, 1:]
-    ny = NearestNeighbors(n_neighbors=k + 1).fit(Y).kneighbors(Y[idx], return_distance=False)[:, 1:]
+    nx, ny = _knn_indices(X, k)[idx], _knn_indices(Y, k)[idx]
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(nx, ny)]))
 
 

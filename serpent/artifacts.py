@@ -267,6 +267,18 @@ def _resolve(path_or_name: str | os.PathLike, root: Optional[str | os.PathLike])
     return artifacts_dir(root) / str(path_or_name)
 
 
+def _check_manifest(manifest: object, where: object) -> dict:
+    """The ``files`` of a manifest of this format, or :class:`ArtifactError` saying what is wrong with it."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ArtifactError(f"{where}: format {got!r} is not {FORMAT!r}; re-export the artifacts with this version "
+                            f"(or upgrade serpent)")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "config.json" not in files:
+        raise ArtifactError(f"{where} lists no files (or no config.json); the manifest is damaged: re-export")
+    return files
+
+
 def verify_artifacts(path: str | os.PathLike) -> dict:
     """Check an artifact folder against its manifest (format, every file's size, sha256, dtypes and shapes);
     returns the manifest or raises :class:`ArtifactError` naming what is wrong."""
@@ -279,13 +291,7 @@ def verify_artifacts(path: str | os.PathLike) -> dict:
         manifest = read_json(mf)
     except SerpentError as e:
         raise ArtifactError(str(e)) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ArtifactError(f"{mf}: format {got!r} is not {FORMAT!r}; re-export the artifacts with this version")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or "config.json" not in files:
-        raise ArtifactError(f"{mf} lists no files (or no config.json); the manifest is damaged: re-export")
-    for rel, info in files.items():
+    for rel, info in _check_manifest(manifest, mf).items():
         p = path / rel
         if not p.is_file():
             raise ArtifactError(f"{path}: {rel} is missing; restore it (git checkout -- {p}) or re-export")
@@ -417,12 +423,7 @@ def fetch_artifacts(url: str, name: Optional[str] = None, *, root: Optional[str 
             manifest = json.loads(tmp_manifest.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ArtifactError(f"{base}/manifest.json is not a JSON manifest; is {base} an artifact folder?") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
-                or not isinstance(manifest.get("files"), dict):
-            got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-            raise ArtifactError(f"{base}/manifest.json: format {got!r} is not {FORMAT!r}; this package cannot read "
-                                f"it (upgrade serpent, or re-export the artifacts)")
-        files = {_safe_relpath(rel): info for rel, info in manifest["files"].items()}
+        files = {_safe_relpath(rel): info for rel, info in _check_manifest(manifest, f"{base}/manifest.json").items()}
         name = _safe_relpath(name or str(manifest.get("name") or base.rsplit("/", 1)[-1]))
         dest = staging.parent / name
         if (dest / "manifest.json").is_file():

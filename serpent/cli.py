@@ -174,6 +174,7 @@ def _cmd_presets(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .artifacts import MAX_MB
     p = argparse.ArgumentParser(prog="python -m serpent", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training steps whose weights to keep in bf16 (default: the last)")
     x.add_argument("--train-tokens", type=int, default=1_000_000, help="tokens of the training stream to keep")
     x.add_argument("--test-tokens", type=int, default=500_000, help="tokens of the held-out stream to keep")
-    x.add_argument("--max-mb", type=float, default=40.0, help="refuse to write more than this many MB")
+    x.add_argument("--max-mb", type=float, default=MAX_MB, help="refuse to write more than this many MB")
     x.add_argument("--no-charts", action="store_true", help="leave the PNG charts out")
     x.set_defaults(func=_cmd_export)
 

@@ -14,10 +14,10 @@ Design choices (science.md §1.6; the papers' settings are not public):
   on one machine).
 * **Alignment** ``"warm"`` (the default when ``EmbeddingConfig.aligned``): checkpoints are fitted in training order,
   each UMAP initialised from the previous checkpoint's aligned map (tokens matched by (sequence, position)), then
-  Procrustes-aligned (rotation/reflection, shift, and a scale that keeps the spread) to it. Measured on this
-  2-core CPU: 4 checkpoints × 2,000 tokens took 24 s this way (numba warm-up included) against 158 s with
-  umap-learn's ``AlignedUMAP``, which
-  is available as ``alignment="aligned_umap"`` for small inputs. ``"procrustes"`` fits every checkpoint
+  Procrustes-aligned (rotation/reflection, shift, and a scale that keeps the spread) to it. It costs what
+  independent fits cost and moves tokens 4–5× less between checkpoints; umap-learn's ``AlignedUMAP`` moves them a
+  little less again at 2.6–6× the time (``bench/umap_alignment.py``, BENCHMARKS.md) and is available as
+  ``alignment="aligned_umap"`` for small inputs. ``"procrustes"`` fits every checkpoint
   independently (spectral init) and only rotates/scales it onto the previous one; ``"none"`` does nothing.
 * **Separation** (:func:`separation`): chance-corrected k-nearest-neighbour purity of the pattern labels,
   (P − E)/(1 − E), where P is the mean fraction of a token's k neighbours that share its pattern and E the same
