@@ -149,13 +149,16 @@ def _device() -> str:
 
 
 def _git_commit() -> Optional[str]:
+    """The package's git commit, or ``$SERPENT_COMMIT`` where the code is a copy without ``.git`` (a GPU machine)."""
     import subprocess
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                            cwd=Path(__file__).resolve().parent)
-        return (r.stdout.strip() or None) if r.returncode == 0 else None
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        pass
+    return os.environ.get("SERPENT_COMMIT") or None
 
 
 def export_artifacts(run: Run | str | os.PathLike, out: str | os.PathLike, *, name: Optional[str] = None,

@@ -29,23 +29,32 @@ from .errors import ConfigError, SerpentError
 __all__ = ["main", "parse_overrides"]
 
 
-def parse_overrides(items: list[str]) -> dict[str, dict]:
+def parse_overrides(items: list[str]) -> dict:
     """``["train.steps=100", "llc.chains=2"]`` -> ``{"train": {"steps": 100}, "llc": {"chains": 2}}``.
 
-    >>> parse_overrides(["train.steps=100", "data.corpus=stdlib", "model.normalization_type=null"])
-    {'train': {'steps': 100}, 'data': {'corpus': 'stdlib'}, 'model': {'normalization_type': None}}
+    Nested fields keep their dots; a top-level field has none:
+
+    >>> parse_overrides(["train.steps=100", "model.normalization_type=null", "susceptibility.sampler.draws=10"])
+    {'train': {'steps': 100}, 'model': {'normalization_type': None}, 'susceptibility': {'sampler.draws': 10}}
+    >>> parse_overrides(["susceptibility_checkpoints=12"])
+    {'susceptibility_checkpoints': 12}
     """
-    out: dict[str, dict] = {}
+    out: dict = {}
     for item in items:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
+        lhs, _, value = item.partition("=")
+        if not _ or not lhs or any(not part for part in lhs.split(".")):
             raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. train.steps=100")
-        lhs, value = item.split("=", 1)
-        section, fld = lhs.split(".", 1)
         try:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
-        out.setdefault(section, {})[fld] = parsed
+        section, dot, fld = lhs.partition(".")
+        if not dot:
+            out[section] = parsed
+        elif not isinstance(out.setdefault(section, {}), dict):
+            raise ConfigError(f"--set {item!r}: {section} is set as a whole and field by field")
+        else:
+            out[section][fld] = parsed
     return out
 
 

@@ -287,6 +287,18 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "ll
              "susceptibility": SusceptibilityConfig, "embedding": EmbeddingConfig}
 
 
+def _set_dotted(d: dict, where: str, key: str, value) -> None:
+    """Set ``d[a][b]... = value`` for ``key = "a.b..."``, naming the allowed fields when one does not exist."""
+    *parents, last = key.split(".")
+    for part in parents:
+        if not isinstance(d.get(part), dict):
+            raise ConfigError(f"{where}: {part!r} is not a section with fields; allowed fields are {sorted(d)}")
+        d, where = d[part], f"{where}.{part}"
+    if last not in d:
+        raise ConfigError(f"{where}: unknown field(s) [{last!r}]; allowed fields are {sorted(d)}")
+    d[last] = value
+
+
 @dataclass(frozen=True)
 class RunConfig(_Section):
     """Everything that defines a run; sections can be replaced with :meth:`with_overrides`."""
@@ -314,21 +326,25 @@ class RunConfig(_Section):
                               f"model.n_ctx = {self.model.n_ctx} (sequences longer than the context cannot be scored)")
 
     def with_overrides(self, **sections: dict) -> "RunConfig":
-        """Return a copy with some fields of some sections replaced, e.g. ``train={"steps": 10}``."""
+        """Return a copy with some fields of some sections replaced, e.g. ``train={"steps": 10}``.
+
+        A nested section's field is named with dots, e.g. ``susceptibility={"sampler.draws": 10}``.
+        """
         new = {}
         for name, changes in sections.items():
             if name not in _SECTIONS and name not in ("preset", "susceptibility_checkpoints"):
-                raise ConfigError(f"run: unknown section {name!r}; allowed: {sorted(_SECTIONS)}")
+                raise ConfigError(f"run: unknown section {name!r}; allowed: {sorted(_SECTIONS)} and the fields "
+                                  f"'preset', 'susceptibility_checkpoints'")
+            if name in _SECTIONS and not isinstance(changes, (dict, _SECTIONS[name])):
+                raise ConfigError(f"run: {name} is a section; set its fields, e.g. {name}.FIELD=VALUE")
             if name in _SECTIONS:
                 cur = getattr(self, name)
                 if isinstance(changes, _SECTIONS[name]):
                     new[name] = changes
                 else:
                     d = cur.to_dict()
-                    unknown = sorted(set(changes) - set(d))
-                    if unknown:
-                        raise ConfigError(f"{name}: unknown field(s) {unknown}; allowed fields are {sorted(d)}")
-                    d.update(changes)
+                    for key, value in changes.items():
+                        _set_dotted(d, name, key, value)
                     new[name] = _SECTIONS[name].from_dict(d)
             else:
                 new[name] = changes

@@ -362,3 +362,15 @@ def test_committed_artifacts_verify_load_and_match_their_manifest(tmp_path):
         for step, r in load_susceptibilities(run).items():
             declared = m["files"][f"susceptibility/step_{step:07d}.safetensors"]["tensors"]["chi"]["shape"]
             assert list(r.chi.shape) == declared and np.isfinite(r.chi).all()
+
+
+def test_commit_falls_back_to_the_environment_without_git(monkeypatch):
+    """A GPU machine gets a copy of the work tree without .git: the commit then comes from $SERPENT_COMMIT."""
+    import subprocess
+    from serpent import artifacts
+    assert artifacts._git_commit()                       # this checkout is a git repository
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 128, "", "not a repo"))
+    monkeypatch.delenv("SERPENT_COMMIT", raising=False)
+    assert artifacts._git_commit() is None
+    monkeypatch.setenv("SERPENT_COMMIT", "abc1234")
+    assert artifacts._git_commit() == "abc1234"

@@ -67,5 +67,24 @@ def test_unknown_fields_and_sections_are_refused():
 def test_overrides_and_cli_parsing():
     cfg = get_preset("tiny", **parse_overrides(["train.steps=7", "llc.epsilon=0.01", "data.corpus=stdlib"]))
     assert cfg.train.steps == 7 and cfg.llc.epsilon == 0.01 and cfg.data.corpus == "stdlib"
-    with pytest.raises(ConfigError, match="SECTION.FIELD=VALUE"):
-        parse_overrides(["steps=7"])
+    for bad in (["steps"], ["=7"], ["train.=7"], ["train..steps=7"]):
+        with pytest.raises(ConfigError, match="SECTION.FIELD=VALUE"):
+            parse_overrides(bad)
+    with pytest.raises(ConfigError, match="unknown section 'steps'"):
+        get_preset("tiny", **parse_overrides(["steps=7"]))
+
+
+def test_nested_and_top_level_overrides():
+    cfg = get_preset("tiny", **parse_overrides(["susceptibility.sampler.draws=9", "susceptibility.probe_sequences=3",
+                                                "susceptibility_checkpoints=5"]))
+    assert cfg.susceptibility.sampler.draws == 9 and cfg.susceptibility.probe_sequences == 3
+    assert cfg.susceptibility_checkpoints == 5
+    assert cfg.susceptibility.sampler.chains == get_preset("tiny").susceptibility.sampler.chains  # others kept
+    with pytest.raises(ConfigError, match=r"susceptibility.sampler: unknown field.*'drawz'.*allowed fields.*draws"):
+        get_preset("tiny", susceptibility={"sampler.drawz": 9})
+    with pytest.raises(ConfigError, match="'probe_length' is not a section"):
+        get_preset("tiny", susceptibility={"probe_length.x": 9})
+    with pytest.raises(ConfigError, match="set its fields"):
+        get_preset("tiny", **parse_overrides(["train=7"]))
+    with pytest.raises(ConfigError, match="draws"):   # the nested value is still validated
+        get_preset("tiny", **parse_overrides(["susceptibility.sampler.draws=0"]))
