@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "colab (T4-sized full), paper (the tetrahedron-3m recipe on the paper's data)")
     r.add_argument("--config", default=None, help="a JSON file with a whole RunConfig (instead of --preset)")
     r.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
-                   help="override one config field, e.g. --set train.steps=500 --set llc.chains=2 (repeatable)")
+                   help="override one config field, e.g. --set train.steps=500 --set susceptibility.sampler.draws=50 "
+                        "--set susceptibility_checkpoints=4 (repeatable)")
     r.add_argument("--out", default=None, help="run directory (default runs/<preset>); an existing one is resumed")
     r.add_argument("--stages", nargs="+", default=None,
                    help="only these stages (data train induction llc susceptibility serpent)")
