@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -54,6 +55,14 @@ def evaluate_loss(params: dict[str, torch.Tensor], windows: torch.Tensor, cfg, b
         total += float(loss.sum())
         count += loss.numel()
     return total / max(count, 1)
+
+
+def _forward_backward(step_fn, params, batch, device, dtype, scaler) -> torch.Tensor:
+    """One step's loss and gradients (scaled when training in float16)."""
+    with autocast(device, dtype):
+        loss = step_fn(params, batch)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return loss
 
 
 def train(run: Run, *, device=None, progress: bool = True, max_steps_this_call: int | None = None) -> dict:
@@ -104,6 +113,7 @@ def train(run: Run, *, device=None, progress: bool = True, max_steps_this_call: 
 
     step_fn = loss_fn
     use_compile = tc.compile == "yes" or (tc.compile == "auto" and device.type == "cuda")
+    compile_error = None
     if use_compile:
         step_fn = torch.compile(loss_fn)
 
@@ -124,14 +134,21 @@ def train(run: Run, *, device=None, progress: bool = True, max_steps_this_call: 
         batch = batch_at(train_tokens, step, tc.batch_size, mc.n_ctx, tc.seed, bos).to(device, non_blocking=True)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        with autocast(device, dtype):
-            loss = step_fn(params, batch)
+        try:
+            loss = _forward_backward(step_fn, params, batch, device, dtype, scaler)
+        except Exception as e:  # noqa: BLE001 - a compiler failure (e.g. no working triton) must not end the run
+            if step_fn is loss_fn:
+                raise
+            compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            warnings.warn(f"torch.compile failed at step {step} ({compile_error}); training goes on uncompiled "
+                          f"(set train.compile='no' to skip the attempt)")
+            opt.zero_grad(set_to_none=True)
+            step_fn, use_compile = loss_fn, False
+            loss = _forward_backward(step_fn, params, batch, device, dtype, scaler)
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
         else:
-            loss.backward()
             opt.step()
         opt.zero_grad(set_to_none=True)
         running.append(loss.detach())
@@ -163,7 +180,8 @@ def train(run: Run, *, device=None, progress: bool = True, max_steps_this_call: 
             "tokens_per_second": round(steps_run * tc.batch_size * mc.n_ctx / max(seconds, 1e-9)),
             "final_train_loss": round(last_train, 4), "final_test_loss": None if last_test is None else round(last_test, 4),
             "checkpoints": len(run.checkpoint_steps()), "device": describe_device(device),
-            "precision": str(dtype).replace("torch.", ""), "compiled": use_compile}
+            "precision": str(dtype).replace("torch.", ""), "compiled": use_compile,
+            **({"compile_error": compile_error} if compile_error else {})}
 
 
 def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:

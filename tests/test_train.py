@@ -50,6 +50,26 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, micro_run_config)
     assert [m["step"] for m in cut.metrics()] == [m["step"] for m in ref.metrics()]
 
 
+def test_a_failing_compiler_falls_back_to_eager_with_the_same_weights(tmp_path, micro_run_config, monkeypatch):
+    """torch.compile that breaks at the first step (e.g. no working triton on a GPU machine) must not end the run."""
+    from serpent.train import train
+    ref = _train_run(tmp_path / "ref", micro_run_config.with_overrides(train={"compile": "no"}))
+    train(ref, progress=False)
+
+    def broken_compile(fn, *a, **k):
+        def call(*args, **kwargs):
+            raise RuntimeError("triton: no working compiler found\n(long traceback)")
+        return call
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    run = _train_run(tmp_path / "run", micro_run_config.with_overrides(train={"compile": "yes"}))
+    with pytest.warns(UserWarning, match="torch.compile failed at step 0.*no working compiler"):
+        summary = train(run, progress=False)
+    assert summary["compiled"] is False and summary["compile_error"] == "RuntimeError: triton: no working compiler found"
+    a, b = ref.load_params(), run.load_params()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+
 def test_reopening_with_another_model_is_refused(tmp_path, micro_run_config):
     Run.create(tmp_path / "r", micro_run_config)
     other = micro_run_config.with_overrides(model={"d_model": 64, "d_head": 8})
