@@ -63,7 +63,8 @@ def solution(text: str) -> dict:
 def exercise(title: str, difficulty: int, importance: int, minutes: int, text: str) -> dict:
     d = "🔴" * difficulty + "⚪" * (5 - difficulty)
     i = "🔵" * importance + "⚪" * (5 - importance)
-    return md(f"### Exercise: {title}\n\n> **Difficulty** {d} · **Importance** {i} · about **{minutes} minutes**\n\n"
+    return md(f"### Exercise: {title}\n\n> **Difficulty** {d} ({difficulty}/5) · **Importance** {i} ({importance}/5) · "
+              f"about **{minutes} minutes**\n\n"
               + text.strip("\n"))
 
 
