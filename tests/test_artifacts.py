@@ -1,6 +1,8 @@
 """Artifacts: export a run, check the manifest against the files, unpack into a run every module reads."""
 
 import json
+import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -374,3 +376,62 @@ def test_commit_falls_back_to_the_environment_without_git(monkeypatch):
     assert artifacts._git_commit() is None
     monkeypatch.setenv("SERPENT_COMMIT", "abc1234")
     assert artifacts._git_commit() == "abc1234"
+
+
+def test_gpu_session_end_to_end_then_a_second_call_fills_in_and_reexports(tmp_path, micro_run_config):
+    """bench/gpu_session.py as the GPU machine runs it (a subprocess, code from the work tree): every stage, the
+    packed parts load back here; a second call (--skip train) reuses every checkpoint's result; a machine without
+    the run directory stops at once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from serpent.artifacts import load_artifacts
+    cfg = micro_run_config.with_overrides(
+        llc={"checkpoints": 3, "chains": 1, "draws": 4, "batch_size": 2},
+        susceptibility={"probe_sequences": 2, "probe_length": 32, "sampler.chains": 1, "sampler.draws": 4,
+                        "sampler.batch_size": 2},
+        susceptibility_checkpoints=2)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "SERPENT_COMMIT": "0123abc", "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+
+    def session(*extra, out="out"):
+        cmd = [sys.executable, str(root / "bench" / "gpu_session.py"), "--config", str(tmp_path / "cfg.json"),
+               "--out", str(tmp_path / "run"), "--export", str(tmp_path / out), "--deadline", "300",
+               "--reserve", "20", "--keep-checkpoints", "10", *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+        log = json.loads((tmp_path / out / "session.json").read_text())
+        return proc, log
+
+    proc, log = session()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    stages = log["stages"]
+    assert not [k for k, v in stages.items() if "error" in v], stages
+    assert {"data", "train", "induction", "llc", "susceptibility", "export"} <= set(stages) and not log["skipped"]
+    llc_steps = [k for k in stages if k.startswith("llc@")]
+    assert len(llc_steps) == 3 and len([k for k in stages if k.startswith("susceptibility@")]) == 2
+    # the parts reassemble into an artifact folder that loads here
+    (tmp_path / "here" / "artifacts").mkdir(parents=True)
+    joined = tmp_path / "full.tgz"
+    joined.write_bytes(b"".join((tmp_path / "out" / p).read_bytes() for p in log["parts"]))
+    with tarfile.open(joined) as tar:
+        tar.extractall(tmp_path / "here" / "artifacts", filter="data")
+    manifest = json.loads((tmp_path / "here" / "artifacts" / "full" / "manifest.json").read_text())
+    assert manifest["commit"] in ("0123abc", subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                                            text=True, cwd=root).stdout.strip())
+    run = load_artifacts("full", root=tmp_path / "here")
+    assert run.checkpoint_steps() == [10, 30] and len(pd.read_parquet(run.path / "llc" / "llc.parquet")) == 3
+    assert len(list((run.path / "susceptibility").glob("step_*.safetensors"))) == 2
+
+    # the second call on the same machine: nothing is estimated again, the export is redone
+    proc2, log2 = session("--skip", "train", out="out2")
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    again = {k: v["seconds"] for k, v in log2["stages"].items() if k.startswith(("llc@", "susceptibility@"))}
+    assert set(again) == {k for k in stages if k.startswith(("llc@", "susceptibility@"))}
+    assert sum(again.values()) < 0.5 * sum(stages[k]["seconds"] for k in again), (again, stages)
+    assert "train" not in log2["stages"] and log2["parts"]
+    # a fresh machine (no run directory) with --skip train: stops at once, says why
+    proc3 = subprocess.run([sys.executable, str(root / "bench" / "gpu_session.py"), "--config",
+                            str(tmp_path / "cfg.json"), "--out", str(tmp_path / "elsewhere"), "--skip", "train",
+                            "--export", str(tmp_path / "out3")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc3.returncode == 1 and "nothing to do" in proc3.stdout
