@@ -125,7 +125,7 @@ def nb00():
                    "create (or load) the run every later notebook uses: a small model trained on Python source code, "
                    "with every analysis stage already computed",
                    "find your way around a *run directory*"],
-                  "none.", "5 minutes", "10–20 minutes the first time (the tiny pipeline), seconds afterwards",
+                  "none.", "5 minutes", "6–10 minutes the first time (the tiny pipeline), seconds afterwards",
                   ("setup", "Setting up")) + [
         code('''
 PRESET = None        # None: the full run's committed results when present, else "tiny"; or "tiny" (a CPU in minutes),
@@ -453,7 +453,7 @@ induction_scores_chart(scores, thresholds=heads["thresholds"])
         md('''
 On the tiny preset no head crosses the thresholds: its few million training tokens show the early stages only
 (the ICL score is already negative, because later tokens of a file are easier to predict from the bigram statistics
-of that file). The full preset grows the circuit; chapter 2 shows its curves.
+of that file). A full-size model grows the circuit; chapter 2 shows the paper's model doing so.
 
 ## 3. A planted induction circuit
 
@@ -540,7 +540,7 @@ bars.properties(width=300, height=180, title=f"last checkpoint (chance: prev {ch
 '''),
     ] + footer(["Both scores are read from the attention pattern on repeated random tokens; chance is about 1/t.",
                 "The planted circuit is detected exactly: prev-token head in layer 0, induction head in layer 1.",
-                "The tiny run shows no induction heads yet; the full preset grows them (chapter 2)."],
+                "The tiny run shows no induction heads yet; a full-size model grows them (chapter 2 shows the paper's)."],
                ["Olsson et al. 2022, *In-context learning and induction heads*.",
                 "Elhage et al. 2021, *A mathematical framework for transformer circuits*."],
                "[3 · Singular learning theory in one notebook](03_slt.ipynb)")
@@ -1209,21 +1209,24 @@ book, in Colab and in a page opened from disk.
         code("serpent_chart(frame, max_points=MAX_POINTS)"),
         code("small_multiples(frame, max_points=MAX_POINTS)"),
         md('''
-**The spacing fin.** Spacing tokens coloured by the number of spaces before them (`n_prev_spaces`): in a mature
-serpent they line up along a fin that counts the indentation.
+**The spacing fin.** Whitespace tokens coloured by the width of the indentation they carry (spaces inside the
+token plus the spaces just before it, `n_prev_spaces`): in a mature serpent they line up along a fin that counts
+the indentation. In Python code a newline travels with the next line's indentation (`ĊĠĠĠ` is one *formatting*
+token) and pure *spacing* tokens are rare, so the fin is looked for among both.
 '''),
         code('''
-last_frame = frame[frame["step"] == frame["step"].max()]
-space = last_frame[last_frame["pattern"] == "spacing"]
-rest = last_frame[last_frame["pattern"] != "spacing"].sample(min(MAX_POINTS, (last_frame["pattern"] != "spacing").sum()),
-                                                             random_state=0)
+last_frame = frame[frame["step"] == frame["step"].max()].copy()
+last_frame["spaces"] = last_frame["n_prev_spaces"] + last_frame["token"].str.count("[ ␣]")
+white = last_frame["pattern"].isin(["spacing", "formatting"]) & (last_frame["spaces"] > 0)
+space, rest = last_frame[white], last_frame[~white]
+rest = rest.sample(min(MAX_POINTS, len(rest)), random_state=0)
 alt.layer(
     alt.Chart(rest[["x", "y"]]).mark_circle(size=6, color="#d0d0d0"),
-    alt.Chart(space[["x", "y", "n_prev_spaces", "context"]]).mark_circle(size=18).encode(
-        color=alt.Color("n_prev_spaces:Q", scale=alt.Scale(scheme="viridis"), title="spaces before"),
-        tooltip=["n_prev_spaces", "context"]),
+    alt.Chart(space[["x", "y", "spaces", "pattern", "context"]]).mark_circle(size=18).encode(
+        color=alt.Color("spaces:Q", scale=alt.Scale(scheme="viridis"), title="spaces"),
+        tooltip=["spaces", "pattern", "context"]),
 ).encode(x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None)).properties(
-    width=420, height=340, title=f"spacing tokens at step {int(last_frame['step'].iloc[0])}")
+    width=420, height=340, title=f"whitespace tokens at step {int(last_frame['step'].iloc[0])} ({len(space)} tokens)")
 '''),
         md('''
 ## 5. Try it live

@@ -12,7 +12,8 @@ Presets:
   of tokens, far more than a CPU trains in minutes.
 * ``full``   the 3M architecture on the default offline corpus, long enough to grow the induction circuit (GPU).
 * ``colab``  ``full`` resized to train in about 15 minutes on a Colab T4.
-* ``paper``  the tetrahedron-3m recipe of Hoogland et al. exactly (meant for the paper's data).
+* ``paper``  the tetrahedron-3m recipe of Hoogland et al. on the paper's data (training windows are drawn at random
+  rather than read once in order).
 
 >>> cfg = get_preset("tiny")
 >>> cfg.model.n_heads * cfg.model.n_layers
