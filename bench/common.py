@@ -37,6 +37,7 @@ def machine() -> str:
 
 def commit() -> str:
     try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
+                                       stderr=subprocess.DEVNULL).strip()
     except Exception:  # noqa: BLE001 - a copy without .git (the GPU machine): the commit the command names
         return os.environ.get("SERPENT_COMMIT", "unknown")[:7]

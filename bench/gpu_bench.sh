@@ -21,7 +21,7 @@ run() {   # run NAME LIMIT_SECONDS COMMAND...: output to $OUT/bench_NAME.txt, a 
 }
 if [ "${BENCH_CPU:-0}" = 1 ]; then
   run train 120 python3 bench/train.py --repeats 3
-  run llc 120 python3 bench/llc.py --size tiny --draws 20
+  run llc 120 python3 bench/llc.py --size tiny --ctx 128 --draws 20
   run susceptibility 180 python3 bench/susceptibility.py --draws 5
 else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/bench_gpu.txt" 2>&1
