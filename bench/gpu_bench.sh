@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Every side-by-side benchmark on the GPU machine in one call (about 6-8 minutes on one H100), each under its own
+# Every side-by-side benchmark on the GPU machine in one call (at most 9 minutes by the limits below), each under its own
 # time limit so one slow benchmark cannot take the others' time; outputs in $OUT/bench_*.txt for BENCHMARKS.md.
 # The settings are the anchors' (shared/platform.md §6), with fewer draws where the anchor's run would not fit.
 #
 #   on the machine (wheels carried in .whl, as for bench/gpu_session.py):
 #   S=$(date +%s) && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD SERPENT_COMMIT=<HEAD> && bash bench/gpu_bench.sh
-#   rehearsal on a CPU (small settings, ~4 minutes):  BENCH_CPU=1 OUT=/tmp/bench bash bench/gpu_bench.sh
+#   rehearsal on a CPU (small settings, under a minute):  BENCH_CPU=1 OUT=/tmp/bench bash bench/gpu_bench.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/bench}; mkdir -p "$OUT"

@@ -25,7 +25,8 @@ once instead of starting over.
 
 On the device machine (wheels carried in ``.whl``, see BENCHMARKS.md "GPU session")::
 
-    S=$(date +%s) && python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+    S=$(date +%s) && python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD SERPENT_COMMIT=<HEAD>     # <HEAD>: `git rev-parse HEAD` here
     python3 bench/gpu_session.py --config bench/gpu_full.json --out runs/full --started-at $S --deadline 575 --export $OUT
 
 Back here: ``cat full.tgz.part* | tar xz -C artifacts`` then ``python -m serpent serpent runs/full-artifacts`` after
@@ -60,11 +61,12 @@ class TimeUp(BaseException):
 
 
 def arm_watchdog(seconds: float) -> None:
-    """From ``seconds`` from now, interrupt the running stage with :class:`TimeUp` (0: disarm)."""
+    """From ``seconds`` from now, interrupt the running stage with :class:`TimeUp` (0: disarm; a deadline already
+    passed, ``seconds < 0``, rings at once)."""
     def ring(signum, frame):
         raise TimeUp()
     signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.0) if seconds else 0.0)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3) if seconds else 0.0)
 
 
 def coarse_to_fine(steps: list[int]) -> list[int]:

@@ -24,17 +24,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from common import commit, machine  # noqa: E402
 
-from serpent.embedding import _knn_indices  # noqa: E402
+from serpent.embedding import _knn_overlap  # noqa: E402
 from serpent.rundir import Run  # noqa: E402
 from serpent.susceptibility import susceptibilities  # noqa: E402
 from serpent.tokens import batch_at, fixed_windows  # noqa: E402
-
-
-def knn_overlap(a: np.ndarray, b: np.ndarray, k: int = 15) -> float:
-    """Mean share of each row's k nearest rows (standardised columns) that the two matrices agree on."""
-    z = lambda m: (m - m.mean(0)) / np.where(m.std(0) > 0, m.std(0), 1.0)
-    ia, ib = _knn_indices(z(a), k), _knn_indices(z(b), k)
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(ia, ib)]))
 
 
 def main() -> None:
@@ -76,8 +69,8 @@ def main() -> None:
         r_all = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
         r_head = float(np.median([np.corrcoef(a[:, h], b[:, h])[0, 1] for h in range(a.shape[1])]))
         rel = np.median(np.concatenate([s / np.maximum(np.abs(c), 1e-12) for s, c in zip(ses, chis)]))
-        print(f"| {draws} | {np.mean(secs):.1f} | {r_all:.3f} | {r_head:.3f} | {knn_overlap(a, b):.3f} | {rel:.2f} |",
-              flush=True)
+        overlap = _knn_overlap(a, b, 15)
+        print(f"| {draws} | {np.mean(secs):.1f} | {r_all:.3f} | {r_head:.3f} | {overlap:.3f} | {rel:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

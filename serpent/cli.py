@@ -41,8 +41,8 @@ def parse_overrides(items: list[str]) -> dict:
     """
     out: dict = {}
     for item in items:
-        lhs, _, value = item.partition("=")
-        if not _ or not lhs or any(not part for part in lhs.split(".")):
+        lhs, eq, value = item.partition("=")
+        if not eq or not lhs or any(not part for part in lhs.split(".")):
             raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. train.steps=100")
         try:
             parsed = json.loads(value)

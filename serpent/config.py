@@ -336,14 +336,13 @@ class RunConfig(_Section):
             if name not in _SECTIONS and name not in ("preset", "susceptibility_checkpoints"):
                 raise ConfigError(f"run: unknown section {name!r}; allowed: {sorted(_SECTIONS)} and the fields "
                                   f"'preset', 'susceptibility_checkpoints'")
-            if name in _SECTIONS and not isinstance(changes, (dict, _SECTIONS[name])):
-                raise ConfigError(f"run: {name} is a section; set its fields, e.g. {name}.FIELD=VALUE")
             if name in _SECTIONS:
-                cur = getattr(self, name)
                 if isinstance(changes, _SECTIONS[name]):
                     new[name] = changes
+                elif not isinstance(changes, dict):
+                    raise ConfigError(f"run: {name} is a section; set its fields, e.g. {name}.FIELD=VALUE")
                 else:
-                    d = cur.to_dict()
+                    d = getattr(self, name).to_dict()
                     for key, value in changes.items():
                         _set_dotted(d, name, key, value)
                     new[name] = _SECTIONS[name].from_dict(d)

@@ -304,6 +304,13 @@ def _knn_indices(points: np.ndarray, k: int) -> np.ndarray:
     return idx[~is_self].reshape(n, k)
 
 
+def _knn_overlap(a: np.ndarray, b: np.ndarray, k: int, preprocess_method: str = "standardize") -> float:
+    """Mean fraction of a row's ``k`` nearest rows in ``a`` that are also among its ``k`` nearest in ``b`` (both
+    pre-processed with ``preprocess_method``); rows are the same tokens, columns need not correspond."""
+    ia, ib = (_knn_indices(preprocess(m, preprocess_method), k) for m in (a, b))
+    return float(np.mean([len(set(p) & set(q)) / k for p, q in zip(ia, ib)]))
+
+
 def _cross_group_neighbours(points: np.ndarray, groups: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour indices ``(n, m)`` and a mask of the first k of them outside the point's own group."""
     from sklearn.neighbors import NearestNeighbors
@@ -555,11 +562,9 @@ def compare_serpents(frame_a, frame_b, *, k: int = 15, preprocess_method: str = 
             m = m.iloc[np.sort(np.random.default_rng(seed).choice(len(m), max_points, replace=False))]
         n = len(m)
         kk = min(k, n - 1)
-        idx = []
-        for heads, suffix in ((heads_a, "_a"), (heads_b, "_b")):
-            cols = [h + suffix if h + suffix in m else h for h in heads]
-            idx.append(_knn_indices(preprocess(m[cols].to_numpy(dtype=np.float64), preprocess_method), kk))
-        overlap = np.mean([len(set(p) & set(q)) / kk for p, q in zip(idx[0], idx[1])])
+        chi_a, chi_b = (m[[h + suffix if h + suffix in m else h for h in heads]].to_numpy(dtype=np.float64)
+                        for heads, suffix in ((heads_a, "_a"), (heads_b, "_b")))
+        overlap = _knn_overlap(chi_a, chi_b, kk, preprocess_method)
         rows.append({"step": int(s), "tokens": n,
                      "procrustes_r": procrustes_r(m[["x_a", "y_a"]].to_numpy(), m[["x_b", "y_b"]].to_numpy()),
                      "knn_overlap": float(overlap), "knn_chance": kk / (n - 1)})

@@ -56,6 +56,8 @@ from .sgld import (Restriction, SGLDResult, make_restriction, module_loss_fn, ru
 __all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "select_steps", "llc_over_checkpoints", "llc_stage",
            "calibrate", "calibrate_run", "model_config_of"]
 
+INIT_LOSS_BATCHES = 8  # minibatches averaged for the loss at the checkpoint (devinterp's init_loss)
+
 
 @dataclass
 class LLCResult:
@@ -135,8 +137,8 @@ def llc_from_sgld(res: SGLDResult, convention: str = "draws", restriction_index:
 
 def estimate_llc(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches, cfg: SamplerConfig, *,
                  loss: Callable | None = None, restriction: str | Restriction | None = None,
-                 init_loss_batches: int = 8, record_traces: bool = False, convention: str = "draws", device=None,
-                 progress: bool = True, **sgld_kwargs) -> LLCResult:
+                 init_loss_batches: int = INIT_LOSS_BATCHES, record_traces: bool = False, convention: str = "draws",
+                 device=None, progress: bool = True, **sgld_kwargs) -> LLCResult:
     """Estimate the LLC at ``params`` with ``cfg.chains`` batched SGLD chains.
 
     ``model_or_loss_fn`` is a :class:`ModelConfig` (our transformer, fast path; ``params`` by TransformerLens name),
@@ -204,7 +206,7 @@ def _llc_at(run, step: int, cfg: SamplerConfig, batches, init_loss_batches: int,
 
 
 def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerConfig | None = None, *,
-                         init_loss_batches: int = 8, device=None, progress: bool = True
+                         init_loss_batches: int = INIT_LOSS_BATCHES, device=None, progress: bool = True
                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """LLC at each of ``steps`` (default: ``select_steps`` of the run's config). Returns ``(table, traces)``.
 
@@ -293,7 +295,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     batches = _run_batches(run, cfg) if todo else None
     dev = default_device(device)
     for step in tqdm(todo, desc="LLC over checkpoints", disable=not progress):
-        row, trace = _llc_at(run, step, cfg, batches, 8, dev, progress)
+        row, trace = _llc_at(run, step, cfg, batches, INIT_LOSS_BATCHES, dev, progress)
         atomic_write_json(_step_file(out, step), {"settings": settings, "checkpoint": identity(step), "row": row,
                                                   "traces": trace.to_dict(orient="list")})
         results[step] = (row, trace)
@@ -325,7 +327,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
 
 def calibrate(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches, cfg: SamplerConfig,
               epsilons: Sequence[float], n_betas: Sequence[float], *, loss: Callable | None = None,
-              init_loss_batches: int = 8, flat_tolerance: float = 0.1, device=None,
+              init_loss_batches: int = INIT_LOSS_BATCHES, flat_tolerance: float = 0.1, device=None,
               progress: bool = True) -> pd.DataFrame:
     """Sweep ``epsilon × n_beta`` (other settings from ``cfg``) and say where sampling is healthy.
 

@@ -139,7 +139,7 @@ def train(run: Run, *, device=None, progress: bool = True, max_steps_this_call: 
         except Exception as e:  # noqa: BLE001 - a compiler failure (e.g. no working triton) must not end the run
             if step_fn is loss_fn:
                 raise
-            compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            compile_error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
             warnings.warn(f"torch.compile failed at step {step} ({compile_error}); training goes on uncompiled "
                           f"(set train.compile='no' to skip the attempt)")
             opt.zero_grad(set_to_none=True)

@@ -341,6 +341,9 @@ def test_gpu_session_helpers_order_steps_and_pack_parts(tmp_path, monkeypatch):
     gs.arm_watchdog(0.2)
     gs.arm_watchdog(0)
     time.sleep(0.4)                                                              # disarmed: nothing is raised
+    with pytest.raises(gs.TimeUp):                                               # a deadline already passed
+        gs.arm_watchdog(-5.0)                                                    # rings at once, not never
+        time.sleep(1)
 
 
 def test_committed_artifacts_verify_load_and_match_their_manifest(tmp_path):

@@ -190,7 +190,7 @@ def test_calibration_flags_divergence_and_the_chart_renders(tmp_path):
     assert all(p.exists() and p.stat().st_size > 1000 for p in paths)
 
 
-def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_config):
+def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_config, monkeypatch):
     from serpent.llc import llc_stage
     from serpent.pipeline import data_stage, train_stage
     from serpent.rundir import Run
@@ -221,43 +221,36 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
     calls = []
     real = serpent.llc._llc_at
     monkey = lambda *a, **k: calls.append(a[1]) or real(*a, **k)  # noqa: E731
-    serpent.llc._llc_at = monkey
-    try:
-        sub = llc_stage(run, steps=[table["step"].iloc[-1], table["step"].iloc[0]], charts=False, progress=False)
-        assert calls == [] and sub["reused"] == 2 and sub["computed"] == 0
-        pd.testing.assert_frame_equal(pd.read_parquet(out / "llc.parquet"),
-                                      table.iloc[[0, -1]].reset_index(drop=True))
-        # an interrupted stage continues where it stopped: the first checkpoints' results survive the failure
-        extra = [s for s in steps if s not in table["step"].tolist()][:2]
+    monkeypatch.setattr(serpent.llc, "_llc_at", monkey)
+    sub = llc_stage(run, steps=[table["step"].iloc[-1], table["step"].iloc[0]], charts=False, progress=False)
+    assert calls == [] and sub["reused"] == 2 and sub["computed"] == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "llc.parquet"),
+                                  table.iloc[[0, -1]].reset_index(drop=True))
+    # an interrupted stage continues where it stopped: the first checkpoints' results survive the failure
+    extra = [s for s in steps if s not in table["step"].tolist()][:2]
 
-        def fail_second(*a, **k):
-            if len(calls) == 1:
-                raise KeyboardInterrupt
-            return monkey(*a, **k)
-        serpent.llc._llc_at = fail_second
-        with pytest.raises(KeyboardInterrupt):
-            llc_stage(run, steps=extra + table["step"].tolist(), progress=False)
-        serpent.llc._llc_at = monkey
-        resumed = llc_stage(run, steps=extra + table["step"].tolist(), progress=False)
-        assert calls == [extra[0], extra[1]] and resumed["computed"] == 1 and resumed["reused"] == 4
-        both = pd.read_parquet(out / "llc.parquet").set_index("step")
-        pd.testing.assert_frame_equal(both.loc[table["step"]].reset_index(), table)
-        assert len(pd.read_parquet(out / "traces.parquet")) == 5 * 2 * 8
-    finally:
-        serpent.llc._llc_at = real
+    def fail_second(*a, **k):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return monkey(*a, **k)
+    monkeypatch.setattr(serpent.llc, "_llc_at", fail_second)
+    with pytest.raises(KeyboardInterrupt):
+        llc_stage(run, steps=extra + table["step"].tolist(), progress=False)
+    monkeypatch.setattr(serpent.llc, "_llc_at", monkey)
+    resumed = llc_stage(run, steps=extra + table["step"].tolist(), progress=False)
+    assert calls == [extra[0], extra[1]] and resumed["computed"] == 1 and resumed["reused"] == 4
+    both = pd.read_parquet(out / "llc.parquet").set_index("step")
+    pd.testing.assert_frame_equal(both.loc[table["step"]].reset_index(), table)
+    assert len(pd.read_parquet(out / "traces.parquet")) == 5 * 2 * 8
     with pytest.raises(SerpentError, match="no checkpoint at step"):
         llc_stage(run, steps=[7777], progress=False)
     # a checkpoint written again (a new training run in the same folder) is estimated again
     import os
     f = run.checkpoint_path(steps[1])
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
-    serpent.llc._llc_at = monkey
-    try:
-        calls.clear()
-        again = llc_stage(run, steps=[steps[1], table["step"].iloc[0]], charts=False, progress=False)
-        assert calls == [steps[1]] and again["computed"] == 1 and again["reused"] == 1
-    finally:
-        serpent.llc._llc_at = real
+    calls.clear()
+    again = llc_stage(run, steps=[steps[1], table["step"].iloc[0]], charts=False, progress=False)
+    assert calls == [steps[1]] and again["computed"] == 1 and again["reused"] == 1
     from serpent.cli import main                                   # the command line takes the same steps
     assert main(["llc", str(run.path), "--steps", str(steps[1]), "--quiet"]) == 0
     assert pd.read_parquet(out / "llc.parquet")["step"].tolist() == [steps[1]]
