@@ -393,8 +393,9 @@ def nb02():
                   ["measure previous-token and prefix-matching (induction) scores of every head",
                    "follow them over the checkpoints of the course's run",
                    "check the detectors on a hand-built model that implements the induction circuit exactly",
+                   "grow an induction circuit on your CPU in about a minute and watch the loss plateau, then drop",
                    "implement the two scores yourself (exercises with checks)"],
-                  "[notebook 1](01_growing.ipynb); what an attention pattern is.", "3 minutes", "3 minutes",
+                  "[notebook 1](01_growing.ipynb); what an attention pattern is.", "3 minutes", "5 minutes",
                   ("02_induction", "Induction heads")) + [
         code('''
 PRESET = None        # None: the full run's committed results when present, else "tiny"
@@ -402,6 +403,8 @@ RECOMPUTE = False       # True: recompute the scores over all checkpoints here i
 N_SEQS = 32             # probe sequences
 HALF_LEN = 128          # random tokens per half of a probe
 PLANTED_HALF_LEN = 20   # probe length for the planted model
+TOY_STEPS = 1200        # training steps of the toy model (the circuit forms near step 1,000)
+FOOL_STEPS = 600        # training steps of the fixed-period model in the exercise
 ''', tags=("parameters",)),
         fast("N_SEQS, HALF_LEN, PLANTED_HALF_LEN = 8, 32, 10"),
         code('''
@@ -538,8 +541,73 @@ bars = alt.Chart(pd.DataFrame(rows)).mark_bar().encode(x=alt.X("head:N", title="
                                                        column=alt.Column("score:N", title=None), tooltip=["head", "value"])
 bars.properties(width=300, height=180, title=f"last checkpoint (chance: prev {chance['prev_token']:.3f}, prefix {chance['prefix']:.3f})")
 '''),
+        md('''
+## 4. Grow an induction circuit on your CPU
+
+The tiny run stops long before the circuit forms on text. On data where copying is the *only* thing left to learn it
+forms in about a thousand steps. `grow_induction_circuit` trains the course's architecture, made small (`TOY_MODEL`:
+2 layers × 8 heads, d_model 128, a context of 64 tokens, 512 token ids), on **repeated random segments**: BOS, then a
+segment of `p` distinct random tokens repeated until the context is full, with a different period `p` in every
+sequence. The first `p` tokens are unpredictable; every later one can be copied from one period back. Every 50 steps
+it scores all 16 heads on a fixed probe, like the pipeline does at checkpoints.
+'''),
+        code('''
+from serpent.induction_toy import TOY_MODEL, grow_induction_circuit, repeated_segments
+
+print(repeated_segments(3, 24, 50, seed=0))       # three toy sequences: periods differ
+toy, history = grow_induction_circuit(TOY_MODEL, steps=TOY_STEPS, eval_every=50, seed=0)
+toy_heads = classify_heads(history)
+print("previous-token heads:", toy_heads["previous_token"], "| induction heads:", toy_heads["induction"])
+'''),
+        code('''
+V, N = TOY_MODEL.d_vocab, TOY_MODEL.n_ctx
+guess = np.log(V - 1)                                        # uniform guessing over the non-BOS ids
+periods = np.arange(4, (N - 1) // 2 + 1)
+copier = guess * np.mean((periods + 1) / (N - 1))            # guesses the first period (and its first repeat), copies the rest
+loss = history[history["score"] == "train_loss"][["step", "value"]]
+refs = pd.DataFrame({"value": [guess, copier], "level": ["uniform guess", "ideal copier (≈)"]})
+alt.layer(alt.Chart(loss).mark_line(point=True).encode(x=alt.X("step:Q", title="training step"),
+                                                       y=alt.Y("value:Q", title="training loss (nats per token)")),
+          alt.Chart(refs).mark_rule(strokeDash=[4, 3], color="grey").encode(y="value:Q", tooltip=["level", "value"]),
+          alt.Chart(refs).mark_text(align="right", dy=-6, color="grey").encode(y="value:Q", text="level:N", x=alt.value(415))
+          ).properties(width=420, height=240, title="toy model: a plateau, then the circuit")
+'''),
+        code("induction_scores_chart(history, thresholds=toy_heads['thresholds'], log_steps=False)"),
+        md('''
+Read the three charts together. The loss creeps down from the uniform-guess level for several hundred steps (the
+model learns what it can without copying), then drops within about a hundred steps towards the ideal copier's level.
+In the same window a layer-0 head starts attending to the previous token and layer-1 heads start attending to the
+token after the earlier occurrence of the current one: both halves of the circuit appear *together*, because neither
+is useful without the other. This abrupt, coordinated change after a plateau is what a developmental *stage
+transition* looks like; chapters 3 and 4 measure such transitions with the learning coefficient.
+
+Why vary the period? The detectors score attention on one probe of one length. A model trained on a single period
+can solve it by "attend `p − 1` positions back", with no previous-token head at all; on a probe of that very length
+this positional head scores like a perfect induction head. The exercise shows it.
+'''),
+        exercise("fool the detector", 2, 4, 5, '''
+Train the toy model with one fixed period, `grow_induction_circuit(TOY_MODEL, steps=600, periods=(31, 31))`, then
+score it with `induction_scores(model, half_len=L)` at `L = 31` (the trained length) and at `L = 20`. Which heads
+does `classify_heads` call induction heads at each length? What is the loss on the second copy at `L = 20`, and
+what does that tell you the layer-1 heads actually do? Then do the same for the model `toy` you grew above.
+'''),
+        solution('''
+fixed, _ = grow_induction_circuit(TOY_MODEL, steps=FOOL_STEPS, periods=(31, 31), seed=0, progress=False)
+for name, m in (("fixed period", fixed), ("varied periods", toy)):
+    for L_probe in (31, 20):
+        sc = induction_scores(m, n_seqs=16, half_len=L_probe, seed=1)
+        c = classify_heads(sc)
+        losses = sc[sc["head"] == "model"].set_index("score")["value"]
+        print(f"{name:15s} L={L_probe}: induction heads {c['induction']}, previous-token heads {c['previous_token']}, "
+              f"loss 1st copy {losses['loss_first_half']:.2f}, 2nd copy {losses['loss_second_half']:.2f}")
+# The fixed-period model's layer-1 heads look "p - 1 back": perfect at L = 31, useless (worse than guessing) at
+# L = 20. The model grown on varied periods copies at both lengths: it matches content, not position.
+'''),
     ] + footer(["Both scores are read from the attention pattern on repeated random tokens; chance is about 1/t.",
                 "The planted circuit is detected exactly: prev-token head in layer 0, induction head in layer 1.",
+                "On repeated random segments the circuit grows in about a thousand steps on a CPU: a loss plateau, then "
+                "previous-token and induction heads together. Score with two probe lengths: a positional head can pass "
+                "for an induction head at one.",
                 "The tiny run shows no induction heads yet; a full-size model grows them (chapter 2 shows the paper's)."],
                ["Olsson et al. 2022, *In-context learning and induction heads*.",
                 "Elhage et al. 2021, *A mathematical framework for transformer circuits*."],

@@ -21,6 +21,7 @@ from .train import train, evaluate_loss, unigram_entropy
 from .pipeline import STAGES, run_pipeline
 from .induction import (InductionConfig, induction_scores, scores_over_checkpoints, classify_heads,
                         planted_induction_model, induction_stage, repeated_random_tokens, icl_windows, chance_scores)
+from .induction_toy import TOY_MODEL, repeated_segments, grow_induction_circuit
 from .sgld import (Restriction, make_restriction, head_restrictions, restriction_size, run_sgld, SGLDResult,
                    DrawState, transformer_loss_fn, module_loss_fn)
 from .llc import estimate_llc, LLCResult, select_steps, llc_stage, calibrate, calibrate_run

@@ -1,6 +1,7 @@
 """Induction-head detectors: a hand-built circuit they must single out, a random model they must call chance, a
 small model trained on a synthetic copying task whose scores must rise, and the ``induction`` stage on a run dir."""
 import contextlib
+import functools
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from serpent.errors import ConfigError, CorpusError, SerpentError
 from serpent.induction import (InductionConfig, chance_scores, classify_heads, icl_positions, icl_windows,
                                induction_scores, induction_stage, planted_induction_model, repeated_random_tokens,
                                scores_over_checkpoints)
+from serpent.induction_toy import repeated_segments
 from serpent.model import build_model, model_params, per_token_loss
 
 
@@ -238,15 +240,6 @@ def _one_thread():
         torch.set_num_threads(n)
 
 
-def _periodic_rows(rng, n, T, V):
-    """Rows of [BOS, r, r, r, ...]: random tokens r (4..12 distinct ids, never BOS) repeated to length T."""
-    out = np.zeros((n, T), dtype=np.int64)
-    for b in range(n):
-        r = list(rng.choice(np.arange(1, V), size=int(rng.integers(4, 13)), replace=False))
-        out[b, 1:] = (r * T)[:T - 1]
-    return out
-
-
 @pytest.mark.slow
 def test_synthetic_training_grows_the_circuit_and_the_stage_records_it(tmp_path):
     from serpent.checkpoints import save_checkpoint
@@ -255,10 +248,10 @@ def test_synthetic_training_grows_the_circuit_and_the_stage_records_it(tmp_path)
     V, T = 32, 64
     cfg = ModelConfig(n_layers=2, n_heads=4, d_model=32, d_head=8, n_ctx=T, d_vocab=V, seed=0)
     run = Run.create(tmp_path / "run", RunConfig(model=cfg))
-    rng = np.random.default_rng(0)
     (run.path / "data").mkdir()
     # held-out documents longer than the context, so that most ICL windows lie inside one document
-    np.save(run.path / "data" / "test.npy", _periodic_rows(rng, 40, 400, V).reshape(-1).astype(np.uint16))
+    periodic = functools.partial(repeated_segments, vocab_size=V, min_period=4, max_period=12)  # [BOS, r, r, r, ...]
+    np.save(run.path / "data" / "test.npy", periodic(40, 400, seed=10**6).numpy().reshape(-1).astype(np.uint16))
     save_steps = {0, 25, 50, 100, 150, 200, 250, 300, 400}
     model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
@@ -268,7 +261,7 @@ def test_synthetic_training_grows_the_circuit_and_the_stage_records_it(tmp_path)
                 save_checkpoint(run.checkpoint_path(step), model_params(model), step, cfg)
             if step == max(save_steps):
                 break
-            tokens = torch.from_numpy(_periodic_rows(rng, 32, T, V))
+            tokens = periodic(32, T, seed=step)
             loss = per_token_loss(model_params(model), tokens, cfg).mean()
             opt.zero_grad()
             loss.backward()

@@ -44,7 +44,9 @@ def _thin(df: pd.DataFrame, max_rows: int = _MAX_ROWS) -> pd.DataFrame:
     return df[df["step"].isin(keep)]
 
 
-def _step_x(max_step: float, title: str = "training step (log scale)") -> alt.X:
+def _step_x(max_step: float, title: str = "training step (log scale)", log: bool = True) -> alt.X:
+    if not log:
+        return alt.X("step:Q", title="training step", axis=alt.Axis(format=",d", grid=True))
     ticks = [0] + [10 ** k for k in range(0, int(np.log10(max(max_step, 1))) + 1)]
     return alt.X("step:Q", scale=alt.Scale(type="symlog"), title=title,
                  axis=alt.Axis(values=ticks, format=",d", grid=True))
@@ -62,8 +64,10 @@ def _spread_labels(values: pd.Series, min_gap: float) -> pd.Series:
 
 
 def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int = 2,
-                     threshold: Optional[float] = None, width: int = 320, height: int = 240) -> alt.LayerChart:
-    """One line per head of ``score`` against step; the ``top`` heads at the last step coloured and labelled."""
+                     threshold: Optional[float] = None, width: int = 320, height: int = 240,
+                     log_steps: bool = True) -> alt.LayerChart:
+    """One line per head of ``score`` against step; the ``top`` heads at the last step coloured and labelled.
+    ``log_steps=False`` draws the step axis linearly (for evenly spaced records, like the induction toy's)."""
     df = scores[(scores["score"] == score) & (scores["head"] != "model")][["step", "head", "value"]]
     if df.empty:
         raise ValueError(f"the table has no rows for score {score!r}")
@@ -78,7 +82,7 @@ def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int =
     span = max(float(df["value"].max()), threshold or 0.0) - min(float(df["value"].min()), 0.0)
     lab["label_y"] = _spread_labels(lab["value"], 0.05 * span if span > 0 else 0.0)
     base = alt.Chart(df).encode(
-        x=_step_x(max_step),
+        x=_step_x(max_step, log=log_steps),
         y=alt.Y("value:Q", title=_TITLES.get(score, score)),
         detail="head:N",
         color=alt.Color("group:N", scale=alt.Scale(domain=domain, range=colors), title="head",
@@ -88,7 +92,7 @@ def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int =
     grey = base.transform_filter(alt.datum.group == "other heads").mark_line(strokeWidth=1, opacity=0.7)
     hi = base.transform_filter(alt.datum.group != "other heads").mark_line(strokeWidth=2.5, point=True)
     labels = alt.Chart(lab).mark_text(align="left", dx=6, fontWeight="bold").encode(
-        x=_step_x(max_step), y="label_y:Q", text="head:N",
+        x=_step_x(max_step, log=log_steps), y="label_y:Q", text="head:N",
         color=alt.Color("head:N", scale=alt.Scale(domain=domain, range=colors), legend=None))
     layers = [grey, hi, labels]
     if threshold is not None:
@@ -99,13 +103,13 @@ def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int =
 
 
 def induction_scores_chart(scores: pd.DataFrame, top: int = 2, thresholds: Optional[dict] = None,
-                           width: int = 320, height: int = 240) -> alt.HConcatChart:
+                           width: int = 320, height: int = 240, log_steps: bool = True) -> alt.HConcatChart:
     """Previous-token and prefix-matching scores side by side (see :func:`head_score_chart`).
 
     ``thresholds`` may be the ``thresholds`` dict of :func:`serpent.induction.classify_heads` (dashed rules).
     """
     t = thresholds or {}
-    charts = [head_score_chart(scores, s, top=top, threshold=t.get(s), width=width, height=height)
+    charts = [head_score_chart(scores, s, top=top, threshold=t.get(s), width=width, height=height, log_steps=log_steps)
               for s in ("prev_token", "prefix")]
     return alt.hconcat(*charts).resolve_scale(color="independent")
 

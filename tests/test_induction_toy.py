@@ -1,0 +1,59 @@
+"""The induction toy: its data, and a known answer for training + detectors together (the circuit forms)."""
+
+import math
+
+import pytest
+import torch
+
+from serpent.errors import ConfigError
+from serpent.induction import classify_heads, induction_scores
+from serpent.induction_toy import TOY_MODEL, grow_induction_circuit, repeated_segments
+
+
+def _period(row: torch.Tensor) -> int:
+    body = row[1:]
+    return next(p for p in range(1, len(body)) if bool((body[p:] == body[:-p]).all()))
+
+
+def test_repeated_segments_repeat_one_segment_with_a_period_that_varies():
+    x = repeated_segments(200, 64, 512, seed=3)
+    assert x.shape == (200, 64) and x.dtype == torch.long
+    assert bool((x[:, 0] == 0).all()) and bool((x[:, 1:] != 0).all())
+    periods = [_period(r) for r in x]
+    assert min(periods) >= 4 and max(periods) <= 31
+    assert len(set(periods)) > 15                      # no single period a model could memorise
+    for r, p in zip(x, periods):
+        assert len(set(r[1:p + 1].tolist())) == p      # distinct tokens inside a segment: the earlier match is unique
+    assert torch.equal(x, repeated_segments(200, 64, 512, seed=3))
+    assert not torch.equal(x, repeated_segments(200, 64, 512, seed=4))
+
+
+def test_repeated_segments_fixed_period_and_errors():
+    x = repeated_segments(5, 40, 100, min_period=7, max_period=7, bos_id=3, seed=0)
+    assert all(_period(r) == 7 for r in x) and bool((x[:, 0] == 3).all()) and bool((x[:, 1:] != 3).all())
+    with pytest.raises(ConfigError, match="min_period"):
+        repeated_segments(2, 40, 100, min_period=10, max_period=5)
+    with pytest.raises(ConfigError, match="vocab_size"):
+        repeated_segments(2, 64, 10)
+    with pytest.raises(ConfigError, match="steps"):
+        grow_induction_circuit(steps=0)
+
+
+def test_the_induction_circuit_grows_on_repeated_segments():
+    """Known answer: a previous-token head in layer 0 and an induction head in layer 1 appear, none at step 0, the
+    loss leaves the uniform-guess plateau ln(V - 1), and the circuit works at probe lengths it was not scored on."""
+    model, history = grow_induction_circuit(steps=1200, eval_every=100, progress=False)
+    start = classify_heads(history, step=0)
+    assert start["induction"] == [] and start["previous_token"] == []
+    end = classify_heads(history)
+    assert any(h.startswith("1:") for h in end["induction"]), end["heads"]
+    loss = history[history["score"] == "train_loss"].set_index("step")["value"]
+    assert abs(loss.iloc[0] - math.log(TOY_MODEL.d_vocab - 1)) < 0.3       # the first 100 steps: guessing
+    assert loss.iloc[-1] < 0.5 * loss.iloc[0]
+    for half_len in (13, 20):
+        other = induction_scores(model, n_seqs=16, half_len=half_len, seed=7)
+        c = classify_heads(other)
+        assert any(h.startswith("0:") for h in c["previous_token"]), c["heads"]
+        assert any(h.startswith("1:") for h in c["induction"]), c["heads"]
+        copy = other[other["head"] == "model"].set_index("score")["value"]
+        assert copy["loss_second_half"] < 0.5 * copy["loss_first_half"]
