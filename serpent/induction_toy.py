@@ -23,7 +23,7 @@ On natural text the induction circuit needs hundreds of millions of tokens (a GP
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import pandas as pd
 import torch
@@ -33,9 +33,17 @@ from .config import ModelConfig
 from .errors import ConfigError, DivergenceError
 from .induction import induction_scores
 
-__all__ = ["TOY_MODEL", "repeated_segments", "grow_induction_circuit"]
+__all__ = ["TOY_MODEL", "repeated_segments", "grow_induction_circuit", "GrownCircuit"]
 
 TOY_MODEL = ModelConfig(n_layers=2, n_heads=8, d_model=128, d_head=32, n_ctx=64, d_vocab=512)
+
+
+class GrownCircuit(NamedTuple):
+    """What :func:`grow_induction_circuit` returns."""
+
+    model: "torch.nn.Module"  #: the trained ``HookedTransformer`` (eval mode)
+    history: pd.DataFrame  #: ``step, head, score, value``: induction scores and ``train_loss`` over training
+    snapshots: dict  #: ``{step: {name: tensor}}``, copies of the parameters every ``keep_every`` steps (and step 0)
 
 
 def repeated_segments(n_seqs: int, length: int, vocab_size: int, *, min_period: int = 4,
@@ -68,24 +76,26 @@ def repeated_segments(n_seqs: int, length: int, vocab_size: int, *, min_period: 
 def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1200, batch_size: int = 16,
                            lr: float = 3e-3, weight_decay: float = 0.05, eval_every: int = 50,
                            periods: tuple = (4, None), probe_half_len: Optional[int] = None, seed: int = 0,
-                           device=None, progress: bool = True):
-    """Train a fresh model of ``model_cfg`` on :func:`repeated_segments` with AdamW; return ``(model, history)``.
+                           keep_every: Optional[int] = None, device=None, progress: bool = True) -> GrownCircuit:
+    """Train a fresh model of ``model_cfg`` on :func:`repeated_segments` with AdamW; return a :class:`GrownCircuit`.
 
     ``periods``: the ``(min_period, max_period)`` of the data (``(31, 31)``: one fixed period, the trap described
     in the module docstring). ``history``: the tidy ``step, head, score, value`` table of :func:`serpent.induction.induction_scores` on one
     probe of ``probe_half_len`` (default: the longest that fits) at step 0 and every ``eval_every`` steps, plus
     ``train_loss`` rows (head ``"model"``: mean training loss since the previous record). Draw it with
     :func:`serpent.charts.induction.induction_scores_chart`; label heads with
-    :func:`serpent.induction.classify_heads`.
+    :func:`serpent.induction.classify_heads`. ``keep_every``: keep a copy of the parameters at step 0 and every
+    that many steps (and the last), e.g. to estimate the learning coefficient across the transition.
 
-    >>> model, history = grow_induction_circuit(steps=4, eval_every=2, progress=False)
-    >>> sorted(history["step"].unique().tolist())
-    [0, 2, 4]
+    >>> grown = grow_induction_circuit(steps=4, eval_every=2, keep_every=4, progress=False)
+    >>> sorted(grown.history["step"].unique().tolist()), sorted(grown.snapshots)
+    ([0, 2, 4], [0, 4])
     """
     from .device import default_device
     from .model import build_model, model_params, per_token_loss
 
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),
+                        ("keep_every", keep_every or 1)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: got {value!r}; must be an integer >= 1")
     repeated_segments(1, model_cfg.n_ctx, model_cfg.d_vocab, min_period=periods[0], max_period=periods[1])  # checks
@@ -98,7 +108,11 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     half_len = probe_half_len or (model_cfg.n_ctx - 1) // 2
-    frames, running = [], []
+    frames, running, snapshots = [], [], {}
+
+    def keep(step: int) -> None:
+        if keep_every and (step % keep_every == 0 or step == steps):
+            snapshots[step] = {k: v.detach().clone() for k, v in params.items()}
 
     def record(step: int) -> None:
         df = induction_scores(model, n_seqs=16, half_len=half_len, seed=10_000 + seed, bos_id=0)
@@ -110,6 +124,7 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
         frames.append(df)
 
     record(0)
+    keep(0)
     bar = tqdm(range(1, steps + 1), desc="grow induction", disable=not progress)
     for step in bar:
         batch = repeated_segments(batch_size, model_cfg.n_ctx, model_cfg.d_vocab, min_period=periods[0],
@@ -122,9 +137,10 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
         if not math.isfinite(value):
             raise DivergenceError(f"training loss became {value} at step {step}; lower lr (now {lr})")
         running.append(value)
+        keep(step)
         if step % eval_every == 0 or step == steps:
             bar.set_postfix(loss=f"{sum(running) / len(running):.3f}")
             record(step)
     history = pd.concat(frames, ignore_index=True)
     history.attrs.update(half_len=half_len, model=model_cfg.to_dict())
-    return model.eval(), history
+    return GrownCircuit(model.eval(), history, snapshots)
