@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -33,7 +34,7 @@ from .config import ModelConfig
 from .errors import ConfigError, DivergenceError
 from .induction import induction_scores
 
-__all__ = ["TOY_MODEL", "repeated_segments", "grow_induction_circuit", "GrownCircuit"]
+__all__ = ["TOY_MODEL", "repeated_segments", "copyable_tokens", "grow_induction_circuit", "GrownCircuit"]
 
 TOY_MODEL = ModelConfig(n_layers=2, n_heads=8, d_model=128, d_head=32, n_ctx=64, d_vocab=512)
 
@@ -71,6 +72,25 @@ def repeated_segments(n_seqs: int, length: int, vocab_size: int, *, min_period: 
     segments = allowed[torch.rand(n_seqs, len(allowed), generator=g).argsort(dim=1)[:, :max_period]]
     body = segments.gather(1, torch.arange(length - 1).expand(n_seqs, -1) % periods)
     return torch.cat([torch.full((n_seqs, 1), int(bos_id), dtype=torch.long), body], dim=1)
+
+
+def copyable_tokens(tokens) -> np.ndarray:
+    """``(S, L)`` bool: True where token ``t`` can be copied by induction, i.e. the bigram ``(tokens[t-1], tokens[t])``
+    occurred earlier in its row (the rule of the *induction* pattern of :mod:`serpent.patterns`, on token ids).
+    On :func:`repeated_segments` these are the positions after the first period and its first repeat.
+
+    >>> copyable_tokens([[0, 5, 6, 7, 5, 6, 7, 5], [0, 3, 3, 3, 3, 4, 3, 4]]).astype(int).tolist()
+    [[0, 0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0, 1]]
+    """
+    ids = np.asarray(tokens)
+    out = np.zeros(ids.shape, dtype=bool)
+    for s, row in enumerate(ids.tolist()):
+        seen = set()
+        for t in range(1, len(row)):
+            bigram = (row[t - 1], row[t])
+            out[s, t] = bigram in seen
+            seen.add(bigram)                          # visible to later positions only
+    return out
 
 
 def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1200, batch_size: int = 16,
