@@ -597,24 +597,21 @@ from serpent.induction import classify_heads, induction_scores
 from serpent.induction_toy import TOY_MODEL, grow_induction_circuit
 
 fixed = grow_induction_circuit(TOY_MODEL, steps=600, periods=(31, 31), seed=0, progress=False).model
-for L_probe in (31, 20):
-    sc = induction_scores(fixed, n_seqs=16, half_len=L_probe, seed=1)
-    c = classify_heads(sc)
-    losses = sc[sc["head"] == "model"].set_index("score")["value"]
-    print(f"fixed period, L={L_probe}: induction heads {c['induction']}, previous-token heads {c['previous_token']}, "
-          f"loss 1st copy {losses['loss_first_half']:.2f}, 2nd copy {losses['loss_second_half']:.2f}")
+
+def probe_report(name, model):
+    for L_probe in (31, 20):
+        sc = induction_scores(model, n_seqs=16, half_len=L_probe, seed=1)
+        c = classify_heads(sc)
+        losses = sc[sc["head"] == "model"].set_index("score")["value"]
+        print(f"{name}, L={L_probe}: induction heads {c['induction']}, previous-token heads {c['previous_token']}, "
+              f"loss 1st copy {losses['loss_first_half']:.2f}, 2nd copy {losses['loss_second_half']:.2f}")
+
+probe_report("fixed period", fixed)
 # Its layer-1 heads look "p - 1 back": perfect at L = 31, useless (worse than guessing) at L = 20.
 '''),
         md("The model grown above on varied periods, on the same two probes: it copies at both lengths, because it "
            "matches content, not position."),
-        code('''
-for L_probe in (31, 20):
-    sc = induction_scores(toy, n_seqs=16, half_len=L_probe, seed=1)
-    c = classify_heads(sc)
-    losses = sc[sc["head"] == "model"].set_index("score")["value"]
-    print(f"varied periods, L={L_probe}: induction heads {c['induction']}, previous-token heads {c['previous_token']}, "
-          f"loss 1st copy {losses['loss_first_half']:.2f}, 2nd copy {losses['loss_second_half']:.2f}")
-'''),
+        code('probe_report("varied periods", toy)'),
     ] + footer(["Both scores are read from the attention pattern on repeated random tokens; chance is about 1/t.",
                 "The planted circuit is detected exactly: prev-token head in layer 0, induction head in layer 1.",
                 "On repeated random segments the circuit grows in about a thousand steps on a CPU: a loss plateau, then "
