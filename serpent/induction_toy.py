@@ -100,10 +100,10 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
     """Train a fresh model of ``model_cfg`` on :func:`repeated_segments` with AdamW; return a :class:`GrownCircuit`.
 
     ``periods``: the ``(min_period, max_period)`` of the data (``(31, 31)``: one fixed period, the trap described
-    in the module docstring). ``history``: the tidy ``step, head, score, value`` table of :func:`serpent.induction.induction_scores` on one
-    probe of ``probe_half_len`` (default: the longest that fits) at step 0 and every ``eval_every`` steps, plus
-    ``train_loss`` rows (head ``"model"``: mean training loss since the previous record). Draw it with
-    :func:`serpent.charts.induction.induction_scores_chart`; label heads with
+    in the module docstring). ``history``: the tidy ``step, head, score, value`` table of
+    :func:`serpent.induction.induction_scores` on one probe of ``probe_half_len`` (default: the longest that fits)
+    at step 0 and every ``eval_every`` steps, plus ``train_loss`` rows (head ``"model"``: mean training loss since
+    the previous record). Draw it with :func:`serpent.charts.induction.induction_scores_chart`; label heads with
     :func:`serpent.induction.classify_heads`. ``keep_every``: keep a copy of the parameters at step 0 and every
     that many steps (and the last), e.g. to estimate the learning coefficient across the transition.
 

@@ -80,7 +80,8 @@ def test_the_llc_jumps_when_the_circuit_forms(grown):
     from serpent.llc import estimate_llc
     batches = [repeated_segments(16, TOY_MODEL.n_ctx, TOY_MODEL.d_vocab, seed=5_000_000 + i) for i in range(20)]
     cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, batch_size=16)
-    llc = {s: estimate_llc(TOY_MODEL, grown.snapshots[s], batches, cfg, progress=False).mean for s in (0, 400, 700, 1200)}
+    llc = {s: estimate_llc(TOY_MODEL, grown.snapshots[s], batches, cfg, progress=False).mean
+           for s in (0, 400, 700, 1200)}
     assert llc[0] < llc[400] < llc[1200]
     assert abs(llc[700] - llc[400]) < 0.3 * llc[400]            # the plateau
     assert llc[1200] > 1.8 * llc[700]                            # the transition
