@@ -889,10 +889,10 @@ data: the learning coefficient of a model *before*, *during* and *after* a stage
 from tqdm.auto import tqdm
 from serpent.config import SamplerConfig
 from serpent.llc import estimate_llc
-from serpent.induction_toy import TOY_MODEL, grow_induction_circuit, repeated_segments
+from serpent.induction_toy import TOY_MODEL, grow_induction_circuit, sgld_minibatches
 
 grown = grow_induction_circuit(TOY_MODEL, steps=1200, eval_every=50, keep_every=TOY_KEEP_EVERY, seed=0)
-toy_batches = [repeated_segments(16, TOY_MODEL.n_ctx, TOY_MODEL.d_vocab, seed=5_000_000 + i) for i in range(50)]
+toy_batches = sgld_minibatches(50)        # fixed SGLD minibatches of the toy's data, unseen in training
 toy_cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=TOY_DRAWS, batch_size=16)
 rows = []
 for step, params in tqdm(grown.snapshots.items(), desc="LLC of the toy"):
@@ -1431,13 +1431,14 @@ with UMAP aligned across the checkpoints, and colour the two kinds.
 from tqdm.auto import tqdm
 from serpent.config import EmbeddingConfig, SamplerConfig
 from serpent.embedding import embed_checkpoints, preprocess, separation
-from serpent.induction_toy import TOY_MODEL, copyable_tokens, grow_induction_circuit, repeated_segments
+from serpent.induction_toy import (TOY_MODEL, copyable_tokens, grow_induction_circuit, repeated_segments,
+                                   sgld_minibatches)
 from serpent.susceptibility import susceptibilities
 
 grown = grow_induction_circuit(TOY_MODEL, steps=max(TOY_SERPENT_STEPS), keep_every=100, seed=0, progress=False)
 toy_probe = repeated_segments(TOY_PROBES, TOY_MODEL.n_ctx, TOY_MODEL.d_vocab, seed=7_000_000)
 kind = np.where(copyable_tokens(toy_probe.numpy()), "copyable", "new")
-toy_batches = [repeated_segments(16, TOY_MODEL.n_ctx, TOY_MODEL.d_vocab, seed=5_000_000 + i) for i in range(50)]
+toy_batches = sgld_minibatches(50)        # fixed SGLD minibatches of the toy's data, unseen in training
 toy_cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=TOY_CHAINS, draws=TOY_DRAWS, batch_size=16)
 toy_chi = {}
 for step in tqdm(TOY_SERPENT_STEPS, desc="toy susceptibilities"):

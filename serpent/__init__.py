@@ -17,18 +17,19 @@ from .tokens import TokenData, tokenize_corpus, batch_at, fixed_windows, documen
 from .rundir import Run
 from .checkpoints import (save_checkpoint, load_checkpoint, checkpoint_schedule, load_timaeus_checkpoint,
                           download_timaeus_checkpoint)
-from .train import train, evaluate_loss, unigram_entropy
+from .train import train, evaluate_loss, unigram_entropy, adamw
 from .pipeline import STAGES, run_pipeline
 from .induction import (InductionConfig, induction_scores, scores_over_checkpoints, classify_heads,
                         planted_induction_model, induction_stage, repeated_random_tokens, icl_windows, chance_scores)
-from .induction_toy import TOY_MODEL, repeated_segments, grow_induction_circuit
+from .induction_toy import (TOY_MODEL, repeated_segments, copyable_tokens, sgld_minibatches, grow_induction_circuit,
+                           GrownCircuit)
 from .sgld import (Restriction, make_restriction, head_restrictions, restriction_size, run_sgld, SGLDResult,
                    DrawState, transformer_loss_fn, module_loss_fn)
 from .llc import estimate_llc, LLCResult, select_steps, llc_stage, calibrate, calibrate_run
 from .susceptibility import (SusceptibilityResult, SusceptibilityStats, susceptibilities, sample_susceptibilities,
                              susceptibility_from_traces, component_specs, load_susceptibilities, response_matrix,
                              response_pca, susceptibility_stage, SIGN_CONVENTION)
-from .patterns import PATTERNS, PALETTE, classify_tokens, n_prev_spaces, label_result, label_results
+from .patterns import PATTERNS, PALETTE, classify_tokens, repeated_bigrams, n_prev_spaces, label_result, label_results
 from .embedding import (preprocess, embed_checkpoints, separation, pattern_separation, compare_serpents, serpent_frame,
                         serpent_stage)
 from .explorer import write_explorer

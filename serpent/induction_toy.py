@@ -32,11 +32,14 @@ from tqdm.auto import tqdm
 
 from .config import ModelConfig
 from .errors import ConfigError, DivergenceError
-from .induction import induction_scores
+from .induction import induction_scores, repeated_random_tokens
+from .patterns import repeated_bigrams
 
-__all__ = ["TOY_MODEL", "repeated_segments", "copyable_tokens", "grow_induction_circuit", "GrownCircuit"]
+__all__ = ["TOY_MODEL", "repeated_segments", "copyable_tokens", "sgld_minibatches", "grow_induction_circuit",
+           "GrownCircuit"]
 
 TOY_MODEL = ModelConfig(n_layers=2, n_heads=8, d_model=128, d_head=32, n_ctx=64, d_vocab=512)
+_SGLD_SEED = 5_000_000  # sampling minibatches' seeds start here; training uses seed * 1_000_003 + step
 
 
 class GrownCircuit(NamedTuple):
@@ -76,21 +79,23 @@ def repeated_segments(n_seqs: int, length: int, vocab_size: int, *, min_period: 
 
 def copyable_tokens(tokens) -> np.ndarray:
     """``(S, L)`` bool: True where token ``t`` can be copied by induction, i.e. the bigram ``(tokens[t-1], tokens[t])``
-    occurred earlier in its row (the rule of the *induction* pattern of :mod:`serpent.patterns`, on token ids).
+    occurred earlier in its row (:func:`serpent.patterns.repeated_bigrams`, the induction pattern's rule, on ids).
     On :func:`repeated_segments` these are the positions after the first period and its first repeat.
 
     >>> copyable_tokens([[0, 5, 6, 7, 5, 6, 7, 5], [0, 3, 3, 3, 3, 4, 3, 4]]).astype(int).tolist()
     [[0, 0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0, 1]]
     """
-    ids = np.asarray(tokens)
-    out = np.zeros(ids.shape, dtype=bool)
-    for s, row in enumerate(ids.tolist()):
-        seen = set()
-        for t in range(1, len(row)):
-            bigram = (row[t - 1], row[t])
-            out[s, t] = bigram in seen
-            seen.add(bigram)                          # visible to later positions only
-    return out
+    return np.array([repeated_bigrams(row) for row in np.asarray(tokens).tolist()], dtype=bool)
+
+
+def sgld_minibatches(n: int, batch_size: int = 16, model_cfg: ModelConfig = TOY_MODEL) -> list[torch.Tensor]:
+    """``n`` fixed minibatches of :func:`repeated_segments` for sampling at the toy's snapshots (LLC,
+    susceptibilities), from seeds that :func:`grow_induction_circuit`'s training batches do not use.
+
+    >>> [tuple(b.shape) for b in sgld_minibatches(2, batch_size=3)]
+    [(3, 64), (3, 64)]
+    """
+    return [repeated_segments(batch_size, model_cfg.n_ctx, model_cfg.d_vocab, seed=_SGLD_SEED + i) for i in range(n)]
 
 
 def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1200, batch_size: int = 16,
@@ -113,6 +118,7 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
     """
     from .device import default_device
     from .model import build_model, model_params, per_token_loss
+    from .train import adamw
 
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),
                         ("keep_every", keep_every or 1)):
@@ -123,11 +129,9 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
     torch.manual_seed(seed)
     model = build_model(model_cfg, device=dev)
     params = model_params(model)
-    decay = [p for p in params.values() if p.dim() >= 2]
-    no_decay = [p for p in params.values() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    half_len = probe_half_len or (model_cfg.n_ctx - 1) // 2
+    opt = adamw(params, lr, weight_decay)
+    half_len = min(probe_half_len or model_cfg.n_ctx, (model_cfg.n_ctx - 1) // 2)   # the longest that fits
+    probe = repeated_random_tokens(16, half_len, model_cfg.d_vocab, bos_id=0, seed=10_000 + seed)  # one, reused
     frames, running, snapshots = [], [], {}
 
     def keep(step: int) -> None:
@@ -135,7 +139,7 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
             snapshots[step] = {k: v.detach().clone() for k, v in params.items()}
 
     def record(step: int) -> None:
-        df = induction_scores(model, n_seqs=16, half_len=half_len, seed=10_000 + seed, bos_id=0)
+        df = induction_scores(model, probe=probe, bos_id=0)
         if running:
             df = pd.concat([df, pd.DataFrame([{"head": "model", "score": "train_loss",
                                                "value": sum(running) / len(running)}])], ignore_index=True)

@@ -42,7 +42,7 @@ import numpy as np
 
 from .errors import SerpentError
 
-__all__ = ["PATTERNS", "PALETTE", "token_text", "display_text", "classify_tokens", "n_prev_spaces",
+__all__ = ["PATTERNS", "PALETTE", "token_text", "display_text", "classify_tokens", "repeated_bigrams", "n_prev_spaces",
            "classify_ids", "context_snippet", "label_result", "label_results", "pattern_counts"]
 
 #: Pattern names in priority order (the first matching rule wins).
@@ -142,6 +142,22 @@ def _classify_one(text: str, special: bool, prev_text: Optional[str]) -> str:
     return "other"
 
 
+def repeated_bigrams(seq: Sequence) -> list[bool]:
+    """The induction rule: ``True`` at ``t`` when the bigram ``(seq[t-1], seq[t])`` already occurred in ``seq[:t]``
+    (some ``j + 1 <= t - 1`` with ``seq[j], seq[j+1]`` equal to it). Works on strings or token ids.
+
+    >>> repeated_bigrams([5, 6, 5, 6]), repeated_bigrams([7, 7, 7])
+    ([False, False, False, True], [False, False, True])
+    """
+    seen: set = set()
+    out = [False] * len(seq)
+    for t in range(1, len(seq)):
+        bigram = (seq[t - 1], seq[t])
+        out[t] = bigram in seen
+        seen.add(bigram)          # the bigram ending at t is visible to later positions only
+    return out
+
+
 def classify_tokens(tokens: Sequence[str], *, whitespace_induction: bool = False) -> list[str]:
     """Pattern of every position of one sequence of raw byte-level BPE token strings: ``(T,)`` → ``list[str]``.
 
@@ -156,23 +172,18 @@ def classify_tokens(tokens: Sequence[str], *, whitespace_induction: bool = False
     tokens = list(tokens)
     texts = [token_text(t) for t in tokens]
     specials = [_is_special(t) for t in tokens]
-    seen: set[tuple[str, str]] = set()
+    repeated = repeated_bigrams(tokens)
     out: list[str] = []
-    for t, tok in enumerate(tokens):
+    for t in range(len(tokens)):
         prev_text = None
         if t > 0 and not specials[t - 1]:
             prev_text = texts[t - 1]
         base = _classify_one(texts[t], specials[t], prev_text)
         label = base
-        if t >= 1:
-            bigram = (tokens[t - 1], tok)
-            if (bigram in seen and not specials[t - 1] and not specials[t]
-                    and (whitespace_induction or base not in ("spacing", "formatting"))):
-                label = "induction"
-            # the bigram ending at t becomes visible to later positions only (j + 1 <= t - 1 < t' - 1)
+        if (repeated[t] and not specials[t - 1] and not specials[t]
+                and (whitespace_induction or base not in ("spacing", "formatting"))):
+            label = "induction"
         out.append(label)
-        if t >= 1:
-            seen.add((tokens[t - 1], tok))
     return out
 
 

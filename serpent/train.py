@@ -28,7 +28,7 @@ from .errors import DivergenceError
 from .model import build_model, model_params, per_token_loss
 from .rundir import Run
 
-__all__ = ["train", "evaluate_loss", "train_key"]
+__all__ = ["train", "evaluate_loss", "train_key", "adamw"]
 
 
 def train_key(run: Run) -> str:
@@ -65,6 +65,20 @@ def _forward_backward(step_fn, params, batch, device, dtype, scaler) -> torch.Te
     return loss
 
 
+def adamw(params: dict[str, torch.Tensor], lr: float, weight_decay: float,
+          betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (embeddings, attention weights), none on biases and LayerNorm.
+
+    >>> opt = adamw({"W": torch.zeros(2, 2, requires_grad=True), "b": torch.zeros(2, requires_grad=True)}, 1e-3, 0.05)
+    >>> [g["weight_decay"] for g in opt.param_groups]
+    [0.05, 0.0]
+    """
+    decay = [p for p in params.values() if p.dim() >= 2]
+    no_decay = [p for p in params.values() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+
+
 def train(run: Run, *, device=None, progress: bool = True, max_steps_this_call: int | None = None) -> dict:
     """Train (or resume training) the run's model; returns a summary dict.
 
@@ -79,11 +93,7 @@ def train(run: Run, *, device=None, progress: bool = True, max_steps_this_call: 
     torch.manual_seed(tc.seed)
     model = build_model(mc, device=device)
     params = model_params(model)
-    decay = [p for n, p in params.items() if p.dim() >= 2]
-    no_decay = [p for n, p in params.items() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=tc.lr, betas=(tc.beta1, tc.beta2))
+    opt = adamw(params, tc.lr, tc.weight_decay, (tc.beta1, tc.beta2))
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     schedule = checkpoint_schedule(tc.steps, tc.log_checkpoints, tc.linear_checkpoints)
     done = [s for s in run.checkpoint_steps() if s <= tc.steps]
