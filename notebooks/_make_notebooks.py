@@ -83,7 +83,7 @@ def header(name: str, title: str, learn: list[str], prereq: str, t4: str, cpu: s
 
 SETUP = f'''
 # Setup. In Colab: install the course package (Colab's own torch, numpy and pandas are left alone) and say where the
-# full run's published results are (course_run() downloads them once, checked against their manifest).
+# course's published results are (course_run() downloads them once, checked against their manifest).
 import os, sys, subprocess
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "serpent[widgets] @ git+{REPO_URL}"], check=True)
@@ -128,11 +128,11 @@ def nb00():
                   "none.", "5 minutes", "6–10 minutes the first time (the tiny pipeline), seconds afterwards",
                   ("setup", "Setting up")) + [
         code('''
-PRESET = None        # None: the full run's committed results when present, else "tiny"; or "tiny" (a CPU in minutes),
-                     # "colab" (a T4, ~15 min of training), "full" (a modern GPU)
+PRESET = None        # None: the committed results of the full (GPU) run, else of the cpu run, else "tiny";
+                     # or "tiny" (a CPU in minutes), "cpu" (2 CPU cores, ~2 hours), "colab" (a T4), "full" (a GPU)
 ''', tags=("parameters",)),
-        fast('print("fast mode: course_run() uses the full run\'s committed results if present, else runs/tiny if it is "\n'
-             '      "complete, else a micro run (about a minute)")'),
+        fast('print("fast mode: course_run() uses the committed results of the full or cpu run if present, else runs/tiny "\n'
+             '      "if it is complete, else a micro run (about a minute)")'),
         md('''
 ## 1. Does everything import, and is the fast path right?
 
@@ -156,9 +156,11 @@ assert torch.allclose(fast_path, reference, atol=1e-4), "the fast forward disagr
         md('''
 ## 2. The course's run
 
-`course_run()` loads the full-scale run's committed results (`artifacts/full`, checked against their manifest) when
-the repository has them; otherwise it finds `runs/tiny` at the top of the repository (or `/content/runs/tiny` in
-Colab). If that run is missing or incomplete it runs the whole pipeline — the same as `python -m serpent run --preset tiny --out runs/tiny`:
+`course_run()` loads the committed results of the full-scale GPU run (`artifacts/full`) when the repository has
+them, else those of the book's CPU run (`artifacts/cpu`: the same small model as `tiny`, trained 35 times longer, so
+that its induction circuit forms), each checked against its manifest; otherwise it finds `runs/tiny` at the top of
+the repository (or `/content/runs/tiny` in Colab). If that run is missing or incomplete it runs the whole pipeline —
+the same as `python -m serpent run --preset tiny --out runs/tiny`:
 corpus → tokenizer → training with checkpoints → induction scores → LLC → susceptibilities → the serpent. A complete
 run is simply loaded, so the later notebooks start in seconds.
 '''),
@@ -235,7 +237,7 @@ def nb01():
                    "read training curves against the unigram and bigram entropies of the data"],
                   "[notebook 0](00_setup.ipynb).", "3 minutes", "2 minutes", ("01_growing", "Growing a model")) + [
         code('''
-PRESET = None        # None: the full run's committed results when present, else "tiny"
+PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
 N_TOKENS = 160        # tokens of the snippet to draw
 TOP_TOKENS = 25       # most frequent tokens to list
 ''', tags=("parameters",)),
@@ -345,9 +347,10 @@ alt.layer(curves, rules, ticks).resolve_scale(color="independent").properties(
     width=480, height=260, title="Training and held-out loss (ticks: checkpoints)")
 '''),
         md('''
-The tiny preset falls through the unigram stage quickly and then towards the bigram line: the early stages of
-development (LM1–LM2 in the paper's model). The induction circuit needs hundreds of millions of tokens; see the next
-notebook for how to tell whether it has formed.
+Both CPU presets fall through the unigram stage quickly and then towards the bigram line: the early stages of
+development (LM1–LM2 in the paper's model). The `tiny` run stops there (2.5 M tokens). The book's `cpu` run (the
+same model, 86 M tokens) goes on: a small, late bump in the loss around the induction head's onset, near step
+24,000; the next notebook shows how to tell whether the circuit has formed.
 '''),
     ] + footer(["The corpus is Python source split by file; the tokenizer is a 2k (tiny) or 5k byte-level BPE.",
                 "The model is a 2-layer attention-only TransformerLens model with shortformer positions.",
@@ -398,7 +401,7 @@ def nb02():
                   "[notebook 1](01_growing.ipynb); what an attention pattern is.", "3 minutes", "5 minutes",
                   ("02_induction", "Induction heads")) + [
         code('''
-PRESET = None        # None: the full run's committed results when present, else "tiny"
+PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
 RECOMPUTE = False       # True: recompute the scores over all checkpoints here instead of loading them
 N_SEQS = 32             # probe sequences
 HALF_LEN = 128          # random tokens per half of a probe
@@ -453,9 +456,12 @@ induction_scores_chart(scores, thresholds=heads["thresholds"])
 '''),
         code("icl_chart(scores)"),
         md('''
-On the tiny preset no head crosses the thresholds: its few million training tokens show the early stages only
-(the ICL score is already negative, because later tokens of a file are easier to predict from the bigram statistics
-of that file). A full-size model grows the circuit; chapter 2 shows the paper's model doing so.
+On the book's `cpu` run a layer-0 head (0:4) becomes a previous-token head within the first few thousand steps,
+and a layer-1 head starts matching prefixes from about step 24,000 (about 49 M tokens, twice what the
+√(batch × context) law of Aoyama et al. predicts), reaching about 0.09, nine times chance, at step 42,000: the
+paper's order, on natural text, on a CPU. On the `tiny` run no head crosses the thresholds: its few million
+training tokens show the early stages only (the ICL score is already negative there, because later tokens of a file
+are easier to predict from the bigram statistics of that file).
 
 ## 3. A planted induction circuit
 
@@ -543,8 +549,8 @@ bars.properties(width=300, height=180, title=f"last checkpoint (chance: prev {ch
         md('''
 ## 4. Grow an induction circuit on your CPU
 
-The tiny run stops long before the circuit forms on text. On data where copying is the *only* thing left to learn it
-forms in about a thousand steps. `grow_induction_circuit` trains the course's architecture, made small (`TOY_MODEL`:
+On text the circuit takes the `cpu` run tens of thousands of steps (an hour). On data where copying is the *only*
+thing left to learn it forms in about a thousand steps. `grow_induction_circuit` trains the course's architecture, made small (`TOY_MODEL`:
 2 layers × 8 heads, d_model 128, a context of 64 tokens, 512 token ids), on **repeated random segments**: BOS, then a
 segment of `p` distinct random tokens repeated until the context is full, with a different period `p` in every
 sequence. The first `p` tokens are unpredictable; every later one can be copied from one period back. Every 50 steps
@@ -617,7 +623,8 @@ probe_report("fixed period", fixed)
                 "On repeated random segments the circuit grows in about a thousand steps on a CPU: a loss plateau, then "
                 "previous-token and induction heads together. Score with two probe lengths: a positional head can pass "
                 "for an induction head at one.",
-                "The tiny run shows no induction heads yet; a full-size model grows them (chapter 2 shows the paper's)."],
+                "The book's cpu run grows a previous-token head in layer 0 first and a prefix-matching head in layer 1 later; "
+                "the tiny run stops before either (chapter 2 shows the paper's model)."],
                ["Olsson et al. 2022, *In-context learning and induction heads*.",
                 "Elhage et al. 2021, *A mathematical framework for transformer circuits*."],
                "[3 · Singular learning theory in one notebook](03_slt.ipynb)")
@@ -800,7 +807,7 @@ def nb04():
                    "watch the LLC jump across a stage transition you grow on your CPU"],
                   "[notebook 3](03_slt.ipynb).", "6 minutes", "7 minutes", ("04_llc_in_practice", "The LLC in practice")) + [
         code('''
-PRESET = None        # None: the full run's committed results when present, else "tiny"
+PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
 RECOMPUTE = False                  # True: re-estimate the LLC at every checkpoint here
 CAL_EPSILONS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 CAL_N_BETAS = [3.0, 10.0, 30.0]
@@ -960,7 +967,7 @@ def nb05():
                   "[notebook 4](04_llc.ipynb); covariances.", "5 minutes", "5 minutes",
                   ("05_susceptibilities", "Susceptibilities")) + [
         code('''
-PRESET = None        # None: the full run's committed results when present, else "tiny"
+PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
 COMPONENTS = "heads"          # every head; or a list such as ["0:1", "1:6"]
 CHAINS, DRAWS, BATCH = 4, 40, 16
 PROBE_SEQS, PROBE_LEN = 4, 64
@@ -1192,7 +1199,7 @@ def nb06():
                   "[notebook 5](05_susceptibilities.ipynb).", "7 minutes", "9 minutes (UMAP: 1 more with RECOMPUTE)",
                   ("06_serpent", "The rainbow serpent")) + [
         code('''
-PRESET = None        # None: the full run's committed results when present, else "tiny"
+PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
 RECOMPUTE = False        # True: recompute labels, UMAP and separation here (UMAP compiles with numba: ~30 s more)
 MAX_POINTS = 4000        # points per checkpoint in the interactive chart
 TOY_SERPENT_STEPS = [0, 600, 900, 1200]   # section 6: checkpoints of the induction toy
@@ -1313,10 +1320,10 @@ alt.hconcat(
 **Induction tokens and induction heads.** The question the whole course builds up to: do the tokens an induction
 head can predict (the second occurrence of a bigram) gather in the serpent *when* the induction heads appear? Left:
 the best prefix-matching score of any head at each checkpoint (notebook 2); right: the cross-token separation of the
-induction pattern alone. On the tiny run the prefix score stays at chance while the induction tokens' separation
-drifts up a little (repeated identifiers respond alike even without an induction head), so a rise alone proves
-nothing: on a run that grows the circuit (the `full` preset) the test is whether the separation *jumps* when the
-prefix score does, around the bump in the loss.
+induction pattern alone. Repeated identifiers respond alike even without an induction head, so a slow rise alone
+proves nothing: on a run that grows the circuit (the book's `cpu` run; the `full` preset) the test is whether the
+separation *jumps* when the prefix score does, measured against the same measure for patterns that mean nothing
+(`python -m serpent milestones` prints both).
 '''),
         code('''
 scores = pd.read_parquet(run.path / "induction" / "scores.parquet")
@@ -1420,8 +1427,8 @@ alt.vconcat(small_multiples(frame, max_points=1000).properties(title="seed 0"),
         md('''
 ## 6. A serpent you can grow on a CPU: the induction toy
 
-The tiny run ends before its induction circuit forms, so its induction tokens cannot be seen separating. The induction
-toy of notebooks 2 and 4 grows its circuit in about a minute, and we know which of its tokens the circuit predicts: a
+On text we only have a rule of thumb for which tokens the induction circuit predicts. The induction toy of
+notebooks 2 and 4 grows its circuit in about a minute, and there we know exactly which tokens it predicts: a
 token is **copyable** when the bigram (previous token, token) already occurred in its sequence, the induction
 pattern's rule (`copyable_tokens`); every other token is **new**. Compute the susceptibilities of 16 toy sequences at
 four moments (initialisation, the plateau, mid-transition, after) with the same estimator as the serpent, embed them
@@ -1496,7 +1503,7 @@ def nb07():
                   "[notebook 5](05_susceptibilities.ipynb).", "5 minutes", "5 minutes",
                   ("07_going_further", "Going further")) + [
         code('''
-PRESET = None        # None: the full run's committed results when present, else "tiny"
+PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
 COMPONENTS = "heads+mlp"     # Pythia's 6 x 4 heads and 6 MLPs
 CHAINS, DRAWS, BATCH = 2, 20, 8
 PROBE_SEQS, PROBE_LEN = 4, 64

@@ -5,11 +5,12 @@ Every notebook starts with ``run = course_run()``. Design:
 * **Where.** The repository root is found by walking up from the current directory to the first folder that holds
   ``runs/`` or ``pyproject.toml`` (notebooks run from ``notebooks/``); in Colab it is ``/content``. Runs live in
   ``ROOT/runs/<name>``.
-* **Which.** ``course_run()`` without a preset takes :func:`default_preset`: the full run when its committed
-  results (``artifacts/full``) or a complete ``runs/full`` are there, else ``tiny``. Where neither is on disk but
+* **Which.** ``course_run()`` without a preset takes :func:`default_preset`: the full (GPU) run when its committed
+  results (``artifacts/full``) or a complete ``runs/full`` are there, else the book's CPU run (``artifacts/cpu``,
+  which grows the induction circuit on text), else ``tiny``. Where neither is on disk but
   fetching is allowed (:func:`published_artifacts_url`: in Colab, or with ``SERPENT_ONLINE=1``; never in fast mode),
-  the full run's published artifacts are downloaded first (:func:`serpent.artifacts.fetch_artifacts`); if that
-  fails, the notebook says why and goes on with ``tiny``.
+  the published artifacts of the full run, else of the CPU run, are downloaded first
+  (:func:`serpent.artifacts.fetch_artifacts`); if that fails, the notebook says why and goes on with ``tiny``.
 * **What.** ``course_run("tiny")`` returns ``runs/tiny`` when that run is *complete* (every available pipeline stage
   recorded in its ``stages.json`` and training finished); else, when committed artifacts ``ROOT/artifacts/<preset>``
   exist (:mod:`serpent.artifacts`), their unpacked run directory; otherwise it runs :func:`serpent.pipeline.run_pipeline`
@@ -19,8 +20,9 @@ Every notebook starts with ``run = course_run()``. Design:
   book build). A complete ``runs/tiny`` is still preferred (CI creates one before the tests); without it the
   notebooks use ``runs/<preset>-fast``, a *micro* override of the tiny preset (:func:`micro_config`: 150 training
   steps on 1.5 MB of text, a handful of SGLD draws) that runs end to end in about a minute on a free CPU.
-* Presets other than ``tiny`` (``colab``, ``full``) train for many minutes on a GPU; ``course_run`` builds them only
-  when asked to (``compute=True``, the default), and says how long to expect.
+* Presets other than ``tiny`` take long: ``cpu`` about two hours on a 2-core CPU, ``colab`` and ``full`` many
+  minutes on a GPU; ``course_run`` builds them only when asked to (``compute=True``, the default), and says how long
+  to expect.
 
 >>> micro_config().train.steps
 150
@@ -167,30 +169,37 @@ def published_artifacts_url(env: Optional[Mapping[str, str]] = None) -> Optional
     return url.rstrip("/") if url and online and not is_fast(env) else None
 
 
-def _fetch_published_full(base: Path, progress: bool, then: str) -> None:
-    """Download the full run's published artifacts into ``base/artifacts/full`` when allowed and not at hand."""
+def _fetch_published(base: Path, progress: bool, then: str) -> None:
+    """Download the published results of the full run, else of the book's CPU run, into ``base/artifacts/NAME``
+    when fetching is allowed and neither is at hand."""
     url = published_artifacts_url()
-    if url is None or default_preset(base) == "full":
+    if url is None or default_preset(base) != "tiny":
         return
     from .artifacts import ArtifactError, fetch_artifacts
-    try:
-        fetch_artifacts(f"{url}/full", "full", root=base, progress=progress)
-        print(f"fetched the full run's results from {url}/full")
-    except ArtifactError as e:
-        print(f"note: the full run's published results could not be fetched ({e}); {then}")
+    why = {}
+    for name in ("full", "cpu"):
+        try:
+            fetch_artifacts(f"{url}/{name}", name, root=base, progress=progress)
+            print(f"fetched the {name} run's results from {url}/{name}")
+            return
+        except ArtifactError as e:
+            why[name] = str(e)
+    print(f"note: the published results could not be fetched (full: {why['full']}; cpu: {why['cpu']}); {then}")
 
 
 def default_preset(root: Optional[str | os.PathLike] = None) -> str:
-    """``"full"`` when the full run's results are at hand (committed ``artifacts/full`` or a complete ``runs/full``
-    under ``root``, default :func:`find_root`), else ``"tiny"``: the preset the notebooks use unless told otherwise.
+    """The preset the notebooks use unless told otherwise: the first of ``"full"`` (the GPU run) and ``"cpu"`` (the
+    book's CPU run, which grows the induction circuit on text) whose results are at hand under ``root`` (default
+    :func:`find_root`): committed ``artifacts/NAME`` or a complete ``runs/NAME``; else ``"tiny"``.
 
     >>> import tempfile
     >>> default_preset(tempfile.mkdtemp())
     'tiny'
     """
     base = Path(root) if root is not None else find_root()
-    if (base / "artifacts" / "full" / "manifest.json").is_file() or run_is_complete(base / "runs" / "full"):
-        return "full"
+    for name in ("full", "cpu"):
+        if (base / "artifacts" / name / "manifest.json").is_file() or run_is_complete(base / "runs" / name):
+            return name
     return "tiny"
 
 
@@ -198,7 +207,7 @@ def course_run(preset: Optional[str] = None, fast: Optional[bool] = None, *,
                root: Optional[str | os.PathLike] = None, compute: bool = True, progress: bool = True, device=None):
     """The :class:`~serpent.rundir.Run` a notebook works on (see the module docstring).
 
-    ``preset``: ``"tiny"``, ``"colab"`` or ``"full"``; None (default): :func:`default_preset`. ``fast``: default
+    ``preset``: ``"tiny"``, ``"cpu"``, ``"colab"`` or ``"full"``; None (default): :func:`default_preset`. ``fast``: default
     :func:`is_fast`; ``root``: where ``runs/`` lives (default :func:`find_root`); ``compute=False`` raises instead of
     running the pipeline when the run is missing or incomplete.
     """
@@ -207,9 +216,9 @@ def course_run(preset: Optional[str] = None, fast: Optional[bool] = None, *,
 
     base = Path(root) if root is not None else find_root()
     fast = is_fast() if fast is None else bool(fast)
-    if preset in (None, "full") and not fast:
-        _fetch_published_full(base, progress, "going on with the tiny preset" if preset is None
-                              else "the full preset will be computed here")
+    if preset in (None, "full", "cpu") and not fast:
+        _fetch_published(base, progress, "going on with the tiny preset" if preset is None
+                         else f"the {preset} preset will be computed here")
     preset = default_preset(base) if preset is None else preset
     if preset not in PRESETS:
         raise ConfigError(f"preset: got {preset!r}; allowed: {sorted(PRESETS)}")
@@ -233,6 +242,9 @@ def course_run(preset: Optional[str] = None, fast: Optional[bool] = None, *,
                            f"{preset} --out {path}` (or call course_run(compute=True))")
     if preset in ("full", "paper") and not fast:
         print(f"note: the {preset!r} preset trains for a long time and needs a GPU; on a CPU use preset='tiny'")
+    if preset == "cpu" and not fast:
+        print("note: the 'cpu' preset takes about two hours on a 2-core CPU (the command line shows time left: "
+              "`python -m serpent run --preset cpu`); preset='tiny' takes minutes")
     print(f"building the run {path} ({cfg.preset} recipe): this happens once, later notebooks load it")
     from .pipeline import run_pipeline
     t0 = time.time()

@@ -80,6 +80,8 @@ MEASURES = {
     "by_pattern": "chance-corrected kNN purity of each pattern alone in the 2-D map",
     "by_pattern_cross_token": "cross-token purity of each pattern alone in the pre-processed susceptibility space "
                               "(e.g. do induction tokens lie with other induction tokens?)",
+    "by_pattern_cross_token_null": "per pattern, [mean, sd] of by_pattern_cross_token under the same token-level "
+                                   "permutations as cross_token_null",
 }
 
 
@@ -411,9 +413,10 @@ def cross_token_null(points: np.ndarray, labels: Sequence, groups: Sequence, *, 
 
 
 def _cross_token(points, labels, groups, *, k: int, n_perm: int, max_points: Optional[int],
-                 seed: int) -> tuple[float, float, float, dict[str, float]]:
-    """The cross-token separation, its null's mean and standard deviation, and the cross-token separation of each
-    pattern alone (as :func:`pattern_separation` with ``groups``), all from one neighbour search."""
+                 seed: int) -> tuple[float, float, float, dict[str, float], dict[str, list[float]]]:
+    """The cross-token separation, its null's mean and standard deviation, the cross-token separation of each
+    pattern alone (as :func:`pattern_separation` with ``groups``) and each pattern's null ``[mean, sd]``, all from
+    one neighbour search."""
     pts = np.asarray(points, dtype=np.float64)
     lab = np.asarray(labels).astype(str)
     grp = np.asarray(groups)
@@ -423,21 +426,28 @@ def _cross_token(points, labels, groups, *, k: int, n_perm: int, max_points: Opt
     pts, lab, grp = pts[idx], lab[idx], grp[idx]
     uniq, first, inverse = np.unique(grp, return_index=True, return_inverse=True)
     if len(uniq) < 2 or len(np.unique(lab)) < 2:
-        return float("nan"), float("nan"), float("nan"), {str(c): float("nan") for c in np.unique(lab)}
+        return (float("nan"), float("nan"), float("nan"), {str(c): float("nan") for c in np.unique(lab)},
+                {str(c): [float("nan"), float("nan")] for c in np.unique(lab)})
     nbr, first_k = _cross_group_neighbours(pts, grp, min(k, len(pts) - 1))
     agree, chance = _agreement_from(nbr, first_k, lab), _chance(lab, grp)
     observed, by_label = _corrected(agree, chance), _per_label(agree, chance, lab)
     token_label = lab[first]
     rng = np.random.default_rng(seed)
-    values = []
+    values, per_label = [], {c: [] for c in by_label}
     for _ in range(n_perm):
         lab2 = token_label[rng.permutation(len(uniq))][inverse]
         if len(np.unique(lab2)) > 1:
-            values.append(_corrected(_agreement_from(nbr, first_k, lab2), _chance(lab2, grp)))
+            agree2, chance2 = _agreement_from(nbr, first_k, lab2), _chance(lab2, grp)
+            values.append(_corrected(agree2, chance2))
+            for c, v in _per_label(agree2, chance2, lab2).items():
+                if c in per_label and np.isfinite(v):
+                    per_label[c].append(v)
     values = [v for v in values if np.isfinite(v)]
+    null_by_label = {c: ([float(np.mean(v)), float(np.std(v, ddof=1))] if len(v) > 1 else [float("nan")] * 2)
+                     for c, v in per_label.items()}
     if len(values) < 2:
-        return observed, float("nan"), float("nan"), by_label
-    return observed, float(np.mean(values)), float(np.std(values, ddof=1)), by_label
+        return observed, float("nan"), float("nan"), by_label, null_by_label
+    return observed, float(np.mean(values)), float(np.std(values, ddof=1)), by_label, null_by_label
 
 
 def pattern_separation(points: np.ndarray, labels: Sequence, *, k: int = 15, groups: Optional[Sequence] = None,
@@ -503,7 +513,7 @@ def separation_table(embedding, labels_by_point, features_by_step: Optional[Mapp
             row["features"] = separation(feats, lab, k=k, seed=seed)
             if tok is not None:
                 (row["cross_token"], row["cross_token_null_mean"], row["cross_token_null_sd"],
-                 row["by_pattern_cross_token"]) = _cross_token(feats, lab, tok, k=k, n_perm=50, max_points=10_000,
+                 row["by_pattern_cross_token"], row["by_pattern_cross_token_null"]) = _cross_token(feats, lab, tok, k=k, n_perm=50, max_points=10_000,
                                                                seed=seed)
         out[int(s)] = row
     return out

@@ -6,7 +6,8 @@ from the files its stages wrote: ``metrics.jsonl``, ``induction/scores.parquet``
 ``serpent/separation.json``. Nothing is recomputed.
 
 * An **onset** is the first checkpoint from which a curve stays at or above a threshold (:func:`onset`), so one
-  noisy checkpoint does not count. Heads use the thresholds of :func:`serpent.induction.classify_heads` (previous
+  noisy checkpoint does not count. Previous-token onsets count layer-0 heads, the circuit's first half (a
+  later-layer head that copies the previous token is named in the note). Heads use the thresholds of :func:`serpent.induction.classify_heads` (previous
   token 0.15, prefix 0.04, or five times the uniform-attention chance if higher).
 * A **pause** of the LLC is its largest fall between consecutive checkpoints, as a fraction of its whole rise
   (:func:`largest_dip`); the paper's LLC dips while the previous-token heads form (172.4 at step 6,500 → 170.9 at
@@ -26,12 +27,13 @@ True
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["PAPER", "onset", "largest_dip", "milestones"]
+__all__ = ["PAPER", "onset", "largest_dip", "predicted_induction_onset", "milestones"]
 
 #: The paper's model (tetrahedron-3m, seed as published; science.md §2).
 PAPER = {
@@ -42,6 +44,16 @@ PAPER = {
     "llc": (123.6, 181.3),
     "llc_dip": "172.4 → 170.9 between steps 6,500 and 8,500 (LM3, previous-token heads forming)",
 }
+
+
+def predicted_induction_onset(batch_size: int, n_ctx: int) -> float:
+    """Training tokens after which induction heads form, by the fit of Aoyama, Wilcox and Schneider (arXiv
+    2511.16893): about ``10**5.7 * sqrt(batch_size * n_ctx)``, whatever the model's size.
+
+    >>> round(predicted_induction_onset(16, 128) / 1e6, 1), round(predicted_induction_onset(100, 1024) / 1e6)
+    (22.7, 160)
+    """
+    return 10 ** 5.7 * math.sqrt(batch_size * n_ctx)
 
 
 def onset(steps: Sequence[int], values: Sequence[float], threshold: float) -> Optional[int]:
@@ -98,13 +110,20 @@ def milestones(run) -> "pd.DataFrame":
         th = classify_heads(df)["thresholds"]
         heads = df[df["head"] != "model"]
         best = heads.pivot_table(index="step", columns="score", values="value", aggfunc="max").sort_index()
-        prev_on = onset(best.index, best["prev_token"], th["prev_token"])
+        # the circuit's previous-token heads sit in layer 0 (the paper's 0:1, 0:4); later layers may copy the
+        # previous token too, without composing with an induction head: reported beside, not as the onset
+        in_layer0 = heads["head"].str.startswith("0:")
+        best0 = heads[in_layer0].pivot_table(index="step", columns="score", values="value", aggfunc="max").sort_index()
+        prev_on = onset(best0.index, best0["prev_token"], th["prev_token"])
+        prev_any = onset(best.index, best["prev_token"], th["prev_token"])
         ind_on = onset(best.index, best["prefix"], th["prefix"])
         last = best.iloc[-1]
+        note = f"best layer-0 previous-token score ≥ {th['prev_token']:.2f} from then on"
+        if prev_any is not None and (prev_on is None or prev_any < prev_on):
+            note += f"; a head of a later layer from step {prev_any:,}"
         rows.append(("previous-token heads appear (onset step)", f"{prev_on:,}" if prev_on is not None else
-                     f"not yet (best {last['prev_token']:.3f}, threshold {th['prev_token']:.2f})",
-                     f"{PAPER['prev_token_onset']:,}",
-                     f"best previous-token score ≥ {th['prev_token']:.2f} from then on"))
+                     f"not yet (best {best0['prev_token'].iloc[-1]:.3f}, threshold {th['prev_token']:.2f})",
+                     f"{PAPER['prev_token_onset']:,}", note))
         rows.append(("induction heads appear (onset step)", f"{ind_on:,}" if ind_on is not None else
                      f"not yet (best {last['prefix']:.3f}, threshold {th['prefix']:.2f})",
                      f"{PAPER['induction_onset']:,}",
@@ -114,6 +133,15 @@ def milestones(run) -> "pd.DataFrame":
         else:
             order = "undefined: " + ("no induction heads" if ind_on is None else "no previous-token heads")
         rows.append(("previous-token heads before induction heads", order, "yes", ""))
+        tc = run.config.train
+        per_step = tc.batch_size * run.config.model.n_ctx
+        predicted = predicted_induction_onset(tc.batch_size, run.config.model.n_ctx)
+        measured = (f"step {ind_on:,} ({ind_on * per_step / 1e6:.1f} M tokens, {ind_on * per_step / predicted:.2f}× "
+                    f"the prediction)" if ind_on is not None else "no onset yet")
+        rows.append(("induction onset against 10^5.7·√(batch·context) tokens (Aoyama et al.)",
+                     f"{measured}; predicted step {predicted / per_step:,.0f} ({predicted / 1e6:.1f} M tokens)",
+                     f"step {15_000:,} (150 M tokens at 100 × 1,024; predicted {predicted_induction_onset(100, 1024) / 1e6:.0f} M)",
+                     "a fit across models of several sizes: a prediction to set beside the measured onset, not a threshold"))
         model = df[(df["head"] == "model") & (df["score"] == "icl_score")].sort_values("step")
         if len(model):
             rows.append(("in-context learning score at the end", f"{float(model['value'].iloc[-1]):+.3f}",
@@ -138,18 +166,28 @@ def milestones(run) -> "pd.DataFrame":
         sep = {int(k): v for k, v in json.loads(sep_file.read_text())["steps"].items()}
         ind_sep = {s: v.get("by_pattern_cross_token", {}).get("induction") for s, v in sep.items()}
         ind_sep = {s: x for s, x in sorted(ind_sep.items()) if x is not None and np.isfinite(x)}
+        nulls = {s: v.get("by_pattern_cross_token_null", {}).get("induction") for s, v in sep.items()}
+
+        def z(s):   # standard deviations above the no-pattern null at step s, when the serpent stage recorded it
+            n = nulls.get(s)
+            return (ind_sep[s] - n[0]) / n[1] if n and n[1] and np.isfinite(n[1]) and n[1] > 0 else None
+
+        def fmt(s):
+            return f"{ind_sep[s]:+.3f} (step {s:,}" + (f", {z(s):+.1f} null sd" if z(s) is not None else "") + ")"
         if ind_sep and ind_on is not None:
-            before = [x for s, x in ind_sep.items() if s < ind_on]
-            after = [x for s, x in ind_sep.items() if s >= ind_on]
-            ours = (f"{np.mean(before):+.3f} before step {ind_on:,}, {np.mean(after):+.3f} from then on"
-                    if before and after else "no susceptibility checkpoints on both sides of the onset")
+            before = [s for s in ind_sep if s < ind_on]
+            after = [s for s in ind_sep if s >= ind_on]
+            ours = (f"{fmt(before[-1])} before the onset, {fmt(after[-1])} at the end; mean "
+                    f"{np.mean([ind_sep[s] for s in before]):+.3f} before, {np.mean([ind_sep[s] for s in after]):+.3f} "
+                    f"from then on" if before and after else "no susceptibility checkpoints on both sides of the onset")
         elif ind_sep:
             s0, s1 = min(ind_sep), max(ind_sep)
-            ours = f"{ind_sep[s0]:+.3f} (step {s0:,}) → {ind_sep[s1]:+.3f} (step {s1:,}); no induction heads to compare"
+            ours = f"{fmt(s0)} → {fmt(s1)}; no induction heads to compare"
         else:
             ours = "not computed (serpent stage older than by_pattern_cross_token)"
         rows.append(("induction tokens gather as induction heads form", ours, "yes (the serpent's induction stratum)",
-                     "cross-token separation of the induction pattern; 0 = chance"))
+                     "cross-token separation of the induction pattern; 0 = chance; null sd: standard deviations "
+                     "above the same measure when every token takes a random other token's pattern"))
     else:
         rows.append(("induction tokens gather as induction heads form", "not computed", "yes", ""))
     return pd.DataFrame(rows, columns=["milestone", "ours", "paper", "note"])

@@ -115,9 +115,11 @@ def test_loaded_artifacts_are_a_run_with_the_same_results(finished_run, tmp_path
     stamp = (run.path / "artifact.json").stat().st_mtime_ns
     assert course_run("tiny", root=root, compute=False).path == run.path
     assert (run.path / "artifact.json").stat().st_mtime_ns == stamp
-    # and without a preset it prefers the full run's artifacts once they are committed
+    # and without a preset it prefers the book's CPU run, then the full run's artifacts once they are committed
     from serpent.course import default_preset
     assert default_preset(root) == "tiny"
+    export_artifacts(finished_run, root / "artifacts" / "cpu")
+    assert default_preset(root) == "cpu"
     export_artifacts(finished_run, root / "artifacts" / "full")
     assert default_preset(root) == "full"
     assert course_run(root=root, compute=False).path == root / "runs" / "full-artifacts"

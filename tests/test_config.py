@@ -88,3 +88,17 @@ def test_nested_and_top_level_overrides():
         get_preset("tiny", **parse_overrides(["train=7"]))
     with pytest.raises(ConfigError, match="draws"):   # the nested value is still validated
         get_preset("tiny", **parse_overrides(["susceptibility.sampler.draws=0"]))
+
+
+def test_cpu_preset_reaches_the_predicted_induction_onset_without_memorising():
+    """The `cpu` preset is tiny's architecture trained past the induction onset that Aoyama et al.'s fit predicts
+    for its batch and context, on a corpus sample large enough to be read about once."""
+    from serpent.milestones import predicted_induction_onset
+    cpu, tiny = get_preset("cpu"), get_preset("tiny")
+    assert cpu.model == tiny.model
+    t = cpu.train
+    budget = t.steps * t.batch_size * cpu.model.n_ctx
+    assert budget >= 3 * predicted_induction_onset(t.batch_size, cpu.model.n_ctx)
+    # ~0.36 tokens per byte with the 2k BPE on Python source (measured: 91 M tokens from 250 MB)
+    assert budget <= 1.2 * 0.36 * cpu.data.max_bytes * (1 - cpu.data.test_fraction)
+    assert cpu.llc.checkpoints >= 16 and cpu.susceptibility_checkpoints >= 8

@@ -31,7 +31,8 @@ def _synthetic_run(tmp_path, prev_at=400, ind_at=800):
     run.stage_dir("llc")
     pd.DataFrame({"step": steps, "mean": llc, "std": 1.0}).to_parquet(run.path / "llc" / "llc.parquet")
     run.stage_dir("serpent")
-    sep = {str(s): {"by_pattern_cross_token": {"induction": 0.3 if s >= ind_at else 0.0}} for s in (0, 400, 800, 1200)}
+    sep = {str(s): {"by_pattern_cross_token": {"induction": 0.3 if s >= ind_at else 0.0},
+                    "by_pattern_cross_token_null": {"induction": [0.0, 0.1]}} for s in (0, 400, 800, 1200)}
     (run.path / "serpent" / "separation.json").write_text(json.dumps({"steps": sep}))
     return run
 
@@ -56,7 +57,11 @@ def test_milestones_of_a_run_that_grew_the_circuit(tmp_path):
     assert table["LLC, first → last checkpoint"] == "10.0 → 70.0"
     assert table["LLC pause or dip (largest fall between checkpoints)"].startswith("8% of the rise, at step 600")
     row = [r for r in table.index if r.startswith("induction tokens gather")][0]
-    assert table[row] == "+0.000 before step 800, +0.300 from then on"
+    assert table[row] == ("+0.000 (step 400, +0.0 null sd) before the onset, +0.300 (step 1,200, +3.0 null sd) at the "
+                          "end; mean +0.000 before, +0.300 from then on")
+    # 16 x 128 tokens a step: the predicted onset is 10^5.7 * sqrt(2048) = 22.7 M tokens, step 11,075
+    row = [r for r in table.index if r.startswith("induction onset against")][0]
+    assert table[row] == "step 800 (1.6 M tokens, 0.07× the prediction); predicted step 11,075 (22.7 M tokens)"
 
 
 def test_milestones_order_and_missing_stages(tmp_path):
@@ -72,3 +77,16 @@ def test_cli_milestones(tmp_path, capsys):
     assert main(["milestones", str(_synthetic_run(tmp_path).path)]) == 0
     out = capsys.readouterr().out
     assert "induction heads appear (onset step)" in out and "ours: 800" in out and "paper: 15,000" in out
+
+
+def test_previous_token_onset_counts_layer_zero_heads(tmp_path):
+    """A layer-1 head that copies the previous token early is named in the note, not taken as the circuit's onset."""
+    run = _synthetic_run(tmp_path)
+    f = run.path / "induction" / "scores.parquet"
+    df = pd.read_parquet(f)
+    early = (df["head"] == "1:3") & (df["score"] == "prev_token") & (df["step"] >= 100)
+    df.loc[early, "value"] = 0.25
+    df.to_parquet(f)
+    t = milestones(run).set_index("milestone")
+    assert t.loc["previous-token heads appear (onset step)", "ours"] == "400"
+    assert t.loc["previous-token heads appear (onset step)", "note"].endswith("a head of a later layer from step 100")
