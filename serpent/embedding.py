@@ -80,8 +80,8 @@ MEASURES = {
     "by_pattern": "chance-corrected kNN purity of each pattern alone in the 2-D map",
     "by_pattern_cross_token": "cross-token purity of each pattern alone in the pre-processed susceptibility space "
                               "(e.g. do induction tokens lie with other induction tokens?)",
-    "by_pattern_cross_token_null": "per pattern, [mean, sd] of by_pattern_cross_token under the same token-level "
-                                   "permutations as cross_token_null",
+    "by_pattern_cross_token_null": "per pattern, [mean, sd] of by_pattern_cross_token when the patterns are "
+                                   "shuffled over the points (50 times; each pattern keeps its count)",
 }
 
 
@@ -434,14 +434,17 @@ def _cross_token(points, labels, groups, *, k: int, n_perm: int, max_points: Opt
     token_label = lab[first]
     rng = np.random.default_rng(seed)
     values, per_label = [], {c: [] for c in by_label}
+    rng_points = np.random.default_rng([seed, 1])        # its own stream: the token-level null stays as it was
     for _ in range(n_perm):
         lab2 = token_label[rng.permutation(len(uniq))][inverse]
         if len(np.unique(lab2)) > 1:
-            agree2, chance2 = _agreement_from(nbr, first_k, lab2), _chance(lab2, grp)
-            values.append(_corrected(agree2, chance2))
-            for c, v in _per_label(agree2, chance2, lab2).items():
-                if c in per_label and np.isfinite(v):
-                    per_label[c].append(v)
+            values.append(_corrected(_agreement_from(nbr, first_k, lab2), _chance(lab2, grp)))
+        # each pattern's own null shuffles the labels over points: a context-dependent pattern such as induction
+        # (never a token's first occurrence) keeps its count, and loses any relation to where its points lie
+        lab3 = lab[rng_points.permutation(len(lab))]
+        for c, v in _per_label(_agreement_from(nbr, first_k, lab3), _chance(lab3, grp), lab3).items():
+            if c in per_label and np.isfinite(v):
+                per_label[c].append(v)
     values = [v for v in values if np.isfinite(v)]
     null_by_label = {c: ([float(np.mean(v)), float(np.std(v, ddof=1))] if len(v) > 1 else [float("nan")] * 2)
                      for c, v in per_label.items()}

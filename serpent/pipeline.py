@@ -46,8 +46,35 @@ def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
                "train_tokens": int(len(data.train)), "test_tokens": int(len(data.test)),
                "vocab_size": tokenizer.vocab_size,
                "unigram_entropy": round(unigram_entropy(data.train, cfg.model.d_vocab), 4)}
+    summary["epochs"] = round(cfg.train.steps * cfg.train.batch_size * cfg.model.n_ctx / max(len(data.train), 1), 2)
     run.mark_stage("data", key, time.time() - t0, summary)
     return summary
+
+
+#: More passes over the training tokens than this and a run mostly memorises its sample.
+MANY_EPOCHS = 3.0
+
+
+def reading_note(cfg: RunConfig, train_tokens: int) -> str:
+    """One line on how often training will read the corpus sample, with the fix when it is many times.
+
+    >>> from serpent.config import get_preset
+    >>> reading_note(get_preset("cpu"), 91_000_000)
+    'training reads 86.0 M tokens: 0.95 passes over the 91.0 M training tokens'
+    >>> reading_note(get_preset("tiny"), 100_000).startswith("warning: training reads 2.5 M tokens: 24.58 passes")
+    True
+    """
+    budget = cfg.train.steps * cfg.train.batch_size * cfg.model.n_ctx
+    epochs = budget / max(train_tokens, 1)
+    line = f"training reads {budget / 1e6:.1f} M tokens: {epochs:.2f} passes over the {train_tokens / 1e6:.1f} M training tokens"
+    if epochs <= MANY_EPOCHS:
+        return line
+    need = int(cfg.data.max_bytes * epochs / MANY_EPOCHS) if cfg.data.max_bytes else None
+    fix = (f"raise data.max_bytes (now {cfg.data.max_bytes:,}) to about {need:,} if the corpus has that much, "
+           if need else "use a larger corpus, ")
+    return (f"warning: {line}; the model will memorise much of this sample, and the later checkpoints show "
+            f"memorisation rather than the stages of learning text. {fix}or lower train.steps (now "
+            f"{cfg.train.steps:,})")
 
 
 def train_stage(run: Run, *, device=None, progress: bool = True) -> dict:
@@ -104,4 +131,6 @@ def run_pipeline(run: Run, stages: list[str] | None = None, *, device=None, prog
         echo(f"[{name}] ...")
         out[name] = STAGES[name](run, device=device, progress=progress)
         echo(f"[{name}] done in {time.time() - t0:.1f} s")
+        if name == "data":
+            echo(reading_note(run.config, out[name]["train_tokens"]))
     return out

@@ -102,3 +102,12 @@ def test_cpu_preset_reaches_the_predicted_induction_onset_without_memorising():
     # ~0.36 tokens per byte with the 2k BPE on Python source (measured: 91 M tokens from 250 MB)
     assert budget <= 1.2 * 0.36 * cpu.data.max_bytes * (1 - cpu.data.test_fraction)
     assert cpu.llc.checkpoints >= 16 and cpu.susceptibility_checkpoints >= 8
+
+
+def test_reading_note_warns_before_training_when_the_sample_is_read_many_times():
+    from serpent.pipeline import reading_note
+    cfg = get_preset("tiny")                                  # 2.46 M training tokens a run
+    assert not reading_note(cfg, 2_000_000).startswith("warning")           # 1.2 passes
+    note = reading_note(cfg, 100_000)                                        # 24.6 passes: memorised
+    assert note.startswith("warning") and "24.58 passes" in note
+    assert "data.max_bytes (now 6,000,000) to about 49,152,000" in note and "train.steps (now 1,200)" in note

@@ -250,3 +250,20 @@ def test_cli_compare_two_runs(tmp_path, capsys):
     Run.create(tmp_path / "fresh", get_preset("tiny"))
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "fresh")]) == 2
     assert "has no serpent yet" in capsys.readouterr().err
+
+
+def test_each_patterns_null_is_defined_for_context_dependent_patterns():
+    """Induction is never a token's first occurrence, so a token-level null could not give it a value; the
+    per-pattern null shuffles points instead: centred near 0, and a pattern that clusters lies far above it."""
+    from serpent.embedding import _cross_token
+    rng = np.random.default_rng(0)
+    tok = rng.integers(0, 150, 1200)
+    lab = np.where(rng.random(1200) < 0.2, "induction", "other")
+    first = np.unique(tok, return_index=True)[1]
+    lab[first] = "other"                                          # as in text: a first occurrence never induces
+    X = rng.normal(size=(1200, 4))
+    X[lab == "induction"] += 4.0                                  # induction points lie together, across tokens
+    _, _, _, by_label, null = _cross_token(X, lab, tok, k=10, n_perm=20, max_points=None, seed=0)
+    mean, sd = null["induction"]
+    assert np.isfinite(mean) and abs(mean) < 0.05 and 0 < sd < 0.05
+    assert by_label["induction"] > mean + 10 * sd
