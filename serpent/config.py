@@ -400,18 +400,13 @@ def _cpu() -> RunConfig:
     # tokens at 16 x 128. In steps that is ~ 1/sqrt(batch), so on a CPU, where a step's time grows with the batch,
     # batch 16 reaches the onset sooner in wall time than batch 8 (BENCHMARKS.md, "The cpu preset").
     # 250 MB of the Python corpus is ~90 M training tokens: the run reads it about once (no memorising).
-    return RunConfig(
+    return _tiny().with_overrides(
         preset="cpu",
-        model=ModelConfig(n_layers=2, n_heads=8, d_model=64, d_head=8, n_ctx=128, d_vocab=2048),
-        data=DataConfig(corpus="python", max_bytes=250_000_000, tokenizer_train_bytes=3_000_000, test_fraction=0.02),
-        train=TrainConfig(steps=42_000, batch_size=16, lr=3e-3, warmup_steps=100, log_checkpoints=16,
-                          linear_checkpoints=42, eval_every=500, eval_batches=8),
-        llc=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=4, draws=50, burnin=0, batch_size=16,
-                          checkpoints=16),
-        susceptibility=SusceptibilityConfig(
-            sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=4, draws=40, batch_size=4),
-            probe_sequences=12, probe_length=None),
-        embedding=EmbeddingConfig(n_neighbors=15, min_dist=0.1),
+        data={"max_bytes": 250_000_000, "test_fraction": 0.02},
+        train={"steps": 42_000, "warmup_steps": 100, "log_checkpoints": 16, "linear_checkpoints": 42,
+               "eval_every": 500, "eval_batches": 8},
+        llc={"chains": 4, "draws": 50, "checkpoints": 16},
+        susceptibility={"sampler.draws": 40},
         susceptibility_checkpoints=8,
     )
 
