@@ -129,7 +129,7 @@ def nb00():
                   ("setup", "Setting up")) + [
         code('''
 PRESET = None        # None: the committed results of the full (GPU) run, else of the cpu run, else "tiny";
-                     # or "tiny" (a CPU in minutes), "cpu" (2 CPU cores, ~2 hours), "colab" (a T4), "full" (a GPU)
+                     # or "tiny" (a CPU in minutes), "cpu" (2 CPU cores, ~1.5 hours), "colab" (a T4), "full" (a GPU)
 ''', tags=("parameters",)),
         fast('print("fast mode: course_run() uses the committed results of the full or cpu run if present, else runs/tiny "\n'
              '      "if it is complete, else a micro run (about a minute)")'),

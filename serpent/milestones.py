@@ -140,7 +140,8 @@ def milestones(run) -> "pd.DataFrame":
                     f"the prediction)" if ind_on is not None else "no onset yet")
         rows.append(("induction onset against 10^5.7·√(batch·context) tokens (Aoyama et al.)",
                      f"{measured}; predicted step {predicted / per_step:,.0f} ({predicted / 1e6:.1f} M tokens)",
-                     f"step {15_000:,} (150 M tokens at 100 × 1,024; predicted {predicted_induction_onset(100, 1024) / 1e6:.0f} M)",
+                     f"step {PAPER['induction_onset']:,} ({PAPER['induction_onset'] * 100 * 1024 / 1e6:.0f} M tokens at "
+                     f"100 × 1,024; predicted {predicted_induction_onset(100, 1024) / 1e6:.0f} M)",
                      "a fit across models of several sizes: a prediction to set beside the measured onset, not a threshold"))
         model = df[(df["head"] == "model") & (df["score"] == "icl_score")].sort_values("step")
         if len(model):

@@ -46,13 +46,18 @@ def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
                "train_tokens": int(len(data.train)), "test_tokens": int(len(data.test)),
                "vocab_size": tokenizer.vocab_size,
                "unigram_entropy": round(unigram_entropy(data.train, cfg.model.d_vocab), 4)}
-    summary["epochs"] = round(cfg.train.steps * cfg.train.batch_size * cfg.model.n_ctx / max(len(data.train), 1), 2)
+    summary["epochs"] = round(training_tokens(cfg) / max(len(data.train), 1), 2)
     run.mark_stage("data", key, time.time() - t0, summary)
     return summary
 
 
 #: More passes over the training tokens than this and a run mostly memorises its sample.
 MANY_EPOCHS = 3.0
+
+
+def training_tokens(cfg: RunConfig) -> int:
+    """Tokens one training run reads: steps x batch x context."""
+    return cfg.train.steps * cfg.train.batch_size * cfg.model.n_ctx
 
 
 def reading_note(cfg: RunConfig, train_tokens: int) -> str:
@@ -64,7 +69,7 @@ def reading_note(cfg: RunConfig, train_tokens: int) -> str:
     >>> reading_note(get_preset("tiny"), 100_000).startswith("warning: training reads 2.5 M tokens: 24.58 passes")
     True
     """
-    budget = cfg.train.steps * cfg.train.batch_size * cfg.model.n_ctx
+    budget = training_tokens(cfg)
     epochs = budget / max(train_tokens, 1)
     line = f"training reads {budget / 1e6:.1f} M tokens: {epochs:.2f} passes over the {train_tokens / 1e6:.1f} M training tokens"
     if epochs <= MANY_EPOCHS:
