@@ -25,7 +25,7 @@ from .induction_toy import (TOY_MODEL, repeated_segments, copyable_tokens, sgld_
                            GrownCircuit)
 from .sgld import (Restriction, make_restriction, head_restrictions, restriction_size, run_sgld, SGLDResult,
                    DrawState, transformer_loss_fn, module_loss_fn)
-from .llc import estimate_llc, LLCResult, select_steps, llc_stage, calibrate, calibrate_run
+from .llc import estimate_llc, LLCResult, select_steps, llc_stage, calibrate, calibrate_run, crossing_llc_target
 from .susceptibility import (SusceptibilityResult, SusceptibilityStats, susceptibilities, sample_susceptibilities,
                              susceptibility_from_traces, component_specs, load_susceptibilities, response_matrix,
                              response_pca, susceptibility_stage, SIGN_CONVENTION)

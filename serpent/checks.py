@@ -11,7 +11,7 @@ Every check has the form ``check_xxx(student_fn) -> bool`` and behaves the same 
   missing term, an off-by-one in the positions, the wrong noise scale... Diagnoses come from fitting or matching the
   student's output against the typical mistakes, not from reading the code.
 
-References: the SGLD update of :mod:`serpent.sgld` (science.md §1.3), the previous-token and prefix-matching scores
+References: the SGLD update of :mod:`serpent.sgld` (chapter 3 of the book), the previous-token and prefix-matching scores
 of :mod:`serpent.induction`, :func:`serpent.susceptibility.susceptibility_from_traces` and
 :func:`serpent.patterns.classify_tokens`.
 

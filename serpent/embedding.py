@@ -4,7 +4,7 @@ Each probed token (x, y) has a vector η_xy ∈ ℝ^C of susceptibilities, one p
 checkpoint the vectors are pre-processed (:func:`preprocess`), projected to 2-D with UMAP, and the 2-D maps of
 successive checkpoints are aligned so that the same token moves smoothly from one checkpoint to the next.
 
-Design choices (science.md §1.6; the papers' settings are not public):
+Design choices (the papers do not publish their pre-processing or UMAP settings):
 
 * **Pre-processing** (``EmbeddingConfig.preprocess``), per checkpoint, because χ's scale changes by orders of
   magnitude over training: ``raw``; ``standardize`` (default: z-score every component across tokens, so that every

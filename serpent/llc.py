@@ -1,6 +1,6 @@
 """The local learning coefficient (LLC): estimator, LLC over training checkpoints, and ε × nβ calibration.
 
-Estimator (Lau et al.; science.md §1.4), per chain c::
+Estimator (Lau et al., arXiv 2308.12108), per chain c::
 
     llc_c = n_beta * ( mean over draws of L_B(w_draw) - L(w*) )
 
@@ -54,7 +54,7 @@ from .sgld import (Restriction, SGLDResult, make_restriction, module_loss_fn, ru
                    transformer_loss_fn)
 
 __all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "select_steps", "llc_over_checkpoints", "llc_stage",
-           "calibrate", "calibrate_run", "model_config_of"]
+           "calibrate", "calibrate_run", "model_config_of", "crossing_llc_target"]
 
 INIT_LOSS_BATCHES = 8  # minibatches averaged for the loss at the checkpoint (devinterp's init_loss)
 
@@ -172,6 +172,46 @@ def select_steps(steps: Sequence[int], k: int) -> list[int]:
         return [steps[-1]]
     idx = np.unique(np.round(np.linspace(0, len(steps) - 1, k)).astype(int))
     return [steps[i] for i in idx]
+
+
+def crossing_llc_target(a: int, b: int, n_beta: float, gamma: float = 1.0) -> float:
+    """What the estimator converges to on ``K(w) = w1^(2a) w2^(2b)`` at finite ``n_beta``: ``n_beta E[K]``.
+
+    The expectation is under the localised tempered posterior ``exp(-n_beta K - gamma/2 |w|^2)`` that SGLD samples,
+    computed by nested quadrature (scipy). Only as ``n_beta -> oo`` does it reach the learning coefficient
+    ``lambda = 1/(2 max(a, b))``; when ``a == b`` the multiplicity is ``m = 2`` and the target approaches it slowly,
+    about ``lambda - (m - 1)/log(n_beta)`` (the derivative of the free energy's ``(m - 1) log log`` term). An
+    estimate should be compared with this number, not with ``lambda``.
+
+    >>> round(crossing_llc_target(1, 0, 100.0), 4)       # K = w1^2: Gaussian, n_beta / (2 n_beta + gamma)
+    0.4975
+    >>> round(crossing_llc_target(1, 1, 100.0), 2), round(crossing_llc_target(1, 1, 1e8), 2)   # lambda = 1/2, m = 2
+    (0.35, 0.45)
+    """
+    from scipy.integrate import quad
+
+    if a < 1 or b < 0 or int(a) != a or int(b) != b:
+        raise ConfigError(f"crossing_llc_target: a = {a!r}, b = {b!r}; need whole numbers a >= 1, b >= 0")
+    if not (n_beta > 0 and gamma > 0):
+        raise ConfigError(f"crossing_llc_target: n_beta = {n_beta}, gamma = {gamma}; both must be > 0 (without "
+                          "localisation the crossing's posterior is not normalisable)")
+    t, wide = float(n_beta), 12.0 / math.sqrt(gamma)
+
+    def inner(c: float, power: int) -> float:             # integral over w2 >= 0, w1 fixed (c = w1^(2a))
+        scale = 1.0 / math.sqrt(gamma)
+        if c > 0 and b > 0:
+            scale = min(scale, (t * c) ** (-1.0 / (2 * b)))
+        f = lambda w: (w ** (2 * b)) ** power * math.exp(-t * c * w ** (2 * b) - 0.5 * gamma * w * w)
+        return quad(f, 0.0, 12.0 * scale, limit=200, epsabs=0.0, epsrel=1e-10)[0]
+
+    edge = t ** (-1.0 / (2 * a))                          # where n_beta w1^(2a) ~ 1: the w1-marginal bends there
+    breaks = [edge * 4.0 ** k for k in range(-4, 40) if edge * 4.0 ** k < wide]
+
+    def outer(power: int) -> float:
+        f = lambda x: (x ** (2 * a)) ** power * math.exp(-0.5 * gamma * x * x) * inner(x ** (2 * a), power)
+        return quad(f, 0.0, wide, points=breaks, limit=400, epsrel=1e-9)[0]
+
+    return t * outer(1) / outer(0)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from the files its stages wrote: ``metrics.jsonl``, ``induction/scores.parquet``
 * A **pause** of the LLC is its largest fall between consecutive checkpoints, as a fraction of its whole rise
   (:func:`largest_dip`); the paper's LLC dips while the previous-token heads form (172.4 at step 6,500 → 170.9 at
   8,500, "type B" stage LM3).
-* The **paper** column is the tetrahedron-3m model of Hoogland et al. on the Pile (``shared/science.md`` §2, from the
-  authors' stored score arrays): the same thresholds applied to their previous-token heads 0:1/0:4 give step 12,000
+* The **paper** column is the tetrahedron-3m model of Hoogland et al. on the Pile (Hoogland et al., arXiv 2402.02364, from
+  the score arrays the authors published with their analysis): the same thresholds applied to their previous-token heads 0:1/0:4 give step 12,000
   (0.160), to their induction heads 1:6/1:7 step 15,000 (0.059).
 
 >>> onset([0, 10, 20, 30, 40], [0.0, 0.2, 0.0, 0.3, 0.4], 0.15)
@@ -35,7 +35,7 @@ import numpy as np
 
 __all__ = ["PAPER", "onset", "largest_dip", "predicted_induction_onset", "milestones"]
 
-#: The paper's model (tetrahedron-3m, seed as published; science.md §2).
+#: The paper's model (tetrahedron-3m, seed as published; Hoogland et al., arXiv 2402.02364, and its data).
 PAPER = {
     "test_loss": (7.943, 3.217),
     "prev_token_onset": 12_000,

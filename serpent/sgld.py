@@ -2,7 +2,7 @@
 
 Design
 ------
-* **Update** (science.md §1.3, the same as devinterp's ``SGLD``)::
+* **Update** (Welling and Teh's SGLD with the localising term of Lau et al.; the same as devinterp's ``SGLD``)::
 
       g  = n_beta * grad L_B(w) + gamma * (w - w*) + weight_decay * w
       w <- w - (epsilon / 2) * M * g + sqrt(epsilon) * M * xi,      xi ~ N(0, I)

@@ -1,6 +1,6 @@
 """Per-token, per-component susceptibilities: the weight-restricted estimator, batched and streamed.
 
-What is estimated (science.md §1.5). For a component C (an attention head ``"L:H"``, or an MLP ``"mlp:L"``) the
+What is estimated (Baker et al., arXiv 2504.18274; chapter 5 of the book). For a component C (an attention head ``"L:H"``, or an MLP ``"mlp:L"``) the
 observable is the weight-restricted loss φ_C: SGLD runs over the component's weights only (everything else frozen at
 the checkpoint w*), and φ_C(w) = L(w) − L_0, the *sampling-task loss* L (the mean per-token loss on fixed sequences of
 the training distribution, the same sequences at every draw) minus its value at the checkpoint. For a token y in

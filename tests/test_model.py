@@ -89,4 +89,4 @@ def test_head_slices_have_the_papers_size():
     params = model_params(model)
     assert sum(p.numel() for p in params.values()) == 3_355_016
     per_head = sum(params[n][0].numel() for n in head_param_names(1))
-    assert per_head == 32_864  # W_Q, W_K, W_V, W_O and the Q/K/V biases of one head (science.md §1.5)
+    assert per_head == 32_864  # W_Q, W_K, W_V, W_O and the Q/K/V biases of one head (one head's slice of each matrix, as devinterp's head restriction)

@@ -110,7 +110,7 @@ def _gauss_moments(S, A, B):
 
 
 def test_gaussian_known_answer_and_sign():
-    """Quadratic losses ⇒ Gaussian posteriors: χ in closed form (science.md §7.3), including SGLD's ε-bias.
+    """Quadratic losses ⇒ Gaussian posteriors: χ in closed form (the covariance of two Gaussian coordinates), including SGLD's ε-bias.
 
     w = (u, v) ∈ R² × R², w* = 0, L = ½wᵀAw, token losses ℓ_j = ½wᵀB_jw + c_j. Component "u" (v frozen at 0).
     Token 0 depends on u only (the component fits it: χ < 0, expresses); token 1 on v only (χ > 0, suppresses);

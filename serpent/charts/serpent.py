@@ -42,7 +42,7 @@ from .export import chart_bytes
 __all__ = ["component_columns", "subsample_points", "serpent_chart", "serpent_snapshot", "small_multiples",
            "token_bars", "save_png", "save_svg", "SIGN_COLORS"]
 
-#: Bar colours by sign (science.md / serpent.susceptibility: χ < 0 the head expresses the token).
+#: Bar colours by sign (:data:`serpent.susceptibility.SIGN_CONVENTION`: χ < 0 the head expresses the token).
 SIGN_COLORS = {"expresses (χ<0)": "#3b6fb6", "suppresses (χ>0)": "#d1495b"}
 _COMPONENT = re.compile(r"^(\d+:\d+|mlp:\d+)$")
 _REQUIRED = ("step", "point", "x", "y", "pattern")
