@@ -557,10 +557,13 @@ sequence. The first `p` tokens are unpredictable; every later one can be copied 
 it scores all 16 heads on a fixed probe, like the pipeline does at checkpoints.
 '''),
         code('''
+from serpent.course import toy_cache_dir
 from serpent.induction_toy import TOY_MODEL, grow_induction_circuit, repeated_segments
 
 print(repeated_segments(3, 24, 50, seed=0))       # three toy sequences: periods differ
-grown = grow_induction_circuit(TOY_MODEL, steps=TOY_STEPS, eval_every=50, seed=0)
+# cache=: the result is kept in runs/toy and reused by notebooks 4 and 6 (and by you, on the next run)
+grown = grow_induction_circuit(TOY_MODEL, steps=TOY_STEPS, eval_every=50, keep_every=100, seed=0,
+                               cache=toy_cache_dir())
 toy, history = grown.model, grown.history
 toy_heads = classify_heads(history)
 print("previous-token heads:", toy_heads["previous_token"], "| induction heads:", toy_heads["induction"])
@@ -602,7 +605,8 @@ half_len=L)` at `L = 31` (the trained length) and at `L = 20`. Before running th
 from serpent.induction import classify_heads, induction_scores
 from serpent.induction_toy import TOY_MODEL, grow_induction_circuit
 
-fixed = grow_induction_circuit(TOY_MODEL, steps=600, periods=(31, 31), seed=0, progress=False).model
+fixed = grow_induction_circuit(TOY_MODEL, steps=600, periods=(31, 31), seed=0, progress=False,
+                               cache=toy_cache_dir()).model
 
 def probe_report(name, model):
     for L_probe in (31, 20):
@@ -907,13 +911,17 @@ data: the learning coefficient of a model *before*, *during* and *after* a stage
 from tqdm.auto import tqdm
 from serpent.config import SamplerConfig
 from serpent.llc import estimate_llc
+from serpent.course import toy_cache_dir
 from serpent.induction_toy import TOY_MODEL, grow_induction_circuit, sgld_minibatches
 
-grown = grow_induction_circuit(TOY_MODEL, steps=1200, eval_every=50, keep_every=TOY_KEEP_EVERY, seed=0)
+# the same circuit as notebook 2's (loaded from runs/toy if that notebook has run), snapshots every 100 steps
+grown = grow_induction_circuit(TOY_MODEL, steps=1200, eval_every=50, keep_every=100, seed=0,
+                               cache=toy_cache_dir())
 toy_batches = sgld_minibatches(50)        # fixed SGLD minibatches of the toy's data, unseen in training
 toy_cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=TOY_DRAWS, batch_size=16)
 rows = []
-for step, params in tqdm(grown.snapshots.items(), desc="LLC of the toy"):
+kept = {step: params for step, params in grown.snapshots.items() if step % TOY_KEEP_EVERY == 0}
+for step, params in tqdm(kept.items(), desc="LLC of the toy"):
     r = estimate_llc(TOY_MODEL, params, toy_batches, toy_cfg, progress=False)
     rows.append({"step": step, "mean": r.mean, "std": r.std})
 toy_llc = pd.DataFrame(rows)
@@ -1213,7 +1221,7 @@ def nb06():
 PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
 RECOMPUTE = False        # True: recompute labels, UMAP and separation here (UMAP compiles with numba: ~30 s more)
 MAX_POINTS = 4000        # points per checkpoint in the interactive chart
-TOY_SERPENT_STEPS = [0, 600, 900, 1200]   # section 6: checkpoints of the induction toy
+TOY_SERPENT_STEPS = [0, 600, 900, 1200]   # section 6: checkpoints of the induction toy (multiples of 100, <= 1200)
 TOY_PROBES, TOY_CHAINS, TOY_DRAWS = 16, 2, 30
 ''', tags=("parameters",)),
         fast("MAX_POINTS = 800\nTOY_PROBES, TOY_CHAINS, TOY_DRAWS = 8, 2, 8"),
@@ -1453,7 +1461,10 @@ from serpent.induction_toy import (TOY_MODEL, copyable_tokens, grow_induction_ci
                                    sgld_minibatches)
 from serpent.susceptibility import susceptibilities
 
-grown = grow_induction_circuit(TOY_MODEL, steps=max(TOY_SERPENT_STEPS), keep_every=100, seed=0, progress=False)
+from serpent.course import toy_cache_dir
+
+grown = grow_induction_circuit(TOY_MODEL, steps=1200, eval_every=50, keep_every=100, seed=0, progress=False,
+                               cache=toy_cache_dir())         # notebook 2's circuit, from runs/toy when it ran
 toy_probe = repeated_segments(TOY_PROBES, TOY_MODEL.n_ctx, TOY_MODEL.d_vocab, seed=7_000_000)
 kind = np.where(copyable_tokens(toy_probe.numpy()), "copyable", "new")
 toy_batches = sgld_minibatches(50)        # fixed SGLD minibatches of the toy's data, unseen in training

@@ -35,7 +35,7 @@ from .embedding import (preprocess, embed_checkpoints, separation, pattern_separ
 from .explorer import write_explorer
 from .artifacts import ArtifactError, export_artifacts, verify_artifacts, load_artifacts, fetch_artifacts
 from .milestones import milestones
-from .course import course_run, default_preset, is_fast
+from .course import course_run, default_preset, is_fast, toy_cache_dir
 from . import charts, checks
 
 __version__ = "0.1.0"

@@ -42,7 +42,7 @@ from .config import RunConfig, get_preset
 from .errors import ConfigError, SerpentError
 
 __all__ = ["course_run", "default_preset", "is_fast", "find_root", "micro_config", "run_is_complete",
-           "published_artifacts_url", "live_settings"]
+           "published_artifacts_url", "live_settings", "toy_cache_dir"]
 
 FAST_ENV = "SERPENT_FAST"
 ONLINE_ENV = "SERPENT_ONLINE"
@@ -74,6 +74,17 @@ def find_root(start: Optional[str | os.PathLike] = None) -> Path:
     if _in_colab():
         return Path("/content")
     return here
+
+
+def toy_cache_dir(root: Optional[str | os.PathLike] = None) -> Path:
+    """Where the notebooks keep the induction toy's trained circuit (``ROOT/runs/toy``, :func:`find_root`), so that
+    notebooks 2, 4 and 6 (and the book build after nbmake) train it once: pass it as ``cache=`` to
+    :func:`serpent.induction_toy.grow_induction_circuit`.
+
+    >>> toy_cache_dir("/content").parts[-2:]
+    ('runs', 'toy')
+    """
+    return find_root(root) / "runs" / "toy"
 
 
 def micro_config(preset: str = "tiny") -> RunConfig:

@@ -22,7 +22,13 @@ On natural text the induction circuit needs hundreds of millions of tokens (a GP
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -30,7 +36,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import ModelConfig
+from .config import ModelConfig, config_hash
 from .errors import ConfigError, DivergenceError
 from .induction import induction_scores, repeated_random_tokens
 from .patterns import repeated_bigrams
@@ -101,7 +107,8 @@ def sgld_minibatches(n: int, batch_size: int = 16, model_cfg: ModelConfig = TOY_
 def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1200, batch_size: int = 16,
                            lr: float = 3e-3, weight_decay: float = 0.05, eval_every: int = 50,
                            periods: tuple = (4, None), probe_half_len: Optional[int] = None, seed: int = 0,
-                           keep_every: Optional[int] = None, device=None, progress: bool = True) -> GrownCircuit:
+                           keep_every: Optional[int] = None, device=None, progress: bool = True,
+                           cache: Optional[str | os.PathLike] = None) -> GrownCircuit:
     """Train a fresh model of ``model_cfg`` on :func:`repeated_segments` with AdamW; return a :class:`GrownCircuit`.
 
     ``periods``: the ``(min_period, max_period)`` of the data (``(31, 31)``: one fixed period, the trap described
@@ -111,6 +118,9 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
     the previous record). Draw it with :func:`serpent.charts.induction.induction_scores_chart`; label heads with
     :func:`serpent.induction.classify_heads`. ``keep_every``: keep a copy of the parameters at step 0 and every
     that many steps (and the last), e.g. to estimate the learning coefficient across the transition.
+    ``cache``: a folder (e.g. :func:`serpent.course.toy_cache_dir`) where the result is stored (safetensors and
+    parquet) under a hash of the arguments and loaded on the next call with the same arguments, so notebooks that
+    grow the same circuit share one minute of training; a damaged entry is recomputed.
 
     >>> grown = grow_induction_circuit(steps=4, eval_every=2, keep_every=4, progress=False)
     >>> sorted(grown.history["step"].unique().tolist()), sorted(grown.snapshots)
@@ -126,6 +136,20 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
             raise ConfigError(f"{name}: got {value!r}; must be an integer >= 1")
     repeated_segments(1, model_cfg.n_ctx, model_cfg.d_vocab, min_period=periods[0], max_period=periods[1])  # checks
     dev = default_device(device)
+    if cache is not None:
+        args = {"model": model_cfg.to_dict(), "steps": steps, "batch_size": batch_size, "lr": lr,
+                "weight_decay": weight_decay, "eval_every": eval_every, "periods": list(periods),
+                "probe_half_len": probe_half_len, "seed": seed, "keep_every": keep_every}
+        entry = Path(cache) / f"grow-{config_hash(args)}"
+        found = _load_grown(entry, model_cfg, dev)
+        if found is not None:
+            return found
+        grown = grow_induction_circuit(model_cfg, steps=steps, batch_size=batch_size, lr=lr,
+                                       weight_decay=weight_decay, eval_every=eval_every, periods=periods,
+                                       probe_half_len=probe_half_len, seed=seed, keep_every=keep_every,
+                                       device=device, progress=progress)
+        _save_grown(entry, grown, args)
+        return grown
     torch.manual_seed(seed)
     model = build_model(model_cfg, device=dev)
     params = model_params(model)
@@ -168,3 +192,46 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
     history = pd.concat(frames, ignore_index=True)
     history.attrs.update(half_len=half_len, model=model_cfg.to_dict())
     return GrownCircuit(model.eval(), history, snapshots)
+
+
+def _save_grown(entry: Path, grown: GrownCircuit, args: dict) -> None:
+    """Write a cache entry atomically: a temporary folder renamed into place."""
+    from safetensors.torch import save_file
+
+    tensors = {f"final/{k}": v.detach().cpu().contiguous() for k, v in grown.model.state_dict().items()
+               if torch.is_floating_point(v)}
+    for step, params in grown.snapshots.items():
+        tensors.update({f"{step}/{k}": v.detach().cpu().contiguous() for k, v in params.items()})
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".", dir=entry.parent))
+    save_file(tensors, str(tmp / "params.safetensors"))
+    grown.history.to_parquet(tmp / "history.parquet", index=False)
+    (tmp / "meta.json").write_text(json.dumps({"args": args, "attrs": grown.history.attrs}, default=str))
+    shutil.rmtree(entry, ignore_errors=True)
+    os.replace(tmp, entry)
+
+
+def _load_grown(entry: Path, model_cfg: ModelConfig, dev) -> Optional[GrownCircuit]:
+    """The cached :class:`GrownCircuit` in ``entry``, or None if absent; a damaged entry is removed (with a warning)."""
+    from safetensors.torch import load_file
+
+    from .model import build_model
+
+    if not entry.is_dir():
+        return None
+    try:
+        tensors = load_file(str(entry / "params.safetensors"))
+        history = pd.read_parquet(entry / "history.parquet")
+        history.attrs.update(json.loads((entry / "meta.json").read_text())["attrs"])
+        snapshots: dict = {}
+        final = {}
+        for key, value in tensors.items():
+            step, name = key.split("/", 1)
+            (final if step == "final" else snapshots.setdefault(int(step), {}))[name] = value.to(dev)
+        model = build_model(model_cfg, device=dev)
+        model.load_state_dict(final, strict=False)
+    except Exception as exc:            # a damaged or foreign entry: recompute rather than fail
+        warnings.warn(f"ignoring the damaged toy cache entry {entry} ({type(exc).__name__}: {exc}); recomputing")
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    return GrownCircuit(model.eval(), history, dict(sorted(snapshots.items())))

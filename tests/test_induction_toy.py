@@ -121,3 +121,36 @@ def test_copyable_tokens_separate_in_susceptibility_space_once_the_circuit_forms
         assert r.chi.shape == (8 * (TOY_MODEL.n_ctx - 1), 16)
         sep[step] = separation(preprocess(r.chi), kind[r.seq_index, r.position])
     assert sep[0] < 0.3 and sep[1200] > 0.8, sep
+
+
+def test_the_cache_returns_the_same_circuit_without_training_and_recovers_from_damage(tmp_path, monkeypatch):
+    import serpent.induction_toy as toy
+    from serpent.model import per_token_loss, model_params
+    kw = dict(steps=6, eval_every=3, keep_every=3, seed=2, progress=False, device="cpu")
+    first = grow_induction_circuit(TOY_MODEL, cache=tmp_path, **kw)
+    (entry,) = tmp_path.iterdir()
+    assert sorted(p.name for p in entry.iterdir()) == ["history.parquet", "meta.json", "params.safetensors"]
+
+    calls = []
+    real = toy.repeated_segments
+    monkeypatch.setattr(toy, "repeated_segments", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = grow_induction_circuit(TOY_MODEL, cache=tmp_path, **kw)
+    assert len(calls) == 1                       # the argument check only: no training batches were drawn
+    assert again.history.equals(first.history) and again.history.attrs["half_len"] == first.history.attrs["half_len"]
+    assert sorted(again.snapshots) == sorted(first.snapshots) == [0, 3, 6]
+    for step in first.snapshots:
+        for k, v in first.snapshots[step].items():
+            assert torch.equal(again.snapshots[step][k], v)
+    x = repeated_segments(2, TOY_MODEL.n_ctx, TOY_MODEL.d_vocab, seed=9)
+    assert torch.allclose(per_token_loss(model_params(again.model), x, TOY_MODEL),
+                          per_token_loss(model_params(first.model), x, TOY_MODEL))
+
+    other = grow_induction_circuit(TOY_MODEL, cache=tmp_path, **{**kw, "seed": 3})     # other arguments: new entry
+    assert len(list(tmp_path.iterdir())) == 2 and not other.history.equals(first.history)
+
+    (entry / "params.safetensors").write_bytes(b"not a safetensors file")
+    monkeypatch.setattr(toy, "repeated_segments", real)
+    with pytest.warns(UserWarning, match="damaged toy cache"):
+        rebuilt = grow_induction_circuit(TOY_MODEL, cache=tmp_path, **kw)
+    assert rebuilt.history.equals(first.history)   # recomputed (training is deterministic on a CPU)
+    assert (entry / "params.safetensors").stat().st_size > 1000
