@@ -662,8 +662,11 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
         pngs.append(p.name)
     save_png(small_multiples(frame), out_dir / "serpent.png")
     phase["pngs"], tick = time.time() - tick, time.time()
-    write_explorer(frame, explorer_path, max_points=cfg.max_points_page, separation=sep,
-                   title=f"serpent explorer: {run.path.name}")
+    missing = run.stage_summary("susceptibility").get("summary", {}).get("diverged", {}) or {}
+    title = f"serpent explorer: {run.path.name}"
+    if missing:   # checkpoints whose susceptibilities could not be sampled: said on the page itself
+        title += f" (no susceptibilities at step {', '.join(sorted(missing, key=int))}: SGLD diverged)"
+    write_explorer(frame, explorer_path, max_points=cfg.max_points_page, separation=sep, title=title)
     phase["explorer"] = time.time() - tick
 
     steps = sorted(sep)
@@ -674,7 +677,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
                                  sep[steps[-1]].get("cross_token_null_sd")],
         "separation_map_first": sep[steps[0]]["map"], "separation_map_last": sep[steps[-1]]["map"],
         "pattern_counts": pattern_counts(labels[labels["step"] == steps[-1]]["pattern"].astype(str)),
-        "explorer": str(explorer_path), "pngs": len(pngs),
+        "explorer": str(explorer_path), "pngs": len(pngs), "missing_steps": sorted(int(k) for k in missing),
         "seconds": {k: round(v, 2) for k, v in phase.items()},
     }
     run.mark_stage(STAGE, key, time.time() - t0, summary)

@@ -236,7 +236,8 @@ def _llc_at(run, step: int, cfg: SamplerConfig, batches, init_loss_batches: int,
     except DivergenceError as e:
         raise DivergenceError(f"checkpoint step {step}: {e} (run `calibrate` to choose epsilon and n_beta; set "
                               "them with --set llc.epsilon=... --set llc.gamma=...)") from None
-    row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss}
+    row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss, "epsilon": cfg.epsilon,
+           "drift": trace_drift(r, cfg)}
     row.update({f"chain_{c}": float(v) for c, v in enumerate(r.per_chain)})
     row.update({"seconds": r.seconds, "ms_per_step": r.ms_per_step})
     C, S = r.traces.shape
@@ -329,20 +330,33 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
         except SerpentError:                                # unreadable: estimate that checkpoint again
             kept = None
         if isinstance(kept, dict) and kept.get("settings") == settings and kept.get("checkpoint") == identity(step):
-            results[step] = (kept["row"], pd.DataFrame(kept["traces"]))
+            results[step] = kept["diverged"] if "diverged" in kept else (kept["row"], pd.DataFrame(kept["traces"]))
         else:
             todo.append(step)
     batches = _run_batches(run, cfg) if todo else None
     dev = default_device(device)
     for step in tqdm(todo, desc="LLC over checkpoints", disable=not progress):
-        row, trace = _llc_at(run, step, cfg, batches, INIT_LOSS_BATCHES, dev, progress)
-        atomic_write_json(_step_file(out, step), {"settings": settings, "checkpoint": identity(step), "row": row,
-                                                  "traces": trace.to_dict(orient="list")})
-        results[step] = (row, trace)
-    table = pd.DataFrame([results[s][0] for s in steps])
+        row, trace, note = _llc_with_retry(run, step, cfg, batches, dev, progress)
+        record = {"settings": settings, "checkpoint": identity(step)}
+        if note is None:
+            record.update(row=row, traces=trace.to_dict(orient="list"))
+        else:
+            record.update(diverged=note)
+            if progress:
+                tqdm.write(f"LLC at step {step}: {note}; going on without it")
+        atomic_write_json(_step_file(out, step), record)
+        results[step] = (row, trace) if note is None else note
+    diverged = {s: results[s] for s in steps if isinstance(results[s], str)}
+    good = [s for s in steps if s not in diverged]
+    if not good:
+        raise DivergenceError(f"SGLD diverged at every analysed checkpoint ({', '.join(map(str, steps))}); "
+                              f"{diverged[steps[-1]]}")
+    table = pd.DataFrame([results[s][0] for s in good])
     chains = sorted((c for c in table.columns if c.startswith("chain_")), key=lambda c: int(c.split("_")[1]))
-    table = table[["step", "mean", "std", "init_loss", *chains, "seconds", "ms_per_step"]]
-    traces = pd.concat([results[s][1] for s in steps], ignore_index=True)
+    for column, default in (("note", ""), ("epsilon", cfg.epsilon), ("drift", math.nan)):  # rows kept from before
+        table[column] = table[column].fillna(default) if column in table else default
+    table = table[["step", "mean", "std", "init_loss", *chains, "epsilon", "drift", "note", "seconds", "ms_per_step"]]
+    traces = pd.concat([results[s][1] for s in good], ignore_index=True)
     _write_parquet(table, out / "llc.parquet")
     _write_parquet(traces, out / "traces.parquet")
     if charts:
@@ -355,7 +369,9 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
                "final_llc_std": round(float(last["std"]), 3), "min_llc": round(float(table["mean"].min()), 3),
                "max_llc": round(float(table["mean"].max()), 3),
                "ms_per_sgld_step": round(float(table["ms_per_step"].mean()), 2),
-               "computed": len(todo), "reused": len(steps) - len(todo)}
+               "computed": len(todo), "reused": len(steps) - len(todo),
+               "retried": [int(r["step"]) for _, r in table.iterrows() if r["note"]],
+               "diverged": {str(s): note for s, note in diverged.items()}}
     run.mark_stage("llc", key, seconds, summary)
     summary["seconds"] = round(seconds, 2)
     return summary
@@ -363,6 +379,50 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
 
 # ----------------------------------------------------------------------------------------------------------------
 # calibration
+
+
+def trace_drift(r: LLCResult, cfg: SamplerConfig) -> float:
+    """How far the draws' loss still moves: (mean of the second half - mean of the first) / (rise above L(w*)).
+
+    Near 0 when the chains sit on a plateau; the calibration's and the retry's test of a healthy trace.
+    """
+    draws = r.traces[:, cfg.burnin::cfg.steps_between_draws][:, :cfg.draws]
+    half = max(draws.shape[1] // 2, 1)
+    first, second = draws[:, :half].mean(), draws[:, half:].mean() if draws.shape[1] > 1 else draws.mean()
+    rise = max(abs(float(draws.mean()) - r.init_loss), 1e-12)
+    return float(second - first) / rise
+
+
+#: Step sizes the llc stage retries a diverged checkpoint with, as fractions of the configured epsilon (largest first).
+RETRY_EPSILON_FACTORS = (1 / 3, 1 / 10, 1 / 30)
+FLAT_TOLERANCE = 0.1
+
+
+def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progress: bool):
+    """:func:`_llc_at`; if it diverges, the largest of the retry step sizes whose chains neither diverge nor drift
+    (the calibration recipe at the configured ``n_beta`` and ``gamma``). Returns ``(row, traces, None)`` or
+    ``(None, None, note)`` when every step size diverged or drifted."""
+    try:
+        row, trace = _llc_at(run, step, cfg, batches, INIT_LOSS_BATCHES, device, progress)
+        return row, trace, None
+    except DivergenceError as first:
+        failure = str(first)
+    tried = []
+    for factor in RETRY_EPSILON_FACTORS:
+        c = SamplerConfig(**{**cfg.to_dict(), "epsilon": cfg.epsilon * factor})
+        try:
+            row, trace = _llc_at(run, step, c, batches, INIT_LOSS_BATCHES, device, False)
+        except DivergenceError:
+            tried.append(f"{c.epsilon:.2g} diverged")
+            continue
+        if row["mean"] >= 0 and abs(row["drift"]) < FLAT_TOLERANCE:
+            row["note"] = f"retried: epsilon {cfg.epsilon:g} diverged, {c.epsilon:.2g} is stable"
+            return row, trace, None
+        tried.append(f"{c.epsilon:.2g} drifts ({row['drift']:+.2f})")
+    note = (f"diverged at epsilon {cfg.epsilon:g} ({failure.split(' (run')[0]}); retried with "
+            f"{', '.join(tried)}. Run `python -m serpent calibrate {run.path}` and set llc.epsilon / llc.n_beta "
+            f"(smaller n_beta or larger gamma localise the chains more)")
+    return None, None, note
 
 
 def calibrate(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches, cfg: SamplerConfig,
@@ -395,11 +455,7 @@ def calibrate(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches,
             row.update(diverged=True, error=str(e))
             rows.append(row)
             continue
-        draws = r.traces[:, c.burnin::c.steps_between_draws][:, :c.draws]
-        half = max(draws.shape[1] // 2, 1)
-        first, second = draws[:, :half].mean(), draws[:, half:].mean() if draws.shape[1] > 1 else draws.mean()
-        rise = max(abs(float(draws.mean()) - r.init_loss), 1e-12)
-        drift = float(second - first) / rise
+        drift = trace_drift(r, c)
         row.update(llc_mean=r.mean, llc_std=r.std, drift=drift,
                    stable=bool(r.mean >= 0 and abs(drift) < flat_tolerance and np.isfinite(r.mean)))
         rows.append(row)

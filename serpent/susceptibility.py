@@ -626,9 +626,14 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
         task, _ = fixed_windows(train, sc.task_sequences, length, sc.probe_seed + 1, tok.bos_id)
     s_cfg = sc.sampler
     batches = lambda i: batch_at(train, i, s_cfg.batch_size, mc.n_ctx, s_cfg.seed, tok.bos_id)
-    done, computed = [], []
+    from .config import SamplerConfig
+    from .llc import RETRY_EPSILON_FACTORS
+    from .rundir import atomic_write_json, read_json
+
+    done, computed, diverged, retried = [], [], {}, []
     for step in _tqdm_steps(chosen, progress):
         path = step_path(run, step)
+        marker = path.with_suffix(".diverged.json")
         if path.exists():
             try:
                 if SusceptibilityResult.load(path).settings.get("key") == key:
@@ -636,16 +641,49 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
                     continue
             except SerpentError:
                 pass
+        if marker.exists():
+            try:
+                kept = read_json(marker)
+                if kept.get("key") == key:
+                    diverged[str(step)] = kept["note"]
+                    continue
+            except SerpentError:
+                pass
         model = run.load_model(step, device="cpu")
-        res = susceptibilities(model, probe, batches, s_cfg, task_tokens=task, components=sc.components,
-                               doc_names=docs, step=step, baseline=sc.baseline, device=device, progress=progress,
-                               settings={"key": key, "probe_seed": sc.probe_seed, "probe_offsets": offsets.tolist()})
+        res, failures = None, []
+        for factor in (1.0, *RETRY_EPSILON_FACTORS):     # a diverged checkpoint: retried with smaller steps
+            c = SamplerConfig(**{**s_cfg.to_dict(), "epsilon": s_cfg.epsilon * factor})
+            try:
+                res = susceptibilities(model, probe, batches, c, task_tokens=task, components=sc.components,
+                                       doc_names=docs, step=step, baseline=sc.baseline, device=device,
+                                       progress=progress and factor == 1.0,
+                                       settings={"key": key, "probe_seed": sc.probe_seed,
+                                                 "probe_offsets": offsets.tolist(), "epsilon": c.epsilon})
+                break
+            except DivergenceError as e:
+                failures.append(f"{c.epsilon:.2g}: {str(e).split(';')[0]}")
+        if res is None:
+            note = (f"SGLD diverged at every step size tried ({'; '.join(failures)}); choose susceptibility."
+                    f"sampler.epsilon with `python -m serpent calibrate {run.path}`, or a larger gamma")
+            atomic_write_json(marker, {"key": key, "note": note})
+            diverged[str(step)] = note
+            if progress:
+                from tqdm.auto import tqdm
+                tqdm.write(f"susceptibilities at step {step}: {note}; going on without it")
+            continue
+        if failures:
+            retried.append(step)
+        marker.unlink(missing_ok=True)
         res.save(path)
         done.append(step)
         computed.append(step)
+    if not done:
+        raise DivergenceError(f"susceptibilities: SGLD diverged at every chosen checkpoint ({chosen}); "
+                              f"{next(iter(diverged.values()))}")
     n_comp = mc.n_layers * mc.n_heads + (mc.n_layers if sc.components == "heads+mlp" else 0)
     summary = {"steps": done, "computed": computed, "components": n_comp,
-               "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(time.time() - t0, 1)}
+               "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(time.time() - t0, 1),
+               "retried": retried, "diverged": diverged}
     run.mark_stage(STAGE, stage_key, time.time() - t0, summary)
     return summary
 

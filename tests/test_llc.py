@@ -283,3 +283,62 @@ def test_crossing_llc_target_known_cases_and_its_approach_to_lambda():
     with pytest.raises(ConfigError, match="gamma"):
         crossing_llc_target(1, 1, 100.0, gamma=0.0)
 
+
+
+def test_a_diverging_checkpoint_is_retried_with_a_smaller_step_then_recorded_and_the_stage_goes_on(
+        tmp_path, micro_run_config, monkeypatch):
+    """Issue 21: divergence at one checkpoint no longer stops the run. The stage retries with epsilon/3, /10, /30
+    (largest first, the calibration recipe's test of a flat trace), records what it used, and when every step size
+    fails it records the checkpoint as diverged, with the advice, and keeps the others."""
+    import serpent.llc as llc
+    from serpent.errors import DivergenceError
+    from serpent.pipeline import data_stage, train_stage
+    from serpent.rundir import Run, read_json
+
+    cfg = micro_run_config.with_overrides(llc={"chains": 2, "draws": 8, "batch_size": 4, "checkpoints": 3,
+                                               "epsilon": 1e-3, "gamma": 100.0, "n_beta": 10.0})
+    run = Run.create(tmp_path / "run", cfg)
+    data_stage(run, progress=False)
+    train_stage(run, progress=False)
+    steps = select_steps(run.checkpoint_steps(), 3)
+    real = llc.estimate_llc
+    calls = []
+
+    def fragile(model, params, batches, c, **kw):      # the middle checkpoint diverges above epsilon 2e-4,
+                                                        # the last one at every step size
+        calls.append((current[0], c.epsilon))
+        if current[0] == steps[-1] or (current[0] == steps[1] and c.epsilon > 2e-4):
+            raise DivergenceError(f"SGLD diverged at step 3 of 8 in chain 0 (epsilon {c.epsilon})")
+        return real(model, params, batches, c, **kw)
+
+    current = [None]
+    real_at = llc._llc_at
+    monkeypatch.setattr(llc, "_llc_at", lambda r, step, *a, **k: current.__setitem__(0, step) or real_at(r, step, *a, **k))
+    monkeypatch.setattr(llc, "estimate_llc", fragile)
+    monkeypatch.setattr(llc, "FLAT_TOLERANCE", math.inf)   # 8 draws: too few for the drift test; checked below
+    summary = llc.llc_stage(run, progress=False)
+
+    table = pd.read_parquet(run.stage_dir("llc") / "llc.parquet")
+    assert table["step"].tolist() == steps[:2]                        # the diverged checkpoint is left out ...
+    assert summary["diverged"].keys() == {str(steps[-1])}              # ... and named, with what to do
+    assert "calibrate" in summary["diverged"][str(steps[-1])] and "1e-05" not in summary["diverged"][str(steps[-1])]
+    eps = dict(zip(table["step"], table["epsilon"]))
+    assert eps[steps[0]] == 1e-3 and eps[steps[1]] == pytest.approx(1e-4)   # 3.3e-4 diverged, 1e-4 is the largest left
+    assert summary["retried"] == [steps[1]] and "0.0001 is stable" in table.set_index("step").loc[steps[1], "note"]
+    assert [e for s, e in calls if s == steps[-1]] == pytest.approx([1e-3, 1e-3 / 3, 1e-4, 1e-3 / 30])
+    kept = read_json(llc._step_file(run.stage_dir("llc"), steps[-1]))
+    assert "diverged" in kept                                         # resumable: not sampled again next time
+
+    calls.clear()
+    llc.llc_stage(run, charts=False, progress=False)
+    assert calls == []
+
+    others = [s for s in run.checkpoint_steps() if s not in steps]
+    monkeypatch.setattr(llc, "FLAT_TOLERANCE", 0.0)       # no trace is flat enough: the retries are refused too
+    steps[1] = others[0]
+    drifting = llc.llc_stage(run, steps=[steps[0], others[0]], charts=False, progress=False)
+    assert "drifts" in drifting["diverged"][str(others[0])] and drifting["checkpoints"] == 1
+
+    monkeypatch.setattr(llc, "estimate_llc", lambda *a, **k: (_ for _ in ()).throw(DivergenceError("nan")))
+    with pytest.raises(DivergenceError, match="every analysed checkpoint"):
+        llc.llc_stage(run, steps=others[1:2], progress=False)

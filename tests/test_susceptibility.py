@@ -386,3 +386,43 @@ def test_end_to_end_agrees_with_devinterp_within_statistical_error(tmp_path):
     assert abs(r["init"] - r["init_dv"]) < 1e-5
     ratio = np.mean((r["chi"] - r["chi_dv"]) ** 2) / np.mean(r["se"] ** 2 + r["se_dv"] ** 2)
     assert 0.3 < ratio < 3.0, ratio
+
+
+def test_stage_retries_a_diverged_checkpoint_records_it_and_goes_on(tmp_path, micro_run_config, monkeypatch):
+    """Issue 21: a checkpoint whose SGLD diverges is retried with smaller steps; one that still diverges is
+    recorded with the advice (not sampled again on resume), the others are kept, and the explorer says so."""
+    import serpent.susceptibility as sus
+    from serpent.embedding import serpent_stage
+    from serpent.errors import DivergenceError
+    from serpent.pipeline import data_stage, train_stage
+    from serpent.rundir import Run
+
+    cfg = micro_run_config.with_overrides(
+        model={"n_heads": 2},
+        susceptibility={"sampler": _sampler(draws=4, batch_size=4), "probe_sequences": 3, "probe_length": 16},
+        susceptibility_checkpoints=3)
+    run = Run.create(tmp_path / "run", cfg)
+    data_stage(run, progress=False)
+    train_stage(run, progress=False)
+    chosen = sus._select_steps(run.checkpoint_steps(), 3)
+    eps0 = cfg.susceptibility.sampler.epsilon
+    real, calls = sus.susceptibilities, []
+
+    def fragile(model, probe, batches, c, *, step, **kw):
+        calls.append((step, c.epsilon))
+        if step == chosen[-1] or (step == chosen[1] and c.epsilon > eps0 / 5):
+            raise DivergenceError(f"SGLD diverged at step 2 of 4 in chain 0; use a smaller epsilon")
+        return real(model, probe, batches, c, step=step, **kw)
+
+    monkeypatch.setattr(sus, "susceptibilities", fragile)
+    summary = sus.susceptibility_stage(run, progress=False)
+    assert summary["steps"] == chosen[:2] and summary["retried"] == [chosen[1]]
+    assert list(summary["diverged"]) == [str(chosen[-1])] and "calibrate" in summary["diverged"][str(chosen[-1])]
+    assert [e for s, e in calls if s == chosen[1]] == pytest.approx([eps0, eps0 / 3, eps0 / 10])
+    assert sus.load_susceptibilities(run)[chosen[1]].settings["epsilon"] == pytest.approx(eps0 / 10)
+    assert sorted(sus.load_susceptibilities(run)) == chosen[:2]
+    calls.clear()
+    assert sus.susceptibility_stage(run, progress=False)["diverged"] == summary["diverged"] and calls == []
+    page = serpent_stage(run, progress=False)
+    assert page["missing_steps"] == [chosen[-1]]
+    assert f"no susceptibilities at step {chosen[-1]}" in (run.path / "explorer.html").read_text()
