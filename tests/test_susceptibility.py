@@ -263,18 +263,25 @@ def test_bad_input_gives_clear_errors():
 # the stage on a run directory, and the response matrix with the pattern classifier
 
 
-def test_stage_writes_each_step_skips_when_current_and_feeds_the_response_matrix(tmp_path, micro_run_config):
+def _trained_micro_run(tmp_path, micro_run_config, checkpoints):
+    """A trained 2-layer x 2-head micro run whose susceptibility stage samples ``checkpoints`` checkpoints."""
     from serpent.pipeline import data_stage, train_stage
     from serpent.rundir import Run
-    from serpent.susceptibility import load_susceptibilities, step_path, susceptibility_stage
 
     cfg = micro_run_config.with_overrides(
         model={"n_heads": 2},
         susceptibility={"sampler": _sampler(draws=4, batch_size=4), "probe_sequences": 3, "probe_length": 16},
-        susceptibility_checkpoints=2)
+        susceptibility_checkpoints=checkpoints)
     run = Run.create(tmp_path / "run", cfg)
     data_stage(run, progress=False)
     train_stage(run, progress=False)
+    return run, cfg
+
+
+def test_stage_writes_each_step_skips_when_current_and_feeds_the_response_matrix(tmp_path, micro_run_config):
+    from serpent.susceptibility import load_susceptibilities, step_path, susceptibility_stage
+
+    run, cfg = _trained_micro_run(tmp_path, micro_run_config, 2)
     steps = run.checkpoint_steps()
     summary = susceptibility_stage(run, progress=False)
     assert summary["steps"] == [steps[0], steps[-1]] and summary["computed"] == summary["steps"]
@@ -394,16 +401,8 @@ def test_stage_retries_a_diverged_checkpoint_records_it_and_goes_on(tmp_path, mi
     import serpent.susceptibility as sus
     from serpent.embedding import serpent_stage
     from serpent.errors import DivergenceError
-    from serpent.pipeline import data_stage, train_stage
-    from serpent.rundir import Run
 
-    cfg = micro_run_config.with_overrides(
-        model={"n_heads": 2},
-        susceptibility={"sampler": _sampler(draws=4, batch_size=4), "probe_sequences": 3, "probe_length": 16},
-        susceptibility_checkpoints=3)
-    run = Run.create(tmp_path / "run", cfg)
-    data_stage(run, progress=False)
-    train_stage(run, progress=False)
+    run, cfg = _trained_micro_run(tmp_path, micro_run_config, 3)
     chosen = sus._select_steps(run.checkpoint_steps(), 3)
     eps0 = cfg.susceptibility.sampler.epsilon
     real, calls = sus.susceptibilities, []
