@@ -420,8 +420,8 @@ def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progres
             return row, trace, None
         tried.append(f"{c.epsilon:.2g} drifts ({row['drift']:+.2f})")
     note = (f"diverged at epsilon {cfg.epsilon:g} ({failure.split(' (run')[0]}); retried with "
-            f"{', '.join(tried)}. Run `python -m serpent calibrate {run.path}` and set llc.epsilon / llc.n_beta "
-            f"(smaller n_beta or larger gamma localise the chains more)")
+            f"{', '.join(tried)}. Sweep epsilon and n_beta with serpent.llc.calibrate_run(serpent.Run.open('{run.path}')) "
+            "(notebook 4), set llc.epsilon / llc.n_beta (smaller n_beta or larger gamma localise the chains more)")
     return None, None, note
 
 

@@ -664,7 +664,8 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
                 failures.append(f"{c.epsilon:.2g}: {str(e).split(';')[0]}")
         if res is None:
             note = (f"SGLD diverged at every step size tried ({'; '.join(failures)}); choose susceptibility."
-                    f"sampler.epsilon with `python -m serpent calibrate {run.path}`, or a larger gamma")
+                    f"sampler.epsilon with serpent.llc.calibrate_run(serpent.Run.open('{run.path}')) (notebook 4), "
+                    "or a larger gamma")
             atomic_write_json(marker, {"key": key, "note": note})
             diverged[str(step)] = note
             if progress:
