@@ -384,7 +384,9 @@ def _tiny() -> RunConfig:
         data=DataConfig(corpus="python", max_bytes=6_000_000, tokenizer_train_bytes=3_000_000, test_fraction=0.05),
         train=TrainConfig(steps=1200, batch_size=16, lr=3e-3, warmup_steps=50, log_checkpoints=8,
                           linear_checkpoints=6, eval_every=100, eval_batches=4),
-        llc=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, burnin=0, batch_size=16,
+        # burn-in: from w* the loss takes about 50-100 steps to reach its plateau at these settings; draws taken
+        # before it are not at equilibrium (serpent.llc.trace_drift; BENCHMARKS.md, "LLC chains at equilibrium").
+        llc=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, burnin=80, batch_size=16,
                           checkpoints=8),
         susceptibility=SusceptibilityConfig(
             sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=4, draws=30, batch_size=4),
@@ -405,7 +407,7 @@ def _cpu() -> RunConfig:
         data={"max_bytes": 250_000_000, "test_fraction": 0.02},
         train={"steps": 42_000, "warmup_steps": 100, "log_checkpoints": 16, "linear_checkpoints": 42,
                "eval_every": 500, "eval_batches": 8},
-        llc={"chains": 4, "draws": 50, "checkpoints": 16},
+        llc={"chains": 4, "draws": 50, "burnin": 100, "checkpoints": 16},
         susceptibility={"sampler.draws": 40},
         susceptibility_checkpoints=8,
     )

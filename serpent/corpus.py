@@ -64,6 +64,10 @@ __all__ = ["Document", "Corpus", "open_corpus", "cache_dir", "split_of", "measur
 
 _SPLITS = ("train", "test", "all")
 _SKIP_KINDS = ("empty", "binary", "non_utf8", "unreadable")
+#: What each kind of skipped file is, with the fix where there is one (for reports and errors).
+SKIP_ADVICE = {"non_utf8": "not UTF-8: convert them, e.g. iconv -f latin1 -t utf-8 FILE > FILE.txt",
+               "binary": "binary (NUL bytes)", "empty": "empty or whitespace only",
+               "unreadable": "unreadable (permissions?)"}
 # directories inside the stdlib tree that are not the standard library
 _NOT_STDLIB = {"site-packages", "dist-packages", "__pycache__"}
 
@@ -165,9 +169,10 @@ class Corpus:
         self.skipped = skipped
         if n_used == 0:
             kinds = ", ".join(f"{v} {k}" for k, v in skipped.items() if v) or "none"
+            fix = "; ".join(f"{v} {SKIP_ADVICE[k]}" for k, v in skipped.items() if v and k in ("non_utf8",))
             raise CorpusError(f"corpus {self.spec!r} has no usable document in split {split!r} "
-                              f"({len(self.names(split))} selected; skipped: {kinds}). Point it at UTF-8 text files, "
-                              f"raise max_bytes, or change test_fraction.")
+                              f"({len(self.names(split))} selected; skipped: {kinds}). Point it at UTF-8 text files"
+                              + (f" ({fix})" if fix else "") + ", raise max_bytes, or change test_fraction.")
 
     def __iter__(self) -> Iterator[Document]:
         return self.documents("all")

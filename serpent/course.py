@@ -91,7 +91,7 @@ def micro_config(preset: str = "tiny") -> RunConfig:
     """The fast-mode recipe: ``preset`` (tiny) shrunk to run end to end in about a minute on a CPU.
 
     Tiny's widths with a 64-token context; 1.5 MB of text; 150 training steps of 8 windows with 9 checkpoints; LLC
-    with 2 chains x 12 draws at 4 checkpoints; susceptibilities with 2 chains x 6 draws (minibatches of 4) on 4 probe
+    with 2 chains x 12 draws (after 36 burn-in steps) at 4 checkpoints; susceptibilities with 2 chains x 6 draws (minibatches of 4) on 4 probe
     windows of 64 tokens at 2 checkpoints. It is a smoke test of the whole course, not a model worth reading.
     """
     base = get_preset(preset)
@@ -102,7 +102,7 @@ def micro_config(preset: str = "tiny") -> RunConfig:
         model={"n_ctx": min(64, base.model.n_ctx)},
         data={"max_bytes": 1_500_000, "tokenizer_train_bytes": 1_000_000},
         train={"steps": 150, "batch_size": 8, "log_checkpoints": 6, "linear_checkpoints": 3, "eval_every": 25, "eval_batches": 2},
-        llc={"chains": 2, "draws": 12, "batch_size": 8, "checkpoints": 4},
+        llc={"chains": 2, "draws": 12, "burnin": 36, "batch_size": 8, "checkpoints": 4},
         susceptibility={"sampler": s, "probe_sequences": 4, "probe_length": min(64, base.model.n_ctx)},
         embedding={"n_neighbors": 10, "max_points_page": 400},
         susceptibility_checkpoints=2,

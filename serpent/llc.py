@@ -312,7 +312,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     if not steps:
         raise ConfigError(f"{run.path} has no checkpoints to analyse; train first "
                           f"(`python -m serpent run --out {run.path}`)")
-    settings = config_hash({"v": 1, "llc": cfg.to_dict(), "model": run.config.model.to_dict()})
+    settings = config_hash({"v": 2, "llc": cfg.to_dict(), "model": run.config.model.to_dict()})
     key = config_hash({"settings": settings, "steps": steps, "charts": charts})
     out = run.stage_dir("llc")
     if (done := run.current_summary("llc", key, [out / "llc.parquet"])) is not None:
@@ -353,9 +353,10 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
                               f"{diverged[steps[-1]]}")
     table = pd.DataFrame([results[s][0] for s in good])
     chains = sorted((c for c in table.columns if c.startswith("chain_")), key=lambda c: int(c.split("_")[1]))
-    for column, default in (("note", ""), ("epsilon", cfg.epsilon), ("drift", math.nan)):  # rows kept from before
-        table[column] = table[column].fillna(default) if column in table else default
-    table = table[["step", "mean", "std", "init_loss", *chains, "epsilon", "drift", "note", "seconds", "ms_per_step"]]
+    for column, default in (("note", ""), ("epsilon", cfg.epsilon), ("burnin", cfg.burnin), ("drift", math.nan)):
+        table[column] = table[column].fillna(default) if column in table else default   # rows kept from before
+    table = table[["step", "mean", "std", "init_loss", *chains, "epsilon", "burnin", "drift", "note", "seconds",
+                   "ms_per_step"]]
     traces = pd.concat([results[s][1] for s in good], ignore_index=True)
     _write_parquet(table, out / "llc.parquet")
     _write_parquet(traces, out / "traces.parquet")
@@ -370,7 +371,10 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
                "max_llc": round(float(table["mean"].max()), 3),
                "ms_per_sgld_step": round(float(table["ms_per_step"].mean()), 2),
                "computed": len(todo), "reused": len(steps) - len(todo),
-               "retried": [int(r["step"]) for _, r in table.iterrows() if r["note"]],
+               "retried": [int(r["step"]) for _, r in table.iterrows() if "retried" in r["note"]],
+               "lengthened": [int(r["step"]) for _, r in table.iterrows() if r["burnin"] != cfg.burnin],
+               "not_at_equilibrium": [int(r["step"]) for _, r in table.iterrows()
+                                      if "not at equilibrium" in r["note"]],
                "diverged": {str(s): note for s, note in diverged.items()}}
     run.mark_stage("llc", key, seconds, summary)
     summary["seconds"] = round(seconds, 2)
@@ -395,34 +399,49 @@ def trace_drift(r: LLCResult, cfg: SamplerConfig) -> float:
 
 #: Step sizes the llc stage retries a diverged checkpoint with, as fractions of the configured epsilon (largest first).
 RETRY_EPSILON_FACTORS = (1 / 3, 1 / 10, 1 / 30)
+#: A trace whose draws still move by this share of the loss rise (:func:`trace_drift`) is not at equilibrium.
 FLAT_TOLERANCE = 0.1
 
 
 def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progress: bool):
-    """:func:`_llc_at`; if it diverges, the largest of the retry step sizes whose chains neither diverge nor drift
-    (the calibration recipe at the configured ``n_beta`` and ``gamma``). Returns ``(row, traces, None)`` or
-    ``(None, None, note)`` when every step size diverged or drifted."""
-    try:
-        row, trace = _llc_at(run, step, cfg, batches, INIT_LOSS_BATCHES, device, progress)
-        return row, trace, None
-    except DivergenceError as first:
-        failure = str(first)
-    tried = []
-    for factor in RETRY_EPSILON_FACTORS:
-        c = SamplerConfig(**{**cfg.to_dict(), "epsilon": cfg.epsilon * factor})
+    """:func:`_llc_at`, made to fit the checkpoint (the sampling guide's recipe at the configured ``n_beta`` and
+    ``gamma``): if the chains diverge, the largest retry step size that does not; if the draws still drift (the
+    loss has not reached its plateau), chains three times as long at the same step size, the extra steps as burn-in.
+    A trace that still drifts is kept, with a note saying so. Returns ``(row, traces, None)``, or
+    ``(None, None, note)`` when every step size diverged."""
+    tried, failure = [], ""
+    for i, eps in enumerate([cfg.epsilon] + [cfg.epsilon * f for f in RETRY_EPSILON_FACTORS]):
+        c = SamplerConfig(**{**cfg.to_dict(), "epsilon": eps})
         try:
-            row, trace = _llc_at(run, step, c, batches, INIT_LOSS_BATCHES, device, False)
+            row, trace = _llc_at(run, step, c, batches, INIT_LOSS_BATCHES, device, progress and i == 0)
+            break
+        except DivergenceError as e:
+            failure = failure or str(e).split(" (run")[0]
+            tried.append(f"{eps:.2g}")
+    else:
+        note = (f"diverged at epsilon {cfg.epsilon:g} ({failure}); retried with {', '.join(tried[1:])}, which "
+                f"diverged too. Sweep epsilon and n_beta with serpent.llc.calibrate_run(serpent.Run.open('{run.path}')) "
+                "(notebook 4), set llc.epsilon / llc.n_beta (smaller n_beta or larger gamma localise the chains more)")
+        return None, None, note
+    notes = [f"retried: epsilon {cfg.epsilon:g} diverged, {c.epsilon:.2g} did not"] if tried else []
+    if abs(row["drift"]) >= FLAT_TOLERANCE:
+        moved = row["drift"]
+        longer = SamplerConfig(**{**c.to_dict(), "burnin": c.burnin + 2 * (c.burnin + c.draws)})
+        try:
+            row, trace = _llc_at(run, step, longer, batches, INIT_LOSS_BATCHES, device, False)
+            c = longer
+            if abs(row["drift"]) < FLAT_TOLERANCE:
+                notes.append(f"lengthened: the draws still moved (drift {moved:+.2f}); a burn-in of {c.burnin} "
+                             "steps reached the plateau")
+            else:
+                notes.append(f"not at equilibrium: drift {row['drift']:+.2f} after a burn-in of {c.burnin} steps; "
+                             "raise llc.burnin or see serpent.llc.calibrate_run")
         except DivergenceError:
-            tried.append(f"{c.epsilon:.2g} diverged")
-            continue
-        if row["mean"] >= 0 and abs(row["drift"]) < FLAT_TOLERANCE:
-            row["note"] = f"retried: epsilon {cfg.epsilon:g} diverged, {c.epsilon:.2g} is stable"
-            return row, trace, None
-        tried.append(f"{c.epsilon:.2g} drifts ({row['drift']:+.2f})")
-    note = (f"diverged at epsilon {cfg.epsilon:g} ({failure.split(' (run')[0]}); retried with "
-            f"{', '.join(tried)}. Sweep epsilon and n_beta with serpent.llc.calibrate_run(serpent.Run.open('{run.path}')) "
-            "(notebook 4), set llc.epsilon / llc.n_beta (smaller n_beta or larger gamma localise the chains more)")
-    return None, None, note
+            notes.append(f"not at equilibrium: drift {moved:+.2f}, and a longer chain diverged; see "
+                         "serpent.llc.calibrate_run")
+    row["burnin"] = c.burnin
+    row["note"] = "; ".join(notes)
+    return row, trace, None
 
 
 def calibrate(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches, cfg: SamplerConfig,

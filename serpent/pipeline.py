@@ -47,6 +47,9 @@ def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
                "vocab_size": tokenizer.vocab_size,
                "unigram_entropy": round(unigram_entropy(data.train, cfg.model.d_vocab), 4)}
     summary["epochs"] = round(training_tokens(cfg) / max(len(data.train), 1), 2)
+    summary["skipped"] = {k: v for k, v in corpus.skipped.items() if v}
+    if data.meta.get("carved"):
+        summary["test_split"] = f"the last {data.meta['carved']['test_tokens']:,} tokens of {data.meta['carved']['document']}"
     run.mark_stage("data", key, time.time() - t0, summary)
     return summary
 
@@ -80,6 +83,25 @@ def reading_note(cfg: RunConfig, train_tokens: int) -> str:
     return (f"warning: {line}; the model will memorise much of this sample, and the later checkpoints show "
             f"memorisation rather than the stages of learning text. {fix}or lower train.steps (now "
             f"{cfg.train.steps:,})")
+
+
+def corpus_notes(summary: dict) -> list[str]:
+    """Lines telling the user what the data stage left out and how the test split was made.
+
+    >>> corpus_notes({"documents": 5, "skipped": {"non_utf8": 2}})
+    ['skipped 2 of 5 files: 2 not UTF-8: convert them, e.g. iconv -f latin1 -t utf-8 FILE > FILE.txt']
+    >>> corpus_notes({"documents": 1, "test_split": "the last 90 tokens of a.txt"})
+    ['held out for testing: the last 90 tokens of a.txt (the split is by document, and one split had none)']
+    """
+    lines = []
+    skipped = summary.get("skipped") or {}
+    if skipped:
+        from .corpus import SKIP_ADVICE
+        parts = "; ".join(f"{n} {SKIP_ADVICE.get(k, k)}" for k, n in skipped.items())
+        lines.append(f"skipped {sum(skipped.values())} of {summary.get('documents', '?')} files: {parts}")
+    if summary.get("test_split"):
+        lines.append(f"held out for testing: {summary['test_split']} (the split is by document, and one split had none)")
+    return lines
 
 
 def train_stage(run: Run, *, device=None, progress: bool = True) -> dict:
@@ -137,5 +159,7 @@ def run_pipeline(run: Run, stages: list[str] | None = None, *, device=None, prog
         out[name] = STAGES[name](run, device=device, progress=progress)
         echo(f"[{name}] done in {time.time() - t0:.1f} s")
         if name == "data":
+            for line in corpus_notes(out[name]):
+                echo(line)
             echo(reading_note(run.config, out[name]["train_tokens"]))
     return out

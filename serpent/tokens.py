@@ -154,9 +154,7 @@ def tokenize_corpus(corpus, tokenizer, cache_dir: str | os.PathLike, progress: b
     t0 = time.perf_counter()
     bos = np.array([tokenizer.bos_id], dtype=np.uint16)
     parts: dict[str, list[np.ndarray]] = {s: [] for s in _SPLITS}
-    starts: dict[str, list[int]] = {s: [] for s in _SPLITS}
     names: dict[str, list[str]] = {s: [] for s in _SPLITS}
-    length = {s: 0 for s in _SPLITS}
     n_bytes = 0
 
     from tqdm.auto import tqdm
@@ -171,11 +169,9 @@ def tokenize_corpus(corpus, tokenizer, cache_dir: str | os.PathLike, progress: b
         for doc, ids in zip(batch, ids_list):
             split = corpus.split(doc.name)
             arr = np.asarray(ids, dtype=np.uint16)
-            starts[split].append(length[split])
             names[split].append(doc.name)
             parts[split].append(bos)
             parts[split].append(arr)
-            length[split] += 1 + len(arr)
         b = sum(len(d.text.encode("utf-8", "surrogatepass")) for d in batch)
         n_bytes += b
         bar.update(b)
@@ -191,11 +187,8 @@ def tokenize_corpus(corpus, tokenizer, cache_dir: str | os.PathLike, progress: b
         flush(batch)
     finally:
         bar.close()
-    for s in _SPLITS:
-        if not names[s]:
-            raise CorpusError(f"corpus {corpus.spec!r} gave no usable document for the {s!r} split "
-                              f"({sum(len(v) for v in names.values())} documents in all); the split is by document, "
-                              f"so use a corpus of at least two documents (more files, or a larger max_bytes)")
+    carved = _carve_missing_split(parts, names, corpus.test_fraction, corpus.spec)
+    starts = {s: np.cumsum([0] + [len(a) for a in parts[s][:-1]])[::2].tolist() for s in _SPLITS}
     streams = {s: np.concatenate(parts[s]) for s in _SPLITS}
     seconds = time.perf_counter() - t0
     meta = {
@@ -204,6 +197,7 @@ def tokenize_corpus(corpus, tokenizer, cache_dir: str | os.PathLike, progress: b
         "bytes_read": n_bytes, "seconds": round(seconds, 2),
         "tokens": {s: int(len(streams[s])) for s in _SPLITS},
         "documents": {s: len(names[s]) for s in _SPLITS},
+        "carved": carved,
     }
     data = TokenData(streams["train"], streams["test"],
                      (np.asarray(starts["train"], dtype=np.int64), names["train"]),
@@ -220,6 +214,42 @@ def tokenize_corpus(corpus, tokenizer, cache_dir: str | os.PathLike, progress: b
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return TokenData.load(final)
+
+
+#: The smallest share of a document held out when the whole corpus is one usable document (nanoGPT holds out 10 %).
+MIN_CARVED_FRACTION = 0.05
+
+
+def _carve_missing_split(parts: dict, names: dict, test_fraction: float, spec: str) -> Optional[dict]:
+    """When every usable document fell into one split (a corpus of one big file, or one file beside empty and
+    unreadable ones), split the largest document at a token: its head trains, its tail is held out as
+    ``'<name>:tail'``. ``parts[split]`` alternates ``[BOS, tokens, BOS, tokens, ...]``; edited in place.
+    Returns what was carved (for the meta), or None when both splits already have documents."""
+    empty = [s for s in _SPLITS if not names[s]]
+    if not empty:
+        return None
+    src = "test" if empty == ["train"] else "train"
+    if len(empty) == 2 or not names[src]:
+        raise CorpusError(f"corpus {spec!r} gave no usable document; point it at UTF-8 text files")
+    sizes = [len(a) for a in parts[src][1::2]]
+    i = int(np.argmax(sizes))
+    arr, name = parts[src][2 * i + 1], names[src][i]
+    fraction = min(max(test_fraction, MIN_CARVED_FRACTION), 0.5)
+    n_tail = int(round(len(arr) * fraction))
+    if n_tail < 1 or n_tail >= len(arr):
+        raise CorpusError(f"corpus {spec!r} has one usable document ({name!r}, {len(arr)} tokens), too short to "
+                          f"hold part of it out for testing; add more text")
+    head, tail = arr[:-n_tail], arr[-n_tail:]
+    bos = parts[src][2 * i]
+    if src == "train":
+        parts["train"][2 * i + 1] = head
+        parts["test"], names["test"] = [bos, tail], [f"{name}:tail"]
+    else:
+        parts["test"][2 * i + 1] = tail
+        names["test"][i] = f"{name}:tail"
+        parts["train"], names["train"] = [bos, head], [name]
+    return {"document": name, "test_fraction": fraction, "test_tokens": int(n_tail),
+            "why": f"every usable document fell in the {src!r} split"}
 
 
 def _check_stream(tokens: np.ndarray, need: int, what: str) -> None:

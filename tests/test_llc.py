@@ -207,6 +207,8 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
     run = Run.create(tmp_path / "run", cfg)
     data_stage(run, progress=False)
     train_stage(run, progress=False)
+    import serpent.llc
+    monkeypatch.setattr(serpent.llc, "FLAT_TOLERANCE", math.inf)  # caching and resume here; 8 draws always drift
     summary = llc_stage(run, progress=False)
     out = run.stage_dir("llc")
     table = pd.read_parquet(out / "llc.parquet")
@@ -324,7 +326,8 @@ def test_a_diverging_checkpoint_is_retried_with_a_smaller_step_then_recorded_and
     assert "calibrate" in summary["diverged"][str(steps[-1])] and "1e-05" not in summary["diverged"][str(steps[-1])]
     eps = dict(zip(table["step"], table["epsilon"]))
     assert eps[steps[0]] == 1e-3 and eps[steps[1]] == pytest.approx(1e-4)   # 3.3e-4 diverged, 1e-4 is the largest left
-    assert summary["retried"] == [steps[1]] and "0.0001 is stable" in table.set_index("step").loc[steps[1], "note"]
+    assert summary["retried"] == [steps[1]] and "0.0001 did not" in table.set_index("step").loc[steps[1], "note"]
+    assert summary["lengthened"] == [] and (table["burnin"] == 0).all()
     assert [e for s, e in calls if s == steps[-1]] == pytest.approx([1e-3, 1e-3 / 3, 1e-4, 1e-3 / 30])
     kept = read_json(llc._step_file(run.stage_dir("llc"), steps[-1]))
     assert "diverged" in kept                                         # resumable: not sampled again next time
@@ -334,11 +337,25 @@ def test_a_diverging_checkpoint_is_retried_with_a_smaller_step_then_recorded_and
     assert calls == []
 
     others = [s for s in run.checkpoint_steps() if s not in steps]
-    monkeypatch.setattr(llc, "FLAT_TOLERANCE", 0.0)       # no trace is flat enough: the retries are refused too
-    steps[1] = others[0]
+    monkeypatch.setattr(llc, "FLAT_TOLERANCE", 0.0)       # no trace is flat: far from equilibrium everywhere
+    calls.clear()
     drifting = llc.llc_stage(run, steps=[steps[0], others[0]], charts=False, progress=False)
-    assert "drifts" in drifting["diverged"][str(others[0])] and drifting["checkpoints"] == 1
+    assert drifting["checkpoints"] == 2 and not drifting["diverged"]      # kept, lengthened once, and flagged
+    assert drifting["lengthened"] == drifting["not_at_equilibrium"] == [others[0]]
+    row = pd.read_parquet(run.stage_dir("llc") / "llc.parquet").set_index("step").loc[others[0]]
+    assert row["burnin"] == 2 * 8 and "not at equilibrium" in row["note"]    # burn-in 0 + 2 x (0 + 8 draws)
+    assert [e for s, e in calls if s == others[0]] == [1e-3, 1e-3]         # the same step size, a longer chain
+
+    monkeypatch.setattr(llc, "FLAT_TOLERANCE", 0.1)       # a trace that reaches its plateau once the chain is longer
+    def settles(r, step, c, *a, **k):
+        row, trace = real_at(r, step, c, *a, **k)
+        return {**row, "drift": 0.4 if c.burnin == 0 else 0.02}, trace
+    monkeypatch.setattr(llc, "_llc_at", settles)
+    settled = llc.llc_stage(run, steps=[others[1]], charts=False, progress=False)
+    assert settled["lengthened"] == [others[1]] and settled["not_at_equilibrium"] == []
+    row = pd.read_parquet(run.stage_dir("llc") / "llc.parquet").iloc[0]
+    assert row["burnin"] == 16 and row["drift"] == 0.02 and "reached the plateau" in row["note"]
 
     monkeypatch.setattr(llc, "estimate_llc", lambda *a, **k: (_ for _ in ()).throw(DivergenceError("nan")))
     with pytest.raises(DivergenceError, match="every analysed checkpoint"):
-        llc.llc_stage(run, steps=others[1:2], progress=False)
+        llc.llc_stage(run, steps=others[2:3], progress=False)

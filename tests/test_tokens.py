@@ -99,11 +99,23 @@ def test_refuses_vocab_over_uint16(corpus, tmp_path):
         tokenize_corpus(corpus, Huge(), tmp_path)
 
 
-def test_single_document_corpus_has_no_test_split(tok, tmp_path):
-    (tmp_path / "one.txt").write_text("just one document\n" * 10)
-    c = open_corpus(f"files:{tmp_path}/one.txt")
-    with pytest.raises(CorpusError, match="at least two documents"):
-        tokenize_corpus(c, tok, tmp_path / "cache", progress=False)
+def test_single_document_corpus_holds_out_its_tail(tok, tmp_path):
+    """One big file (as nanoGPT's input.txt): its head trains, its last 5 % (at least) is the test split."""
+    text = "".join(f"line {i} of the only document\n" for i in range(400))
+    (tmp_path / "one.txt").write_text(text)
+    (tmp_path / "empty.txt").write_text("")
+    c = open_corpus(f"files:{tmp_path}/*.txt", test_fraction=0.02)
+    data = tokenize_corpus(c, tok, tmp_path / "cache", progress=False)
+    assert data.train_docs[1] == ["one.txt"] and data.test_docs[1] == ["one.txt:tail"]
+    whole = np.asarray(tok.encode(text), dtype=np.uint16)
+    np.testing.assert_array_equal(np.concatenate([data.train[1:], data.test[1:]]), whole)  # nothing lost or doubled
+    assert data.train[0] == data.test[0] == tok.bos_id
+    assert 0.04 < (len(data.test) - 1) / len(whole) < 0.06
+    assert data.meta["carved"]["document"] == "one.txt" and c.skipped["empty"] == 1
+    (tmp_path / "short").mkdir()
+    (tmp_path / "short" / "a.txt").write_text("hi")
+    with pytest.raises(CorpusError, match="too short"):
+        tokenize_corpus(open_corpus(f"files:{tmp_path}/short/*.txt"), tok, tmp_path / "cache", progress=False)
 
 
 def test_batch_at_is_a_pure_function_of_seed_and_step():
