@@ -390,6 +390,19 @@ def prefix_score_solution(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
 check_prefix_score(prefix_score_solution);
 '''
 
+KCOMP_SOLUTION = '''
+import torch
+from serpent.checks import check_k_composition
+
+def k_composition_solution(W_OV: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor) -> float:
+    """||W_OV (W_Q W_K^T)^T|| / (||W_OV|| ||W_Q W_K^T||), Frobenius norms."""
+    W_QK = W_Q @ W_K.T                       # score = q_in @ W_QK @ k_in.T, and k_in = x @ W_OV
+    reads = W_OV @ W_QK.T                    # so the key side sees x @ W_OV @ W_QK.T
+    return float(torch.linalg.norm(reads) / (torch.linalg.norm(W_OV) * torch.linalg.norm(W_QK)))
+
+check_k_composition(k_composition_solution);
+'''
+
 
 def nb02():
     return header("02_induction", "2 · Induction heads: detectors, curves over checkpoints, a planted circuit",
@@ -397,7 +410,8 @@ def nb02():
                    "follow them over the checkpoints of the course's run",
                    "check the detectors on a hand-built model that implements the induction circuit exactly",
                    "grow an induction circuit on your CPU in about a minute and watch the loss plateau, then drop",
-                   "implement the two scores yourself (exercises with checks)"],
+                   "implement the two scores yourself (exercises with checks)",
+                   "test which heads cause the copying: ablation, activation patching and K-composition"],
                   "[notebook 1](01_growing.ipynb); what an attention pattern is.", "3 minutes", "5 minutes",
                   ("02_induction", "Induction heads")) + [
         code('''
@@ -622,11 +636,91 @@ probe_report("fixed period", fixed)
         md("The model grown above on varied periods, on the same two probes: it copies at both lengths, because it "
            "matches content, not position."),
         code('probe_report("varied periods", toy)'),
+        md('''
+## 5. Do these heads *cause* the copying? Ablation, patching, composition
+
+Attention scores say where a head looks, not what its output does. Three experiments on the grown toy
+(`serpent.circuits`), each on the repeated-random-tokens probe:
+
+* **Ablation**: replace one head's output by its average over the probe and measure the loss on the first copy
+  (nothing to copy from) and on the second. A head the circuit needs raises the second copy's loss only.
+* **Patching**: run a *corrupted* probe whose first copy is replaced by other tokens (nothing to copy, high loss on
+  the second copy), and put back one head's output from the clean run. `recovered` is the share of the
+  clean-vs-corrupted gap that this one head restores.
+* **Composition**, from the weights alone: how much of a layer-1 head's *key* input a layer-0 head's output can
+  reach (K-composition, Elhage et al. 2021), against the score of random matrices (`baseline`) and against the same
+  pair at initialisation.
+
+Predict before you run: which heads will ablation single out, and will one head alone recover most of the gap?
+'''),
+        code('''
+from serpent.circuits import ablate_heads, composition_scores, patch_heads
+from serpent.induction import repeated_random_tokens
+
+probe_toy = repeated_random_tokens(16, 31, TOY_MODEL.d_vocab, seed=7)
+ablation = ablate_heads(toy, probe_toy)
+patching = patch_heads(toy, probe_toy)
+print(f"intact: first copy {ablation.loss_first[0]:.2f} nats, second copy {ablation.loss_second[0]:.2f}; "
+      f"corrupted probe: second copy {patching.attrs['corrupted']:.2f}")
+single = ablation[ablation["head"] != "none"].merge(patching[["head", "recovered"]], on="head")
+bars = alt.Chart(single.melt(id_vars="head", value_vars=["delta_second", "recovered"])).mark_bar().encode(
+    x=alt.X("head:N", title="head"), y=alt.Y("value:Q", title=None), color=alt.Color("head:N", legend=None),
+    row=alt.Row("variable:N", title=None), tooltip=["head", "variable", alt.Tooltip("value:Q", format=".3f")])
+bars.properties(width=420, height=120, title="one head at a time: ablation (loss rise) and patching (gap recovered)")
+'''),
+        code('''
+prev_heads = toy_heads["previous_token"]
+others0 = [f"0:{h}" for h in range(TOY_MODEL.n_heads) if f"0:{h}" not in prev_heads]
+groups = pd.concat([ablate_heads(toy, probe_toy, heads=g, together=True).iloc[1:]
+                    for g in (prev_heads, others0, [f"1:{h}" for h in range(TOY_MODEL.n_heads)]) if g])
+print("heads ablated together:")
+print(groups[["head", "loss_first", "loss_second", "in_context_gain"]].round(2).to_string(index=False))
+'''),
+        md('''
+In the toy the circuit is spread over several heads: ablating or patching any single one changes the loss by a
+fraction of the gap, while ablating all the previous-token heads of layer 0 *together* removes most of the
+in-context gain, and the other layer-0 heads together barely matter. Redundancy like this is common in trained
+networks, and is why single-head ablations can understate what a group of heads does.
+'''),
+        code('''
+comp_now = composition_scores(toy)
+toy_init = grow_induction_circuit(TOY_MODEL, steps=TOY_STEPS, eval_every=50, keep_every=100, seed=0,
+                                  cache=toy_cache_dir(), progress=False)     # the cached run: reload, then step 0
+toy_init.model.load_state_dict(toy_init.snapshots[0], strict=False)
+comp_init = composition_scores(toy_init.model)
+k = comp_now[comp_now["kind"] == "K"].assign(at_init=comp_init[comp_init["kind"] == "K"]["score"].to_numpy())
+print(f"K-composition: random-matrix baseline {k.baseline.iloc[0]:.3f}, largest at initialisation "
+      f"{k.at_init.max():.3f}, largest after training {k.score.max():.3f}")
+alt.Chart(k).mark_rect().encode(x=alt.X("target:N", title="layer-1 head (reads with its key)"),
+                                y=alt.Y("source:N", title="layer-0 head (writes)"),
+                                color=alt.Color("score:Q", title="K-composition"),
+                                tooltip=["source", "target", alt.Tooltip("score:Q", format=".3f"),
+                                         alt.Tooltip("at_init:Q", format=".3f")]
+                                ).properties(width=260, height=260, title="which layer-0 outputs the layer-1 keys read")
+'''),
+        exercise("the K-composition score", 2, 3, 10, '''
+Write `k_composition(W_OV, W_Q, W_K)`: the K-composition score of a layer-0 head whose OV circuit is
+`W_OV` (`d_model × d_model`, with TransformerLens' row vectors: the head writes `x @ W_OV`) and a layer-1 head with
+`W_Q`, `W_K` (`d_model × d_head`; the attention score is `q_in @ W_Q @ W_K.T @ k_in.T`). Substitute the layer-0
+output for `k_in` and normalise with Frobenius norms. The check names composing with the query side,
+a missing normalisation, and squared norms.
+'''),
+        code('''
+def k_composition(W_OV: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor) -> float:
+    raise NotImplementedError("your code here")
+
+from serpent.checks import check_k_composition
+check_k_composition(k_composition);
+'''),
+        solution(KCOMP_SOLUTION),
     ] + footer(["Both scores are read from the attention pattern on repeated random tokens; chance is about 1/t.",
                 "The planted circuit is detected exactly: prev-token head in layer 0, induction head in layer 1.",
                 "On repeated random segments the circuit grows in about a thousand steps on a CPU: a loss plateau, then "
                 "previous-token and induction heads together. Score with two probe lengths: a positional head can pass "
                 "for an induction head at one.",
+                "Ablation and patching test what heads do: in the toy the circuit is spread over several heads, so "
+                "ablating them together removes the in-context gain that no single ablation removes; K-composition "
+                "reads the layer-0 to layer-1 link from the weights.",
                 "The book's cpu run grows a previous-token head in layer 0 first and a prefix-matching head in layer 1 later; "
                 "the tiny run stops before either (chapter 2 shows the paper's model)."],
                ["Olsson et al. 2022, *In-context learning and induction heads*.",

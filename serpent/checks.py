@@ -12,7 +12,7 @@ Every check has the form ``check_xxx(student_fn) -> bool`` and behaves the same 
   student's output against the typical mistakes, not from reading the code.
 
 References: the SGLD update of :mod:`serpent.sgld` (chapter 3 of the book), the previous-token and prefix-matching scores
-of :mod:`serpent.induction`, :func:`serpent.susceptibility.susceptibility_from_traces` and
+of :mod:`serpent.induction`, the K-composition score of :func:`serpent.circuits.composition_scores`, :func:`serpent.susceptibility.susceptibility_from_traces` and
 :func:`serpent.patterns.classify_tokens`.
 
 >>> check_sgld_step(reference_sgld_step)
@@ -37,8 +37,8 @@ from .errors import SerpentError
 
 __all__ = [
     "CheckFailed", "check_sgld_step", "check_prefix_score", "check_prev_token_score",
-    "check_susceptibility_estimator", "check_pattern_classifier", "reference_sgld_step", "reference_prefix_score",
-    "reference_prev_token_score", "causal_attention_patterns",
+    "check_susceptibility_estimator", "check_pattern_classifier", "check_k_composition", "reference_sgld_step",
+    "reference_prefix_score", "reference_prev_token_score", "reference_k_composition", "causal_attention_patterns",
 ]
 
 
@@ -219,6 +219,60 @@ def check_sgld_step(student_fn: Callable) -> bool:
                           "γ·(w − w*)) + √ε·ξ")
     print(f"Correct! Your SGLD step matches the reference on {len(_SGLD_SETTINGS)} settings of (epsilon, n_beta, "
           "gamma).")
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# K-composition
+# ----------------------------------------------------------------------------------------------------------------
+
+def reference_k_composition(W_OV: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor) -> float:
+    """``‖W_OV (W_Q W_Kᵀ)ᵀ‖_F / (‖W_OV‖_F ‖W_Q W_Kᵀ‖_F)``: how much of a later head's key input an earlier head's
+    output can reach (row-vector convention, as TransformerLens: ``k = x W_K``)."""
+    qk = W_Q @ W_K.T
+    return float(torch.linalg.norm(W_OV @ qk.T) / (torch.linalg.norm(W_OV) * torch.linalg.norm(qk)))
+
+
+@_runner("k_composition")
+def check_k_composition(student_fn: Callable) -> bool:
+    """Check ``student_fn(W_OV, W_Q, W_K) -> float``: the K-composition score of a layer-0 head's OV circuit
+    ``W_OV (d_model, d_model)`` with a layer-1 head's ``W_Q, W_K (d_model, d_head)``.
+
+    Tried on random low-rank matrices of several sizes; the usual mistakes are named: composing with the query side
+    (Q-composition), a missing normalisation, a missing transpose of W_K.
+    """
+    g = torch.Generator().manual_seed(424_242)
+    for d, dh in ((16, 4), (24, 6), (32, 8)):
+        A, B = (torch.randn(d, dh, generator=g, dtype=torch.float64) for _ in range(2))
+        W_OV = A @ B.T                                                    # rank d_head, like a real head's OV
+        W_Q, W_K = (torch.randn(d, dh, generator=g, dtype=torch.float64) for _ in range(2))
+        out = _call(student_fn, "k_composition", W_OV.clone(), W_Q.clone(), W_K.clone())
+        try:
+            out = float(out)
+        except (TypeError, ValueError):
+            raise CheckFailed(f"your k_composition returned {type(out).__name__}; return one number "
+                              "(use float(...) or .item())") from None
+        ref = reference_k_composition(W_OV, W_Q, W_K)
+        if _near(out, ref, 1e-6):
+            continue
+        qk = W_Q @ W_K.T
+        n_ov, n_qk = torch.linalg.norm(W_OV), torch.linalg.norm(qk)
+        variants = {
+            "you composed with the query side (W_OV · W_QK is Q-composition); the key reads the earlier head's "
+            "output, so compose with the transpose: W_OV · W_QKᵀ": float(torch.linalg.norm(W_OV @ qk) / (n_ov * n_qk)),
+            "the score is not normalised: divide ‖W_OV · W_QKᵀ‖ by ‖W_OV‖·‖W_QK‖":
+                float(torch.linalg.norm(W_OV @ qk.T)),
+            "you divided by only one of the two norms: divide by ‖W_OV‖·‖W_QK‖":
+                float(torch.linalg.norm(W_OV @ qk.T) / n_ov),
+            "you squared the Frobenius norms (use torch.linalg.norm, not its square)":
+                float(torch.linalg.norm(W_OV @ qk.T) ** 2 / (n_ov ** 2 * n_qk ** 2)),
+        }
+        for msg, value in variants.items():
+            if _near(out, value, 1e-6):
+                raise CheckFailed(f"your k_composition (d_model={d}): {msg}")
+        raise CheckFailed(f"your k_composition (d_model={d}) returned {out:.6g}; expected {ref:.6g} = "
+                          "‖W_OV (W_Q W_Kᵀ)ᵀ‖ / (‖W_OV‖ ‖W_Q W_Kᵀ‖) (Frobenius norms)")
+    print("Correct! Your K-composition score matches serpent.circuits.composition_scores on 3 random heads.")
     return True
 
 

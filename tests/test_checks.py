@@ -240,3 +240,34 @@ def test_notebook_solutions_pass_their_checks(source):
     with contextlib.redirect_stdout(buf):
         exec(compile(source, "<solution>", "exec"), {"__name__": "__solution__"})
     assert "check_" in source and "Correct!" in buf.getvalue(), buf.getvalue()
+
+
+def test_k_composition_check_accepts_the_reference_and_names_each_mistake():
+    from serpent.checks import check_k_composition, reference_k_composition
+    assert check_k_composition(reference_k_composition) is True
+    norm = torch.linalg.norm
+    mistakes = {
+        "query side": lambda ov, q, k: norm(ov @ (q @ k.T)) / (norm(ov) * norm(q @ k.T)),
+        "not normalised": lambda ov, q, k: norm(ov @ (q @ k.T).T),
+        "only one of the two norms": lambda ov, q, k: norm(ov @ (q @ k.T).T) / norm(ov),
+        "squared": lambda ov, q, k: norm(ov @ (q @ k.T).T) ** 2 / (norm(ov) ** 2 * norm(q @ k.T) ** 2),
+        "expected": lambda ov, q, k: 0.5,
+        "one number": lambda ov, q, k: ov,
+    }
+    for words, fn in mistakes.items():
+        with pytest.raises(CheckFailed, match=words):
+            check_k_composition(fn)
+
+
+def test_k_composition_reference_agrees_with_composition_scores_on_a_model():
+    from serpent.checks import reference_k_composition
+    from serpent.circuits import composition_scores
+    from serpent.config import ModelConfig
+    from serpent.model import build_model
+    m = build_model(ModelConfig(n_layers=2, n_heads=3, d_model=24, d_head=8, n_ctx=16, d_vocab=50))
+    k = composition_scores(m).query("kind == 'K'").set_index(["source", "target"])["score"]
+    b0, b1 = m.blocks[0].attn, m.blocks[1].attn
+    for s in range(3):
+        for t in range(3):
+            ref = reference_k_composition((b0.W_V[s] @ b0.W_O[s]).detach(), b1.W_Q[t].detach(), b1.W_K[t].detach())
+            assert k.loc[(f"0:{s}", f"1:{t}")] == pytest.approx(ref, rel=1e-5)
