@@ -18,14 +18,16 @@ from .rundir import Run
 from .checkpoints import (save_checkpoint, load_checkpoint, checkpoint_schedule, load_timaeus_checkpoint,
                           download_timaeus_checkpoint)
 from .train import train, evaluate_loss, unigram_entropy, adamw
-from .pipeline import STAGES, run_pipeline
+from .pipeline import STAGES, run_pipeline, corpus_notes
 from .induction import (InductionConfig, induction_scores, scores_over_checkpoints, classify_heads,
                         planted_induction_model, induction_stage, repeated_random_tokens, icl_windows, chance_scores)
+from .circuits import ablate_heads, patch_heads, corrupted_probe, composition_scores
 from .induction_toy import (TOY_MODEL, repeated_segments, copyable_tokens, sgld_minibatches, grow_induction_circuit,
                            GrownCircuit)
 from .sgld import (Restriction, make_restriction, head_restrictions, restriction_size, run_sgld, SGLDResult,
                    DrawState, transformer_loss_fn, module_loss_fn)
-from .llc import estimate_llc, LLCResult, select_steps, llc_stage, calibrate, calibrate_run, crossing_llc_target
+from .llc import (estimate_llc, LLCResult, select_steps, llc_stage, calibrate, calibrate_run, crossing_llc_target,
+                  trace_drift)
 from .susceptibility import (SusceptibilityResult, SusceptibilityStats, susceptibilities, sample_susceptibilities,
                              susceptibility_from_traces, component_specs, load_susceptibilities, response_matrix,
                              response_pca, susceptibility_stage, SIGN_CONVENTION)

@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run every stage end to end into a run directory")
     r.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
-                   help="named configuration: tiny (CPU, minutes), cpu (2 CPU cores, about 1.5 hours: grows the "
+                   help="named configuration: tiny (CPU, minutes), cpu (2 CPU cores, about 1.75 hours: grows the "
                         "induction circuit on text), full (GPU, the 3M model), "
                         "colab (T4-sized full), paper (the tetrahedron-3m recipe on the paper's data)")
     r.add_argument("--config", default=None, help="a JSON file with a whole RunConfig (instead of --preset)")

@@ -20,7 +20,7 @@ Every notebook starts with ``run = course_run()``. Design:
   book build). A complete ``runs/tiny`` is still preferred (CI creates one before the tests); without it the
   notebooks use ``runs/<preset>-fast``, a *micro* override of the tiny preset (:func:`micro_config`: 150 training
   steps on 1.5 MB of text, a handful of SGLD draws) that runs end to end in about a minute on a free CPU.
-* Presets other than ``tiny`` take long: ``cpu`` about 1.5 hours on a 2-core CPU, ``colab`` and ``full`` many
+* Presets other than ``tiny`` take long: ``cpu`` about 1.75 hours on a 2-core CPU, ``colab`` and ``full`` many
   minutes on a GPU; ``course_run`` builds them only when asked to (``compute=True``, the default), and says how long
   to expect.
 
@@ -254,7 +254,7 @@ def course_run(preset: Optional[str] = None, fast: Optional[bool] = None, *,
     if preset in ("full", "paper") and not fast:
         print(f"note: the {preset!r} preset trains for a long time and needs a GPU; on a CPU use preset='tiny'")
     if preset == "cpu" and not fast:
-        print("note: the 'cpu' preset takes about 1.5 hours on a 2-core CPU (the command line shows time left: "
+        print("note: the 'cpu' preset takes about 1.75 hours on a 2-core CPU (the command line shows time left: "
               "`python -m serpent run --preset cpu`); preset='tiny' takes minutes")
     print(f"building the run {path} ({cfg.preset} recipe): this happens once, later notebooks load it")
     from .pipeline import run_pipeline

@@ -54,7 +54,7 @@ from .sgld import (Restriction, SGLDResult, make_restriction, module_loss_fn, ru
                    transformer_loss_fn)
 
 __all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "select_steps", "llc_over_checkpoints", "llc_stage",
-           "calibrate", "calibrate_run", "model_config_of", "crossing_llc_target"]
+           "calibrate", "calibrate_run", "model_config_of", "crossing_llc_target", "trace_drift"]
 
 INIT_LOSS_BATCHES = 8  # minibatches averaged for the loss at the checkpoint (devinterp's init_loss)
 

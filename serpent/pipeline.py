@@ -14,7 +14,7 @@ from .config import RunConfig, config_hash
 from .corpus import cache_dir
 from .rundir import Run, atomic_write_json
 
-__all__ = ["STAGES", "run_pipeline", "data_stage", "train_stage", "available_stages"]
+__all__ = ["STAGES", "run_pipeline", "data_stage", "train_stage", "available_stages", "corpus_notes", "reading_note"]
 
 
 def _data_key(cfg: RunConfig) -> str:
