@@ -11,8 +11,8 @@ The scores of :mod:`serpent.induction` say what heads attend to; the three tools
   token itself, and near 0 for the previous-token head, whose clean output only helps a layer-1 head find the
   right position (whose token is still the corrupted one).
 * :func:`composition_scores` reads the weights: how much of a layer-1 head's query, key or value input a layer-0
-  head's output (its OV circuit) can reach (Elhage et al. 2021), against the score of random matrices. The induction circuit is **K-composition**: the
-  layer-0 previous-token head writes "my previous token was v", the layer-1 head's key reads it.
+  head's output (its OV circuit) can reach (Elhage et al. 2021), against the score of random matrices. The
+  induction circuit is **K-composition**: the layer-0 previous-token head writes "my previous token was v", the layer-1 head's key reads it.
 
 All three take any 2-layer ``HookedTransformer`` (the course's model, the induction toy, the hand-built
 :func:`serpent.induction.planted_induction_model`, whose answer is known).
@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from .errors import ConfigError
+from .induction import _model_device, probe_half_len
 
 __all__ = ["ablate_heads", "patch_heads", "corrupted_probe", "composition_scores"]
 
@@ -57,22 +58,9 @@ def _heads(model, heads: Optional[Iterable[str]]) -> list[tuple[int, int]]:
     return out
 
 
-def _check_probe(model, probe: torch.Tensor) -> int:
-    if probe.dim() != 2 or probe.shape[1] % 2 != 1 or probe.shape[1] < 5:
-        raise ConfigError(f"probe: expected (n_seqs, 2*half_len+1) tokens from repeated_random_tokens, "
-                          f"got {tuple(probe.shape)}")
-    if probe.shape[1] > model.cfg.n_ctx:
-        raise ConfigError(f"probe of {probe.shape[1]} tokens does not fit n_ctx={model.cfg.n_ctx}; use a shorter one")
-    return (probe.shape[1] - 1) // 2
-
-
 def _halves(loss: torch.Tensor, L: int) -> tuple[float, float]:
     """Mean loss on the first copy (targets 2..L) and the second (targets L+2..2L): ``loss[:, t]`` predicts t+1."""
     return float(loss[:, 1:L].mean()), float(loss[:, L + 1:2 * L].mean())
-
-
-def _dev(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 @torch.no_grad()
@@ -87,8 +75,8 @@ def ablate_heads(model, probe: torch.Tensor, heads: Optional[Iterable[str]] = No
     """
     if kind not in ("mean", "zero"):
         raise ConfigError(f"kind: got {kind!r}; allowed: 'mean', 'zero'")
-    L = _check_probe(model, probe)
-    probe = probe.to(_dev(model))
+    L = probe_half_len(probe, model.cfg.n_ctx)
+    probe = probe.to(_model_device(model))
     rows = []
     clean = model(probe, return_type="loss", loss_per_token=True).float()
     base = _halves(clean, L)
@@ -141,15 +129,16 @@ def patch_heads(model, probe: torch.Tensor, corrupted: Optional[torch.Tensor] = 
     (L_corrupted - L_clean)`` (1: this head alone restores the in-context advantage; 0: it does not help), and the
     frame's ``attrs`` hold ``clean`` and ``corrupted``, the two reference losses.
     """
-    L = _check_probe(model, probe)
-    dev = _dev(model)
+    L = probe_half_len(probe, model.cfg.n_ctx)
+    dev = _model_device(model)
     probe = probe.to(dev)
     corrupted = corrupted_probe(probe.cpu(), model.cfg.d_vocab, seed=seed).to(dev) if corrupted is None \
         else corrupted.to(dev)
     if corrupted.shape != probe.shape:
         raise ConfigError(f"corrupted: expected the probe's shape {tuple(probe.shape)}, got {tuple(corrupted.shape)}")
-    _, cache = model.run_with_cache(probe, names_filter=lambda n: n.endswith("attn.hook_z"))
-    clean = _halves(model(probe, return_type="loss", loss_per_token=True).float(), L)[1]
+    clean_loss, cache = model.run_with_cache(probe, return_type="loss", loss_per_token=True,
+                                             names_filter=lambda n: n.endswith("attn.hook_z"))
+    clean = _halves(clean_loss.float(), L)[1]
     bad = _halves(model(corrupted, return_type="loss", loss_per_token=True).float(), L)[1]
     gap = bad - clean
     rows = []

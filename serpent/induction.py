@@ -197,6 +197,15 @@ def chance_scores(half_len: int) -> dict[str, float]:
 # scores for one model
 # ---------------------------------------------------------------------------------------------------------------
 
+def probe_half_len(probe: torch.Tensor, n_ctx: int) -> int:
+    """``L`` of a probe ``(n_seqs, 2L+1)`` from :func:`repeated_random_tokens`, checked against the context."""
+    if probe.dim() != 2 or probe.shape[1] % 2 != 1 or probe.shape[1] < 5:
+        raise ConfigError(f"probe: expected (n_seqs, 2*half_len+1) tokens, got {tuple(probe.shape)}")
+    if probe.shape[1] > n_ctx:
+        raise ConfigError(f"probe of {probe.shape[1]} tokens does not fit n_ctx={n_ctx}; build a shorter one")
+    return (probe.shape[1] - 1) // 2
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -320,11 +329,7 @@ def induction_scores(model: HookedTransformer, *, n_seqs: int = 32, half_len: in
                 exclude = set(exclude) | set(getattr(tok, "all_special_ids", []) or [])
         probe = repeated_random_tokens(n_seqs, L, vocab_size, bos_id=bos_id, exclude=exclude, seed=seed)
     else:
-        if probe.dim() != 2 or probe.shape[1] % 2 != 1 or probe.shape[1] < 5:
-            raise ConfigError(f"probe: expected (n_seqs, 2*half_len+1) tokens, got {tuple(probe.shape)}")
-        L = (probe.shape[1] - 1) // 2
-        if probe.shape[1] > n_ctx:
-            raise ConfigError(f"probe of {probe.shape[1]} tokens does not fit n_ctx={n_ctx}; build a shorter one")
+        L = probe_half_len(probe, n_ctx)
     if text_tokens is not None and (text_tokens.dim() != 2 or text_tokens.shape[1] > n_ctx):
         raise ConfigError(f"text_tokens: expected (n, T) with T <= n_ctx={n_ctx}, got {tuple(text_tokens.shape)}")
 

@@ -371,10 +371,10 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
                "max_llc": round(float(table["mean"].max()), 3),
                "ms_per_sgld_step": round(float(table["ms_per_step"].mean()), 2),
                "computed": len(todo), "reused": len(steps) - len(todo),
-               "retried": [int(r["step"]) for _, r in table.iterrows() if "retried" in r["note"]],
-               "lengthened": [int(r["step"]) for _, r in table.iterrows() if r["burnin"] != cfg.burnin],
-               "not_at_equilibrium": [int(r["step"]) for _, r in table.iterrows()
-                                      if "not at equilibrium" in r["note"]],
+               "retried": table.loc[table["epsilon"] != cfg.epsilon, "step"].astype(int).tolist(),
+               "lengthened": table.loc[table["burnin"] != cfg.burnin, "step"].astype(int).tolist(),
+               "not_at_equilibrium": table.loc[table["note"].str.contains(_NOT_AT_EQUILIBRIUM), "step"]
+                                      .astype(int).tolist(),
                "diverged": {str(s): note for s, note in diverged.items()}}
     run.mark_stage("llc", key, seconds, summary)
     summary["seconds"] = round(seconds, 2)
@@ -401,6 +401,7 @@ def trace_drift(r: LLCResult, cfg: SamplerConfig) -> float:
 RETRY_EPSILON_FACTORS = (1 / 3, 1 / 10, 1 / 30)
 #: A trace whose draws still move by this share of the loss rise (:func:`trace_drift`) is not at equilibrium.
 FLAT_TOLERANCE = 0.1
+_NOT_AT_EQUILIBRIUM = "not at equilibrium"   # how a row's note flags a trace that still drifts (read by the summary)
 
 
 def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progress: bool):
@@ -434,10 +435,10 @@ def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progres
                 notes.append(f"lengthened: the draws still moved (drift {moved:+.2f}); a burn-in of {c.burnin} "
                              "steps reached the plateau")
             else:
-                notes.append(f"not at equilibrium: drift {row['drift']:+.2f} after a burn-in of {c.burnin} steps; "
+                notes.append(f"{_NOT_AT_EQUILIBRIUM}: drift {row['drift']:+.2f} after a burn-in of {c.burnin} steps; "
                              "raise llc.burnin or see serpent.llc.calibrate_run")
         except DivergenceError:
-            notes.append(f"not at equilibrium: drift {moved:+.2f}, and a longer chain diverged; see "
+            notes.append(f"{_NOT_AT_EQUILIBRIUM}: drift {moved:+.2f}, and a longer chain diverged; see "
                          "serpent.llc.calibrate_run")
     row["burnin"] = c.burnin
     row["note"] = "; ".join(notes)

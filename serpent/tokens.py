@@ -229,7 +229,7 @@ def _carve_missing_split(parts: dict, names: dict, test_fraction: float, spec: s
     if not empty:
         return None
     src = "test" if empty == ["train"] else "train"
-    if len(empty) == 2 or not names[src]:
+    if len(empty) == 2:                   # (open_corpus already refuses a corpus with no usable document)
         raise CorpusError(f"corpus {spec!r} gave no usable document; point it at UTF-8 text files")
     sizes = [len(a) for a in parts[src][1::2]]
     i = int(np.argmax(sizes))
