@@ -12,7 +12,8 @@ The scores of :mod:`serpent.induction` say what heads attend to; the three tools
   right position (whose token is still the corrupted one).
 * :func:`composition_scores` reads the weights: how much of a layer-1 head's query, key or value input a layer-0
   head's output (its OV circuit) can reach (Elhage et al. 2021), against the score of random matrices. The
-  induction circuit is **K-composition**: the layer-0 previous-token head writes "my previous token was v", the layer-1 head's key reads it.
+  induction circuit is **K-composition**: the layer-0 previous-token head writes "my previous token was v", the
+  layer-1 head's key reads it.
 
 All three take any 2-layer ``HookedTransformer`` (the course's model, the induction toy, the hand-built
 :func:`serpent.induction.planted_induction_model`, whose answer is known).
