@@ -61,8 +61,9 @@ def solution(text: str) -> dict:
 
 
 def exercise(title: str, difficulty: int, importance: int, minutes: int, text: str) -> dict:
-    d = "🔴" * difficulty + "⚪" * (5 - difficulty)
-    i = "🔵" * importance + "⚪" * (5 - importance)
+    # ● and ○ (geometric shapes) are in every text font; emoji draw as empty boxes where no emoji font is installed
+    d = "●" * difficulty + "○" * (5 - difficulty)
+    i = "●" * importance + "○" * (5 - importance)
     return md(f"### Exercise: {title}\n\n> **Difficulty** {d} ({difficulty}/5) · **Importance** {i} ({importance}/5) · "
               f"about **{minutes} minutes**\n\n"
               + text.strip("\n"))
@@ -321,30 +322,17 @@ can do that looks at one previous token; measured in-sample, so slightly optimis
 below the bigram line uses more context than the previous token.
 '''),
         code('''
-def entropy(counts):
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
+from serpent.train import bigram_entropy, unigram_entropy
 
 train = np.asarray(run.tokens("train"), dtype=np.int64)
-V = tok.vocab_size
-_, pair_counts = np.unique(train[:-1] * V + train[1:], return_counts=True)
-unigram = entropy(counts)
-bigram = entropy(pair_counts) - entropy(np.bincount(train[:-1], minlength=V))
+unigram, bigram = unigram_entropy(train, tok.vocab_size), bigram_entropy(train, tok.vocab_size)
 print(f"unigram entropy {unigram:.3f} nats, bigram conditional entropy {bigram:.3f} nats")
 '''),
         code('''
-m = pd.DataFrame(run.metrics())
-long = m.melt(id_vars="step", value_vars=["train_loss", "test_loss"], var_name="split", value_name="loss")
-x = alt.X("step:Q", scale=alt.Scale(type="symlog"), title="training step (log scale)")
-curves = alt.Chart(long).mark_line(point=True).encode(x=x, y=alt.Y("loss:Q", title="loss (nats per token)"),
-                                                      color="split:N", tooltip=["step", "split", "loss"])
-refs = pd.DataFrame({"loss": [unigram, bigram], "reference": ["unigram entropy", "bigram entropy (in-sample)"]})
-rules = alt.Chart(refs).mark_rule(strokeDash=[6, 3]).encode(y="loss:Q", color=alt.Color("reference:N"),
-                                                            tooltip=["reference", "loss"])
-ticks = alt.Chart(pd.DataFrame({"step": run.checkpoint_steps()})).mark_tick(color="grey", thickness=1, size=8).encode(
-    x=x, y=alt.value(236), tooltip=["step"])
-alt.layer(curves, rules, ticks).resolve_scale(color="independent").properties(
-    width=480, height=260, title="Training and held-out loss (ticks: checkpoints)")
+from serpent.charts.training import loss_curves_chart
+
+loss_curves_chart(run.metrics(), {"unigram entropy": unigram, "bigram entropy (in-sample)": bigram},
+                  run.checkpoint_steps())
 '''),
         md('''
 Both CPU presets fall through the unigram stage quickly and then towards the bigram line: the early stages of
@@ -959,16 +947,9 @@ Next to the induction scores of notebook 2, on a shared axis (in the paper's mod
 previous-token heads form, LM3, and rises with the induction heads, LM4):
 '''),
         code('''
-scores = pd.read_parquet(run.path / "induction" / "scores.parquet")
-best = (scores[scores["head"] != "model"].groupby(["step", "score"])["value"].max().reset_index())
-best["score"] = best["score"].map({"prev_token": "best previous-token score", "prefix": "best prefix score"})
-x = alt.X("step:Q", scale=alt.Scale(type="symlog"), title="training step (log scale)")
-llc_line = alt.Chart(table).mark_line(point=True, color="#333").encode(x=x, y=alt.Y("mean:Q", title="LLC"),
-                                                                       tooltip=["step", "mean", "std"])
-score_lines = alt.Chart(best).mark_line(point=True).encode(x=x, y=alt.Y("value:Q", title="attention score"),
-                                                           color=alt.Color("score:N", title=None), tooltip=["step", "value"])
-alt.vconcat(llc_line.properties(width=460, height=160, title="LLC"),
-            score_lines.properties(width=460, height=140, title="induction scores")).resolve_scale(x="shared")
+from serpent.charts.llc import llc_with_scores_chart
+
+llc_with_scores_chart(table, pd.read_parquet(run.path / "induction" / "scores.parquet"))
 '''),
         md('''
 ## 2. Loss traces
@@ -1104,6 +1085,7 @@ from serpent.course import course_run, live_settings
 from serpent.patterns import PATTERNS, label_result
 from serpent.susceptibility import (load_susceptibilities, response_matrix, response_pca, sample_susceptibilities,
                                     susceptibilities, susceptibility_from_traces)
+from serpent.charts.susceptibility import response_matrix_chart, response_pca_chart
 from serpent.charts.tokens import token_strip
 from serpent.tokens import batch_at, fixed_windows
 
@@ -1164,23 +1146,11 @@ frame = label_result(last, tok)
 print(f"steps {sorted(results)}; {len(last)} tokens at step {last.step}")
 matrix = response_matrix(last, frame["pattern"].astype(str), categories=[p for p in PATTERNS
                                                                          if (frame["pattern"] == p).any()])
-long = matrix.reset_index(names="head").melt(id_vars="head", var_name="pattern", value_name="chi")
-m = float(np.nanmax(np.abs(long["chi"]))) or 1.0
-alt.Chart(long).mark_rect().encode(
-    x=alt.X("pattern:N", sort=list(matrix.columns)), y=alt.Y("head:N", sort=list(matrix.index)),
-    color=alt.Color("chi:Q", scale=alt.Scale(scheme="redblue", reverse=True, domain=[-m, m]), title="mean χ"),
-    tooltip=["head", "pattern", alt.Tooltip("chi:Q", format=".3g")],
-).properties(width=320, height=320, title="response matrix (blue: expresses, red: suppresses)")
+response_matrix_chart(matrix)
 '''),
         code('''
 pca = response_pca(matrix)
-df = pca.scores.reset_index(names="head")
-df["layer"] = df["head"].str[0]
-ev = pca.explained_variance_ratio
-pts = alt.Chart(df).mark_circle(size=90).encode(x=alt.X("PC1:Q", title=f"PC1 ({ev[0]:.0%})"),
-                                                y=alt.Y("PC2:Q", title=f"PC2 ({ev[1]:.0%})"), color="layer:N",
-                                                tooltip=["head", "PC1", "PC2"])
-(pts + pts.mark_text(dx=12).encode(text="head:N")).properties(width=320, height=260, title="heads in the response PCA")
+response_pca_chart(pca)
 '''),
         md('''
 ## 3. Signal or noise?
@@ -1334,7 +1304,7 @@ import pandas as pd
 from serpent.course import course_run
 from serpent.patterns import PALETTE, PATTERNS, classify_tokens, label_result, pattern_counts
 from serpent.susceptibility import load_susceptibilities
-from serpent.charts.serpent import serpent_chart, small_multiples
+from serpent.charts.serpent import serpent_chart, small_multiples, spacing_fin_chart
 
 run = course_run(PRESET)
 tok = run.tokenizer()
@@ -1474,18 +1444,7 @@ the indentation. In Python code a newline travels with the next line's indentati
 token) and pure *spacing* tokens are rare, so the fin is looked for among both.
 '''),
         code('''
-last_frame = frame[frame["step"] == frame["step"].max()].copy()
-last_frame["spaces"] = last_frame["n_prev_spaces"] + last_frame["token"].str.count("[ ␣]")
-white = last_frame["pattern"].isin(["spacing", "formatting"]) & (last_frame["spaces"] > 0)
-space, rest = last_frame[white], last_frame[~white]
-rest = rest.sample(min(MAX_POINTS, len(rest)), random_state=0)
-alt.layer(
-    alt.Chart(rest[["x", "y"]]).mark_circle(size=6, color="#d0d0d0"),
-    alt.Chart(space[["x", "y", "spaces", "pattern", "context"]]).mark_circle(size=18).encode(
-        color=alt.Color("spaces:Q", scale=alt.Scale(scheme="viridis"), title="spaces"),
-        tooltip=["spaces", "pattern", "context"]),
-).encode(x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None)).properties(
-    width=420, height=340, title=f"whitespace tokens at step {int(last_frame['step'].iloc[0])} ({len(space)} tokens)")
+spacing_fin_chart(frame, max_points=MAX_POINTS)
 '''),
         md('''
 ## 5. Try it live

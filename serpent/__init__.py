@@ -17,7 +17,7 @@ from .tokens import TokenData, tokenize_corpus, batch_at, fixed_windows, documen
 from .rundir import Run
 from .checkpoints import (save_checkpoint, load_checkpoint, checkpoint_schedule, load_timaeus_checkpoint,
                           download_timaeus_checkpoint)
-from .train import train, evaluate_loss, unigram_entropy, adamw
+from .train import train, evaluate_loss, unigram_entropy, bigram_entropy, adamw
 from .pipeline import STAGES, run_pipeline, corpus_notes
 from .induction import (InductionConfig, induction_scores, scores_over_checkpoints, classify_heads,
                         planted_induction_model, induction_stage, repeated_random_tokens, icl_windows, chance_scores)
@@ -38,6 +38,6 @@ from .explorer import write_explorer
 from .artifacts import ArtifactError, export_artifacts, verify_artifacts, load_artifacts, fetch_artifacts
 from .milestones import milestones
 from .course import course_run, default_preset, is_fast, toy_cache_dir
-from . import charts, checks
+from . import charts, checks, figures
 
 __version__ = "0.1.0"

@@ -559,12 +559,20 @@ def _pattern_hint(expected: str, got: str, tokens: Sequence[str], t: int) -> str
     return f"expected `{expected}`"
 
 
+def _decoded(tok: str, token_text: Callable) -> str:
+    """``", text 'é'"`` when a byte-level BPE string reads differently as text (non-ASCII bytes show as ``Ã©``)."""
+    text = token_text(tok)
+    if "\ufffd" in text:
+        return f", text {text!r}: part of a multi-byte character, which counts as a letter"
+    return "" if text == tok else f", text {text!r}"
+
+
 @_runner("classify")
 def check_pattern_classifier(student_fn: Callable, *, n_random: int = 40, seed: int = 0) -> bool:
     """Check ``student_fn(tokens: list[str]) -> list[str]`` (one pattern per position, for raw byte-level BPE token
     strings) against :func:`serpent.patterns.classify_tokens` on code-like snippets and ``n_random`` random
     sequences; the message lists the most frequent confusion with an example in context and the rule it breaks."""
-    from .patterns import PATTERNS, classify_tokens, context_snippet
+    from .patterns import PATTERNS, classify_tokens, context_snippet, token_text
 
     rng = np.random.default_rng(seed)
     seqs = [list(s) for s in _SNIPPETS]
@@ -599,7 +607,7 @@ def check_pattern_classifier(student_fn: Callable, *, n_random: int = 40, seed: 
             si, t = where[0]
             toks = seqs[si]
             lines.append(f"- expected `{e}` but got `{g}` ({len(where)}×), e.g. {context_snippet(toks, t, 6, 2)!r} "
-                         f"(token {toks[t]!r}): {_pattern_hint(e, g, toks, t)}")
+                         f"(token {toks[t]!r}{_decoded(toks[t], token_text)}): {_pattern_hint(e, g, toks, t)}")
         raise CheckFailed("\n".join(lines))
     print(f"Correct! Your classifier agrees with serpent.patterns.classify_tokens on all {total} tokens of "
           f"{len(seqs)} sequences.")

@@ -8,6 +8,7 @@ CI and the Pages workflow use (``bash book/_scripts/build.sh``).
 from __future__ import annotations
 
 import html.parser
+import json
 import os
 import re
 import shutil
@@ -294,3 +295,63 @@ def test_chart_page_draws_in_chromium(built, page, tmp_path):
     palette = {name: bytes.fromhex(colour.lstrip("#")) for name, colour in PALETTE.items()}
     seen = {name: sum(1 for px in sampled if px == rgb) for name, rgb in palette.items()}
     assert sum(1 for n in seen.values() if n >= 50) >= 4, f"chart colours not on screen: {seen}"
+
+
+# Pages whose figures are glued from the book's run (serpent.figures): each must draw every one of them.
+FIGURE_PAGES = sorted(p.stem for p in (ROOT / "book").glob("0*.md") if "{glue:figure}" in p.read_text())
+# Measures the page after its charts and math are drawn, at a laptop's width, and writes the result into the DOM
+# (headless Chromium's --dump-dom runs no script of ours otherwise).
+_MEASURE = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  const main = document.querySelector("main article") || document.querySelector("main") || document.body;
+  const limit = main.getBoundingClientRect().right + 2;
+  const wide = [];
+  for (const el of main.querySelectorAll("pre, mjx-container[display='true'], .vega-embed, table, img")) {
+    const box = el.getBoundingClientRect();
+    const own = el.tagName === "PRE" ? el.scrollWidth > el.clientWidth + 1 : box.right > limit;
+    if (own && box.width > 0) wide.push(el.tagName.toLowerCase() + ":" + (el.textContent || "").trim().slice(0, 40));
+  }
+  const out = document.createElement("div");
+  out.id = "serpent-measure";
+  out.dataset.charts = document.querySelectorAll(".vega-embed svg.marks, .vega-embed canvas.marks").length;
+  out.textContent = JSON.stringify(wide);
+  document.body.appendChild(out);
+}, 4000));
+</script>"""
+
+
+def _measured(html_root: Path, page: str, tmp: Path) -> tuple[int, list[str], str]:
+    """Open a copy of the built page with the measuring script, at 1280 px; return (drawn charts, overflowing
+    elements, stderr)."""
+    src = html_root / f"{page}.html"
+    copy = src.with_name(src.stem + ".measure.html")
+    copy.write_text(src.read_text(encoding="utf-8").replace("</body>", _MEASURE + "</body>"), encoding="utf-8")
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            f"--user-data-dir={tmp / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr",
+            "--window-size=1280,900", "--virtual-time-budget=15000", "--dump-dom", copy.as_uri()]
+    proc = subprocess.run(base, capture_output=True, text=True, timeout=180)
+    copy.unlink()
+    m = re.search(r'<div id="serpent-measure" data-charts="(\d+)"[^>]*>(.*?)</div>', proc.stdout, re.S)
+    assert m, f"{page}: the measuring script did not run\n{proc.stderr[-2000:]}"
+    return int(m.group(1)), json.loads(html.unescape(m.group(2))), proc.stderr
+
+
+@pytest.mark.browser
+def test_chapter_figures_draw_and_fit_a_laptop_screen(built, tmp_path):
+    """Every glued figure of every chapter is drawn by vega, and no code cell, display equation, chart or table is
+    wider than the text column at 1280 px (a laptop): the reader never scrolls sideways to read the book."""
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: apt-get install -y chromium (the browser test needs it)")
+    _, root = built
+    assert len(FIGURE_PAGES) >= 5
+    problems = []
+    for page in FIGURE_PAGES:
+        expected = (ROOT / "book" / f"{page}.md").read_text().count("{glue:figure}")
+        charts, wide, err = _measured(root / "book", page, tmp_path)
+        if charts < expected:
+            problems.append(f"{page}: {charts} charts drawn, {expected} glued figures")
+        if wide:
+            problems.append(f"{page}: wider than the column: {wide}")
+        if [l for l in err.splitlines() if "ERR_NAME_NOT_RESOLVED" in l]:
+            problems.append(f"{page}: tried the network")
+    assert not problems, "\n".join(problems)

@@ -271,3 +271,10 @@ def test_k_composition_reference_agrees_with_composition_scores_on_a_model():
         for t in range(3):
             ref = reference_k_composition((b0.W_V[s] @ b0.W_O[s]).detach(), b1.W_Q[t].detach(), b1.W_K[t].detach())
             assert k.loc[(f"0:{s}", f"1:{t}")] == pytest.approx(ref, rel=1e-5)
+
+
+def test_classifier_check_shows_what_a_non_ascii_token_reads_as():
+    def wrong_on_bytes(toks):    # mislabels the partial UTF-8 token of the check's vocabulary
+        return ["numeric" if "Ã" in t else p for t, p in zip(toks, classify_tokens(toks))]
+    _fails(checks.check_pattern_classifier, wrong_on_bytes, "(token 'ĠÃ', text ' \ufffd': part of a multi-byte",
+           "counts as a letter")

@@ -45,3 +45,12 @@ def test_every_link_in_a_notebook_derives_from_the_configured_repository(name):
     for found in re.findall(r"https://(?:github\.com|raw\.githubusercontent\.com|colab\.research\.google\.com/github)"
                             r"/([\w.-]+/[\w.-]+)", text):
         assert found == owner_repo, f"{name} links to {found}, not the configured {owner_repo}"
+
+
+def test_no_emoji_in_the_book_or_the_notebooks():
+    """Emoji draw as empty boxes on machines without an emoji font (many Linux desktops, headless browsers)."""
+    import re
+    emoji = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F]")
+    sources = sorted((ROOT / "book").glob("*.md")) + sorted((ROOT / "notebooks").glob("*.ipynb"))
+    found = {p.name: sorted(set(emoji.findall(p.read_text(encoding="utf-8")))) for p in sources}
+    assert not {k: v for k, v in found.items() if v}

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .export import save_chart
 
-__all__ = ["llc_curve_chart", "loss_trace_chart", "calibration_chart", "save_chart"]
+__all__ = ["llc_curve_chart", "llc_with_scores_chart", "loss_trace_chart", "calibration_chart", "save_chart"]
 
 _MAX_ROWS = 4000
 
@@ -119,3 +119,21 @@ def calibration_chart(cal: pd.DataFrame, width: int = 320, height: int = 240) ->
     right = alt.layer(heat, symbols).properties(width=width, height=height,
                                                  title="Grid (✗ diverged, ● stable, ○ not flat)")
     return alt.hconcat(left, right)
+
+
+def llc_with_scores_chart(table: pd.DataFrame, scores: pd.DataFrame, width: int = 460) -> alt.VConcatChart:
+    """The LLC curve above the best previous-token and prefix scores of any head (the induction stage's
+    ``scores.parquet``: ``step, head, score, value``), on one shared step axis."""
+    heads = scores[(scores["head"] != "model") & scores["score"].isin(["prev_token", "prefix"])]
+    best = heads.groupby(["step", "score"])["value"].max().reset_index()
+    best["score"] = best["score"].map({"prev_token": "best previous-token score", "prefix": "best prefix score"})
+    x = alt.X("step:Q", scale=alt.Scale(type="symlog"), title="training step (log scale)")
+    llc_line = alt.Chart(table[["step", "mean", "std"]]).mark_line(point=True, color="#333").encode(
+        x=x, y=alt.Y("mean:Q", title="LLC"), tooltip=["step", alt.Tooltip("mean:Q", format=".2f"),
+                                                       alt.Tooltip("std:Q", format=".2f")])
+    score_lines = alt.Chart(best).mark_line(point=True).encode(
+        x=x, y=alt.Y("value:Q", title="attention score"), color=alt.Color("score:N", title=None),
+        tooltip=["step", "score", alt.Tooltip("value:Q", format=".3f")])
+    return alt.vconcat(llc_line.properties(width=width, height=160, title="LLC"),
+                       score_lines.properties(width=width, height=140, title="induction scores")
+                       ).resolve_scale(x="shared")

@@ -40,7 +40,7 @@ from ..patterns import PALETTE, PATTERNS
 from .export import chart_bytes
 
 __all__ = ["component_columns", "subsample_points", "serpent_chart", "serpent_snapshot", "small_multiples",
-           "token_bars", "save_png", "save_svg", "SIGN_COLORS"]
+           "spacing_fin_chart", "token_bars", "save_png", "save_svg", "SIGN_COLORS"]
 
 #: Bar colours by sign (:data:`serpent.susceptibility.SIGN_CONVENTION`: χ < 0 the head expresses the token).
 SIGN_COLORS = {"expresses (χ<0)": "#3b6fb6", "suppresses (χ>0)": "#d1495b"}
@@ -190,6 +190,26 @@ def small_multiples(frame: pd.DataFrame, *, columns: int = 4, size: int = 220, p
     ).properties(width=size, height=size).facet(
         facet=alt.Facet("step:O", title="training step"), columns=columns,
     ).resolve_scale(x="independent", y="independent")
+
+
+def spacing_fin_chart(frame: pd.DataFrame, *, max_points: Optional[int] = 4000, seed: int = 0, width: int = 420,
+                      height: int = 340) -> alt.LayerChart:
+    """The last checkpoint's whitespace tokens coloured by the width of the indentation they carry (spaces in the
+    token plus ``n_prev_spaces``, the spaces just before it), over the other tokens in grey."""
+    _check(frame)
+    last = frame[frame["step"] == frame["step"].max()].copy()
+    last["spaces"] = last["n_prev_spaces"] + last["token"].astype(str).str.count("[ ␣Ġ]")
+    white = last["pattern"].isin(["spacing", "formatting"]) & (last["spaces"] > 0)
+    space, rest = last[white], last[~white]
+    if max_points is not None and len(rest) > max_points:
+        rest = rest.sample(max_points, random_state=seed)
+    return alt.layer(
+        alt.Chart(alt.Data(values=_records(rest, ["x", "y"]))).mark_circle(size=6, color="#d0d0d0"),
+        alt.Chart(alt.Data(values=_records(space, ["x", "y", "spaces", "pattern", "context"]))).mark_circle(
+            size=18).encode(color=alt.Color("spaces:Q", scale=alt.Scale(scheme="viridis"), title="spaces"),
+                            tooltip=["spaces:Q", "pattern:N", "context:N"]),
+    ).encode(x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None)).properties(
+        width=width, height=height, title=f"whitespace tokens at step {int(last['step'].iloc[0]):,} ({len(space)} tokens)")
 
 
 def token_bars(values, components: Optional[Sequence[str]] = None, *, title: str = "", width: int = 420,

@@ -1,0 +1,127 @@
+"""The book's figures and quoted numbers (serpent.figures) read the committed `cpu` run correctly, and every
+number or figure a chapter pastes exists (a typo in a glue key would otherwise surface only in the 10-minute book
+build)."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serpent import figures
+from serpent.artifacts import load_artifacts
+from serpent.charts.serpent import spacing_fin_chart
+from serpent.charts.susceptibility import response_matrix_chart
+from serpent.charts.training import loss_curves_chart
+from serpent.train import bigram_entropy, unigram_entropy
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    return load_artifacts(ROOT / "artifacts" / "cpu", into=tmp_path_factory.mktemp("fig") / "cpu-artifacts")
+
+
+@pytest.fixture(scope="module")
+def numbers(cpu_run):
+    return figures.book_numbers(cpu_run)
+
+
+def test_onset_is_the_first_checkpoint_from_which_a_score_stays_above():
+    s = pd.DataFrame({"step": [0, 10, 20, 30, 40], "head": "1:0", "score": "prefix",
+                      "value": [0.0, 0.2, 0.01, 0.2, 0.3]})       # crosses at 10, falls back, stays from 30
+    assert figures._onset(s, "1:0", "prefix", 0.1) == 30
+    assert figures._onset(s, "1:0", "prefix", 0.5) is None
+
+
+def test_book_numbers_agree_with_the_runs_own_tables(cpu_run, numbers):
+    m = pd.DataFrame(cpu_run.metrics())
+    llc = pd.read_parquet(cpu_run.path / "llc" / "llc.parquet").sort_values("step")
+    heads = json.loads((cpu_run.path / "induction" / "heads.json").read_text())
+    assert numbers["final_step"] == cpu_run.config.train.steps == int(m["step"].iloc[-1])
+    assert numbers["test_loss_last"] == pytest.approx(m["test_loss"].dropna().iloc[-1])
+    assert numbers["test_loss_first"] > numbers["unigram_entropy"] > numbers["test_loss_last"]
+    assert numbers["llc_last"] == pytest.approx(llc["mean"].iloc[-1])
+    assert numbers["llc_at_0"] == pytest.approx(llc["mean"].iloc[0]) == pytest.approx(numbers["llc_first"])
+    assert numbers["llc_checkpoints"] == len(llc)
+    assert numbers["prefix_head"] in heads["induction"] and numbers["prefix_head_2"] in heads["induction"]
+    assert numbers["prefix_score"] >= numbers["prefix_score_2"] >= numbers["prefix_threshold"]
+    assert numbers["prev_head"].startswith("0:") and numbers["prev_head"] in heads["previous_token"]
+    # the circuit's order, and the onset's token count against the scaling law it is compared with
+    assert 0 < numbers["prev_onset"] < numbers["prefix_onset"] <= numbers["final_step"]
+    tokens = numbers["prefix_onset"] * numbers["batch"] * numbers["context"]
+    assert numbers["prefix_onset_tokens_millions"] == pytest.approx(tokens / 1e6)
+    assert numbers["onset_over_law"] == pytest.approx(tokens / (10 ** 5.7 * np.sqrt(16 * 128)))
+    assert numbers["sep_induction_last"] == pytest.approx(numbers[f"sep_induction_at_{numbers['chi_step']}"])
+    assert numbers["sep_sigmas_last"] > 3        # the book says the induction stratum is far above its null
+
+
+def test_bigram_entropy_has_known_answers():
+    rng = np.random.default_rng(0)
+    iid = rng.integers(0, 8, size=200_000)       # independent tokens: the previous one tells nothing
+    assert bigram_entropy(iid, 8) == pytest.approx(unigram_entropy(iid, 8), abs=2e-3)
+    assert unigram_entropy(iid, 8) == pytest.approx(np.log(8), abs=1e-3)
+    cycle = np.tile(np.arange(5), 1000)          # each token fixes the next
+    assert bigram_entropy(cycle, 5) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_every_book_figure_draws_from_the_run(cpu_run, numbers):
+    loss = figures.loss_figure(cpu_run).to_dict()
+    rules = [d for d in loss["datasets"].values() if d and "reference" in d[0]]
+    assert rules and {r["reference"]: r["loss"] for r in rules[0]}["unigram entropy"] == numbers["unigram_entropy"]
+    for fn in (figures.corpus_figure, figures.induction_figure, figures.llc_figure, figures.chi_tokens_figure,
+               figures.response_figure, figures.small_multiples_figure, figures.spacing_fin_figure):
+        spec = fn(cpu_run).to_dict()
+        assert spec.get("$schema", "").startswith("https://vega.github.io/schema/vega-lite/"), fn.__name__
+    serpent = json.dumps(figures.serpent_figure(cpu_run, max_points=50).to_dict())
+    assert serpent.count('"step": ') >= 50 * numbers["chi_checkpoints"]   # every checkpoint on the slider
+
+
+def _page_keys(text: str) -> tuple[set, set, set]:
+    used = set(re.findall(r"\{glue:(?:text|md)\}`([A-Za-z0-9_]+)", text))
+    figs = set(re.findall(r"```\{glue:figure\} (\S+)", text))
+    glued = set(re.findall(r'glue\("([^"]+)"', text))
+    return used, figs, glued
+
+
+def test_every_pasted_number_and_figure_exists(numbers):
+    pages = [p for p in sorted(BOOK.glob("*.md")) if "{glue" in p.read_text()]
+    assert len(pages) >= 6
+    for page in pages:
+        text = page.read_text()
+        used, figs, glued = _page_keys(text)
+        assert "figures.glue_numbers(run)" in text or not used, page.name
+        assert used <= set(numbers), f"{page.name}: unknown numbers {sorted(used - set(numbers))}"
+        assert figs <= glued, f"{page.name}: figures never glued {sorted(figs - glued)}"
+        for fmt_key, spec in re.findall(r"\{glue:text\}`([A-Za-z0-9_]+):([^`]+)`", text):
+            format(numbers[fmt_key], spec)          # the format spec suits the value (no "None:.2f")
+
+
+def test_no_chapter_promises_a_figure_only_a_notebook_has():
+    for page in sorted(BOOK.glob("0*.md")):
+        assert "{admonition} Figure in notebook" not in page.read_text(), page.name
+
+
+def test_chart_helpers_check_input_and_count_spaces():
+    with pytest.raises(ValueError, match="step"):
+        loss_curves_chart(pd.DataFrame({"x": [1]}))
+    m = pd.DataFrame({"a": [1.0, -3.0], "b": [0.5, 2.0]}, index=["0:0", "1:0"])
+    scale = response_matrix_chart(m).to_dict()["encoding"]["color"]["scale"]
+    assert scale["domain"] == [-3.0, 3.0]               # symmetric: white means zero
+    frame = pd.DataFrame({"step": [5, 5, 5], "point": [0, 1, 2], "x": [0.0, 1, 2], "y": [0.0, 1, 2],
+                          "pattern": ["formatting", "spacing", "word start"], "token": ["ĊĠĠĠ", "ĠĠ", "Ġx"],
+                          "context": ["a", "b", "c"], "n_prev_spaces": [1, 0, 0]})
+    spec = spacing_fin_chart(frame).to_dict()
+    points = [d for d in spec["layer"][1]["data"]["values"]]
+    assert sorted(p["spaces"] for p in points) == [2, 4]     # 3 + 1 before, and 2; the word is grey
+
+
+def test_numbers_read_as_the_chapters_write_them():
+    assert figures._power_text(1e-3) == "10⁻³" and figures._power_text(3e-4) == "3 × 10⁻⁴"
+    assert figures._power_text(100.0) == "10²"
+    assert figures._listing([]) == "none" and figures._listing(["0", "8"]) == "0 and 8"
+    assert figures._listing(["a", "b", "c"]) == "a, b and c"
