@@ -45,9 +45,26 @@ def md(text: str, tags=()) -> dict:
     return cell
 
 
+#: Code cells are formatted with black at this width when written: what fits the book's text column at a laptop's
+#: width (tests/test_book.py measures it) and a Colab cell. Write them as you like here; keep comments and strings
+#: within it (black does not split them; tests/test_notebooks.py says which lines are too long).
+CODE_WIDTH = 79
+
+
+def _formatted(text: str) -> str:
+    try:
+        import black
+    except ImportError:
+        raise SystemExit("the notebooks are written with black: pip install -r requirements.txt") from None
+    try:
+        return black.format_str(text, mode=black.Mode(line_length=CODE_WIDTH)).rstrip("\n")
+    except black.InvalidInput:      # IPython syntax (!pip, %magic) is left as written
+        return text
+
+
 def code(text: str, tags=()) -> dict:
     import nbformat
-    cell = nbformat.v4.new_code_cell(text.strip("\n"))
+    cell = nbformat.v4.new_code_cell(_formatted(text.strip("\n")))
     if tags:
         cell.metadata["tags"] = list(tags)
     return cell
@@ -83,12 +100,15 @@ def header(name: str, title: str, learn: list[str], prereq: str, t4: str, cpu: s
 
 
 SETUP = f'''
-# Setup. In Colab: install the course package (Colab's own torch, numpy and pandas are left alone) and say where the
-# course's published results are (course_run() downloads them once, checked against their manifest).
+# Setup. In Colab: install the course package (Colab's own torch, numpy
+# and pandas are left alone) and say where the course's published results
+# are (course_run() downloads them once, checked against their manifest).
 import os, sys, subprocess
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "serpent[widgets] @ git+{REPO_URL}"], check=True)
-    os.environ.setdefault("SERPENT_ARTIFACTS_URL", "{RAW_URL}/{BRANCH}/artifacts")
+    PACKAGE = "serpent[widgets] @ git+{REPO_URL}"
+    RESULTS = "{RAW_URL}/{BRANCH}/artifacts"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+    os.environ.setdefault("SERPENT_ARTIFACTS_URL", RESULTS)
 
 import importlib.metadata as _md
 from serpent.device import default_device, describe_device
@@ -98,7 +118,8 @@ print("device:", describe_device(default_device()))
 
 FAST_CELL = '''
 import os
-FAST = os.environ.get("SERPENT_FAST", "0") == "1"   # the tests, CI and the fast book build set SERPENT_FAST=1
+# the tests, CI and the fast book build set SERPENT_FAST=1
+FAST = os.environ.get("SERPENT_FAST", "0") == "1"
 if FAST:
 {body}
 '''
@@ -129,11 +150,14 @@ def nb00():
                   "none.", "5 minutes", "6–10 minutes the first time (the tiny pipeline), seconds afterwards",
                   ("setup", "Setting up")) + [
         code('''
-PRESET = None        # None: the committed results of the full (GPU) run, else of the cpu run, else "tiny";
-                     # or "tiny" (a CPU in minutes), "cpu" (2 CPU cores, ~1.5 hours), "colab" (a T4), "full" (a GPU)
+# None: the committed results of the full (GPU) run, else of the cpu run,
+# else "tiny"; or "tiny" (a CPU in minutes), "cpu" (2 CPU cores, about 1.75
+# hours), "colab" (a T4), "full" (a GPU)
+PRESET = None
 ''', tags=("parameters",)),
-        fast('print("fast mode: course_run() uses the committed results of the full or cpu run if present, else runs/tiny "\n'
-             '      "if it is complete, else a micro run (about a minute)")'),
+        fast('print("fast mode: course_run() uses the committed results of the full "\n'
+             '      "or cpu run if present, else runs/tiny if it is complete, else a "\n'
+             '      "micro run (about a minute)")'),
         md('''
 ## 1. Does everything import, and is the fast path right?
 
@@ -150,8 +174,9 @@ model = build_model(cfg)
 tokens = torch.randint(0, cfg.d_vocab, (2, 32))
 fast_path = per_token_loss(model_params(model), tokens, cfg)        # (B, T-1): per-token losses
 reference = hooked_per_token_loss(model, tokens)
-print(f"{sum(p.numel() for p in model.parameters()):,} parameters; max |fast - TransformerLens| = "
-      f"{(fast_path - reference).abs().max().item():.2e}")
+n_params = sum(p.numel() for p in model.parameters())
+gap = (fast_path - reference).abs().max().item()
+print(f"{n_params:,} parameters; max |fast - TransformerLens| = {gap:.2e}")
 assert torch.allclose(fast_path, reference, atol=1e-4), "the fast forward disagrees with TransformerLens"
 '''),
         md('''
@@ -214,9 +239,9 @@ alt.Chart(long).mark_line(point=True).encode(
 The same run from the command line:
 
 ```bash
-python -m serpent run --preset tiny --out runs/tiny      # every stage; skips what is up to date
-python -m serpent presets                                # the presets and their sizes
-python -m serpent explore runs/tiny                      # (re)write the explorer page
+python -m serpent run --preset tiny --out runs/tiny  # skips what is done
+python -m serpent presets             # the presets and their sizes
+python -m serpent explore runs/tiny   # (re)write the explorer page
 ```
 '''),
     ] + footer(["The package works on this machine and its fast forward pass agrees with TransformerLens.",
@@ -238,7 +263,8 @@ def nb01():
                    "read training curves against the unigram and bigram entropies of the data"],
                   "[notebook 0](00_setup.ipynb).", "3 minutes", "2 minutes", ("01_growing", "Growing a model")) + [
         code('''
-PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
+# None: the full run's committed results, else the cpu run's, else "tiny"
+PRESET = None
 N_TOKENS = 160        # tokens of the snippet to draw
 TOP_TOKENS = 25       # most frequent tokens to list
 ''', tags=("parameters",)),
@@ -266,8 +292,9 @@ parts, and many repeated bigrams.
 corpus = json.loads((run.path / "corpus.json").read_text())
 starts, names = run.documents("train")
 print({k: corpus[k] for k in ("spec", "files", "bytes") if k in corpus})
-print(f"{len(names):,} training documents, {len(run.tokens('train')):,} training tokens, "
-      f"{len(run.tokens('test')):,} held-out tokens; e.g.", names[:3])
+n_train, n_test = len(run.tokens("train")), len(run.tokens("test"))
+print(f"{len(names):,} training documents, {n_train:,} training tokens, "
+      f"{n_test:,} held-out tokens; e.g.", names[:3])
 '''),
         md('''
 ## 2. The tokenizer
@@ -326,7 +353,8 @@ from serpent.train import bigram_entropy, unigram_entropy
 
 train = np.asarray(run.tokens("train"), dtype=np.int64)
 unigram, bigram = unigram_entropy(train, tok.vocab_size), bigram_entropy(train, tok.vocab_size)
-print(f"unigram entropy {unigram:.3f} nats, bigram conditional entropy {bigram:.3f} nats")
+print(f"unigram entropy {unigram:.3f} nats, "
+      f"bigram conditional entropy {bigram:.3f} nats")
 '''),
         code('''
 from serpent.charts.training import loss_curves_chart
@@ -357,7 +385,8 @@ import torch
 from serpent.checks import check_prev_token_score
 
 def prev_token_score_solution(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
-    """(batch, n_heads, 2L+1, 2L+1) -> (n_heads,): mean attention from query t to key t-1, t = 2..2L."""
+    """(batch, n_heads, 2L+1, 2L+1) -> (n_heads,): mean attention from
+    query t to key t-1, t = 2..2L."""
     prev = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)   # (batch, heads, 2L): entry t-1 is (query t, key t-1)
     return prev[..., 1:].mean(dim=(0, -1))                  # drop query 1 (its previous token is BOS)
 
@@ -369,7 +398,8 @@ import torch
 from serpent.checks import check_prefix_score
 
 def prefix_score_solution(pattern: torch.Tensor, half_len: int) -> torch.Tensor:
-    """(batch, n_heads, 2L+1, 2L+1) -> (n_heads,): mean attention from query L+i to key i+1, i = 1..L."""
+    """(batch, n_heads, 2L+1, 2L+1) -> (n_heads,): mean attention from
+    query L+i to key i+1, i = 1..L."""
     L = half_len
     queries = torch.arange(L + 1, 2 * L + 1)     # the second occurrences r_i at positions L+i
     keys = queries - L + 1                         # the token after the first occurrence, position i+1
@@ -403,8 +433,10 @@ def nb02():
                   "[notebook 1](01_growing.ipynb); what an attention pattern is.", "3 minutes", "5 minutes",
                   ("02_induction", "Induction heads")) + [
         code('''
-PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
-RECOMPUTE = False       # True: recompute the scores over all checkpoints here instead of loading them
+# None: the full run's committed results, else the cpu run's, else "tiny"
+PRESET = None
+# True: recompute the scores over all checkpoints here instead of loading
+RECOMPUTE = False
 N_SEQS = 32             # probe sequences
 HALF_LEN = 128          # random tokens per half of a probe
 PLANTED_HALF_LEN = 20   # probe length for the planted model
@@ -546,7 +578,9 @@ from serpent.induction import chance_scores
 chance = chance_scores(Lr)
 bars = alt.Chart(pd.DataFrame(rows)).mark_bar().encode(x=alt.X("head:N", title="head"), y="value:Q",
                                                        column=alt.Column("score:N", title=None), tooltip=["head", "value"])
-bars.properties(width=300, height=180, title=f"last checkpoint (chance: prev {chance['prev_token']:.3f}, prefix {chance['prefix']:.3f})")
+title = (f"last checkpoint (chance: prev {chance['prev_token']:.3f}, "
+         f"prefix {chance['prefix']:.3f})")
+bars.properties(width=300, height=180, title=title)
 '''),
         md('''
 ## 4. Grow an induction circuit on your CPU
@@ -563,7 +597,8 @@ from serpent.course import toy_cache_dir
 from serpent.induction_toy import TOY_MODEL, grow_induction_circuit, repeated_segments
 
 print(repeated_segments(3, 24, 50, seed=0))       # three toy sequences: periods differ
-# cache=: the result is kept in runs/toy and reused by notebooks 4 and 6 (and by you, on the next run)
+# cache=: the result is kept in runs/toy and reused by notebooks 4 and 6
+# (and by you, on the next run)
 grown = grow_induction_circuit(TOY_MODEL, steps=TOY_STEPS, eval_every=50, keep_every=100, seed=0,
                                cache=toy_cache_dir())
 toy, history = grown.model, grown.history
@@ -615,11 +650,14 @@ def probe_report(name, model):
         sc = induction_scores(model, n_seqs=16, half_len=L_probe, seed=1)
         c = classify_heads(sc)
         losses = sc[sc["head"] == "model"].set_index("score")["value"]
-        print(f"{name}, L={L_probe}: induction heads {c['induction']}, previous-token heads {c['previous_token']}, "
-              f"loss 1st copy {losses['loss_first_half']:.2f}, 2nd copy {losses['loss_second_half']:.2f}")
+        first, second = losses["loss_first_half"], losses["loss_second_half"]
+        print(f"{name}, L={L_probe}: induction heads {c['induction']}, "
+              f"previous-token heads {c['previous_token']}, "
+              f"loss 1st copy {first:.2f}, 2nd copy {second:.2f}")
 
 probe_report("fixed period", fixed)
-# Its layer-1 heads look "p - 1 back": perfect at L = 31, useless (worse than guessing) at L = 20.
+# Its layer-1 heads look "p - 1 back": perfect at L = 31, useless (worse
+# than guessing) at L = 20.
 '''),
         md("The model grown above on varied periods, on the same two probes: it copies at both lengths, because it "
            "matches content, not position."),
@@ -648,13 +686,16 @@ from serpent.induction import repeated_random_tokens
 probe_toy = repeated_random_tokens(16, 31, TOY_MODEL.d_vocab, seed=7)
 ablation = ablate_heads(toy, probe_toy)
 patching = patch_heads(toy, probe_toy)
-print(f"intact: first copy {ablation.loss_first[0]:.2f} nats, second copy {ablation.loss_second[0]:.2f}; "
+print(f"intact: first copy {ablation.loss_first[0]:.2f} nats, "
+      f"second copy {ablation.loss_second[0]:.2f}; "
       f"corrupted probe: second copy {patching.attrs['corrupted']:.2f}")
 single = ablation[ablation["head"] != "none"].merge(patching[["head", "recovered"]], on="head")
 bars = alt.Chart(single.melt(id_vars="head", value_vars=["delta_second", "recovered"])).mark_bar().encode(
     x=alt.X("head:N", title="head"), y=alt.Y("value:Q", title=None), color=alt.Color("head:N", legend=None),
     row=alt.Row("variable:N", title=None), tooltip=["head", "variable", alt.Tooltip("value:Q", format=".3f")])
-bars.properties(width=420, height=120, title="one head at a time: ablation (loss rise) and patching (gap recovered)")
+bars.properties(width=420, height=120,
+                title="one head at a time: ablation (loss rise) and "
+                      "patching (gap recovered)")
 '''),
         code('''
 prev_heads = toy_heads["previous_token"]
@@ -680,7 +721,8 @@ toy_init = grow_induction_circuit(TOY_MODEL, steps=TOY_STEPS, eval_every=50, kee
 toy_init.model.load_state_dict(toy_init.snapshots[0], strict=False)
 comp_init = composition_scores(toy_init.model)
 k = comp_now[comp_now["kind"] == "K"].assign(at_init=comp_init[comp_init["kind"] == "K"]["score"].to_numpy())
-print(f"K-composition: random-matrix baseline {k.baseline.iloc[0]:.3f}, largest at initialisation "
+print(f"K-composition: random-matrix baseline {k.baseline.iloc[0]:.3f}, "
+      "largest at initialisation "
       f"{k.at_init.max():.3f}, largest after training {k.score.max():.3f}")
 alt.Chart(k).mark_rect().encode(x=alt.X("target:N", title="layer-1 head (reads with its key)"),
                                 y=alt.Y("source:N", title="layer-0 head (writes)"),
@@ -907,7 +949,8 @@ def nb04():
                    "watch the LLC jump across a stage transition you grow on your CPU"],
                   "[notebook 3](03_slt.ipynb).", "6 minutes", "7 minutes", ("04_llc_in_practice", "The LLC in practice")) + [
         code('''
-PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
+# None: the full run's committed results, else the cpu run's, else "tiny"
+PRESET = None
 RECOMPUTE = False                  # True: re-estimate the LLC at every checkpoint here
 CAL_EPSILONS = [3e-4, 1e-3, 3e-3, 1e-2]
 CAL_N_BETAS = [10.0, 30.0]
@@ -927,7 +970,8 @@ from serpent.tokens import batch_at
 
 run = course_run(PRESET)
 print("LLC settings of this run:", run.config.llc)
-# the live calibration below, resized when the full run's 3M model meets a CPU (hours otherwise)
+# the live calibration below, resized when the full run's 3M model meets a
+# CPU (hours otherwise)
 live = live_settings(run.config.model, dict(epsilons=CAL_EPSILONS, n_betas=CAL_N_BETAS, draws=CAL_DRAWS,
                                             batch=CAL_BATCH, window=run.config.model.n_ctx),
                      cpu=dict(epsilons=[1e-4, 1e-3, 1e-2], n_betas=[10.0], draws=20, batch=4, window=128))
@@ -996,7 +1040,8 @@ from serpent.llc import estimate_llc
 from serpent.course import toy_cache_dir
 from serpent.induction_toy import TOY_MODEL, grow_induction_circuit, sgld_minibatches
 
-# the same circuit as notebook 2's (loaded from runs/toy if that notebook has run), snapshots every 100 steps
+# the same circuit as notebook 2's (loaded from runs/toy if that notebook
+# has run), snapshots every 100 steps
 grown = grow_induction_circuit(TOY_MODEL, steps=1200, eval_every=50, keep_every=100, seed=0,
                                cache=toy_cache_dir())
 toy_batches = sgld_minibatches(50)        # fixed SGLD minibatches of the toy's data, unseen in training
@@ -1049,7 +1094,8 @@ import numpy as np
 from serpent.checks import check_susceptibility_estimator
 
 def susceptibility_solution(task, probe, full_task, full_probe, baseline):
-    """chi_xy = -( E_C[phi (l_xy - L)] - E_C[phi] E_full[l_xy - L] ),  phi = L - baseline."""
+    """chi_xy = -( E_C[phi (l_xy - L)] - E_C[phi] E_full[l_xy - L] ),
+    phi = L - baseline."""
     phi = task - baseline                                    # (chains, draws)
     delta = probe - task[..., None]                          # (chains, draws, N)
     full_delta = (full_probe - full_task[..., None]).mean(axis=(0, 1))
@@ -1068,7 +1114,8 @@ def nb05():
                   "[notebook 4](04_llc.ipynb); covariances.", "5 minutes", "5 minutes",
                   ("05_susceptibilities", "Susceptibilities")) + [
         code('''
-PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
+# None: the full run's committed results, else the cpu run's, else "tiny"
+PRESET = None
 COMPONENTS = "heads"          # every head; or a list such as ["0:1", "1:6"]
 CHAINS, DRAWS, BATCH = 4, 40, 16
 PROBE_SEQS, PROBE_LEN = 4, 64
@@ -1093,8 +1140,9 @@ run = course_run(PRESET)
 tok = run.tokenizer()
 step = run.checkpoint_steps()[-1]
 ind = run.stage_summary("induction")["summary"]
-# the live sampling below, resized when the full run's 3M model meets a CPU (hours otherwise): the best
-# previous-token and induction heads and one other head per layer, short windows, few draws
+# the live sampling below, resized when the full run's 3M model meets a
+# CPU (hours otherwise): the best previous-token and induction heads and
+# one other head per layer, short windows, few draws
 live = live_settings(run.config.model, dict(components=COMPONENTS, chains=CHAINS, draws=DRAWS, batch=BATCH,
                                             probe_seqs=PROBE_SEQS, probe_len=PROBE_LEN, window=run.config.model.n_ctx),
                      cpu=dict(components=sorted({ind["best_prev_token"]["head"], ind["best_prefix"]["head"], "0:0",
@@ -1121,7 +1169,8 @@ follows in closed form (chapter 5):
         code('''
 model = run.load_model(step)
 res = susceptibilities(model, probe, batches, cfg, components=live["components"], step=step, progress=False)
-print(f"{len(res)} tokens × {len(res.components)} heads in {res.settings['sampling_seconds']:.1f} s; "
+seconds = res.settings["sampling_seconds"]
+print(f"{len(res)} tokens × {len(res.components)} heads in {seconds:.1f} s; "
       f"E_C[phi] per head (small and positive when healthy):",
       {k: round(v, 4) for k, v in list(res.settings["phi_mean"].items())[:4]}, "...")
 '''),
@@ -1219,7 +1268,8 @@ def observe(p):
     return l.reshape(l.shape[0], -1).mean(1), l.reshape(l.shape[0], -1)
 
 streamed, _, _ = sample_susceptibilities(loss_fn, params, batches, cfg, [head], observe, progress=False)
-print(f"head {head}: max |yours - streaming| = {np.abs(mine - streamed[:, 0]).max():.2e} "
+gap = np.abs(mine - streamed[:, 0]).max()
+print(f"head {head}: max |yours - streaming| = {gap:.2e} "
       f"(χ ranges over ±{np.abs(mine).max():.2e})")
 '''),
     ] + footer(["χ is a covariance between a head's weight-restricted loss and a token's loss under the posterior.",
@@ -1245,7 +1295,8 @@ is_word_char = lambda ch: is_letter(ch) or ch.isdigit()
 is_special = lambda tok: tok.startswith("<|") and tok.endswith("|>")
 
 def base_pattern(text, special, prev_text):
-    """Rules 2-8 for one token (prev_text: the previous token's text, None at the start or after a special)."""
+    """Rules 2-8 for one token (prev_text: the previous token's text, None
+    at the start or after a special token)."""
     if special or text == "":
         return "other"
     if text.strip(" ") == "":
@@ -1289,8 +1340,11 @@ def nb06():
                   "[notebook 5](05_susceptibilities.ipynb).", "7 minutes", "9 minutes (UMAP: 1 more with RECOMPUTE)",
                   ("06_serpent", "The rainbow serpent")) + [
         code('''
-PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
-RECOMPUTE = False        # True: recompute labels, UMAP and separation here (UMAP compiles with numba: ~30 s more)
+# None: the full run's committed results, else the cpu run's, else "tiny"
+PRESET = None
+# True: recompute labels, UMAP and separation here (UMAP compiles with
+# numba: about 30 s more)
+RECOMPUTE = False
 MAX_POINTS = 4000        # points per checkpoint in the interactive chart
 TOY_SERPENT_STEPS = [0, 600, 900, 1200]   # section 6: checkpoints of the induction toy (multiples of 100, <= 1200)
 TOY_PROBES, TOY_CHAINS, TOY_DRAWS = 16, 2, 30
@@ -1351,7 +1405,8 @@ check_pattern_classifier(classify);
         code('''
 agree = np.mean([classify_solution([tok.token_str(int(i)) for i in seq]) == classify_tokens(
     [tok.token_str(int(i)) for i in seq]) for seq in last.probe_tokens])
-print(f"your classifier agrees with serpent.patterns on {agree:.0%} of the probe sequences")
+print(f"your classifier agrees with serpent.patterns on {agree:.0%} "
+      "of the probe sequences")
 '''),
         md('''
 ## 2. UMAP across checkpoints
@@ -1371,7 +1426,9 @@ if RECOMPUTE:
 else:
     frame = pd.read_parquet(run.path / "serpent" / "embedding.parquet")
     sep = {int(k): v for k, v in json.loads((run.path / "serpent" / "separation.json").read_text())["steps"].items()}
-print(f"{len(frame):,} rows: {frame['step'].nunique()} checkpoints × {len(frame) // frame['step'].nunique():,} tokens")
+n_steps = frame["step"].nunique()
+print(f"{len(frame):,} rows: {n_steps} checkpoints × "
+      f"{len(frame) // n_steps:,} tokens")
 '''),
         md('''
 ## 3. How separated are the patterns?
@@ -1394,17 +1451,18 @@ rows = [{"step": s, "space": space, "separation": v[key]} for s, v in sep.items(
 by_pattern = pd.DataFrame([{"pattern": p, "separation": x} for p, x in sep[max(sep)]["by_pattern"].items()])
 for s, v in sep.items():
     if v.get("cross_token_null_sd") is not None:
-        print(f"step {s:>6}: cross-token {v['cross_token']:+.3f}   no-pattern null "
-              f"{v['cross_token_null_mean']:+.3f} ± {v['cross_token_null_sd']:.3f}")
+        mean, sd = v["cross_token_null_mean"], v["cross_token_null_sd"]
+        print(f"step {s:>6}: cross-token {v['cross_token']:+.3f}   "
+              f"no-pattern null {mean:+.3f} ± {sd:.3f}")
 alt.hconcat(
     alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
         x=alt.X("step:Q", scale=alt.Scale(type="symlog")), y="separation:Q", color="space:N",
         tooltip=["step", "space", alt.Tooltip("separation:Q", format=".3f")]).properties(
-        width=300, height=200, title="separation of patterns over training"),
+        width=240, height=200, title="separation of patterns over training"),
     alt.Chart(by_pattern).mark_bar().encode(
         x=alt.X("pattern:N", sort=list(PATTERNS)), y="separation:Q",
         color=alt.Color("pattern:N", scale=alt.Scale(domain=list(PATTERNS), range=[PALETTE[p] for p in PATTERNS]),
-                        legend=None)).properties(width=260, height=200, title=f"per pattern, step {max(sep)}"))
+                        legend=None)).properties(width=220, height=200, title=f"per pattern, step {max(sep)}"))
 '''),
         md('''
 **Induction tokens and induction heads.** The question the whole course builds up to: do the tokens an induction
@@ -1425,7 +1483,7 @@ print(timeline.round(3).to_string(index=False))
 long = timeline.melt("step", var_name="measure")
 alt.Chart(long).mark_line(point=True).encode(
     x=alt.X("step:Q", scale=alt.Scale(type="symlog")), y=alt.Y("value:Q", title=None),
-    tooltip=["step", "measure", alt.Tooltip("value:Q", format=".3f")]).properties(width=260, height=180).facet(
+    tooltip=["step", "measure", alt.Tooltip("value:Q", format=".3f")]).properties(width=230, height=180).facet(
     column=alt.Column("measure:N", title=None)).resolve_scale(y="independent")
 '''),
         md('''
@@ -1543,8 +1601,11 @@ print("separation of copyable vs new tokens (0 = chance, 1 = perfect):", {s: rou
 toy_map = embed_checkpoints(toy_chi, EmbeddingConfig(n_neighbors=15, min_dist=0.1), progress=False)
 toy_map["kind"] = toy_kind[toy_map["point"].to_numpy()]
 loss = grown.history[grown.history["score"] == "train_loss"].set_index("step")["value"]
-toy_map["panel"] = [f"step {s} ({f'loss {loss[s]:.2f}, ' if s in loss.index else ''}separation {toy_sep[s]:.2f})"
-                    for s in toy_map["step"]]
+def panel(s):
+    at = f"loss {loss[s]:.2f}, " if s in loss.index else ""
+    return f"step {s} ({at}separation {toy_sep[s]:.2f})"
+
+toy_map["panel"] = [panel(s) for s in toy_map["step"]]
 alt.Chart(toy_map).mark_circle(size=12, opacity=0.7).encode(
     x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
     color=alt.Color("kind:N", scale=alt.Scale(domain=["copyable", "new"], range=[PALETTE["induction"], "#999999"])),
@@ -1585,7 +1646,8 @@ def nb07():
                   "[notebook 5](05_susceptibilities.ipynb).", "5 minutes", "5 minutes",
                   ("07_going_further", "Going further")) + [
         code('''
-PRESET = None        # None: the full run's committed results, else the cpu run's, else "tiny"
+# None: the full run's committed results, else the cpu run's, else "tiny"
+PRESET = None
 COMPONENTS = "heads+mlp"     # Pythia's 6 x 4 heads and 6 MLPs
 CHAINS, DRAWS, BATCH = 2, 20, 8
 PROBE_SEQS, PROBE_LEN = 4, 64
@@ -1621,7 +1683,9 @@ pythia_cfg = HookedTransformerConfig(
     positional_embedding_type="rotary", rotary_dim=8, parallel_attn_mlp=True, original_architecture="GPTNeoXForCausalLM",
     n_ctx=min(128, run.config.model.n_ctx), d_vocab=tok.vocab_size, seed=0, device="cpu")
 pythia = HookedTransformer(pythia_cfg)
-print(f"{sum(p.numel() for p in pythia.parameters()):,} parameters (the real Pythia-14m: 14M, mostly its 50k-token embeddings)")
+n_params = sum(p.numel() for p in pythia.parameters())
+print(f"{n_params:,} parameters (the real Pythia-14m: 14M, mostly its "
+      "50k-token embeddings)")
 '''),
         code('''
 train, bos = run.tokens("train"), tok.bos_id
@@ -1630,7 +1694,8 @@ cfg = sc.__class__(**{**sc.to_dict(), "chains": CHAINS, "draws": DRAWS, "batch_s
 batches = lambda i: batch_at(train, i, cfg.batch_size, pythia_cfg.n_ctx, cfg.seed, bos)
 probe, _ = fixed_windows(run.tokens("test"), PROBE_SEQS, min(PROBE_LEN, pythia_cfg.n_ctx), seed=1337, bos_id=bos)
 res = susceptibilities(pythia, probe, batches, cfg, components=COMPONENTS, progress=False)
-print(f"{len(res)} tokens × {len(res.components)} components, forward path: {res.settings['forward']}, "
+print(f"{len(res)} tokens × {len(res.components)} components, "
+      f"forward path: {res.settings['forward']}, "
       f"{res.settings['sampling_seconds']:.1f} s")
 df = pd.DataFrame({"component": res.components, "mean |chi|": np.abs(res.chi).mean(0)})
 alt.Chart(df).mark_bar().encode(x=alt.X("component:N", sort=res.components), y="mean |chi|:Q",
@@ -1666,8 +1731,10 @@ if ONLINE:
     from IPython.display import display
     display(pd.DataFrame(rows))
 else:
-    print("offline (or fast mode): not contacting the Hugging Face hub. In Colab this cell loads the paper's "
-          f"checkpoints at steps {PAPER_STEPS} and finds their previous-token (0:1, 0:4) and induction heads (1:6, 1:7).")
+    print("offline (or fast mode): not contacting the Hugging Face hub. In "
+          "Colab this cell loads the paper's checkpoints at steps "
+          f"{PAPER_STEPS} and finds their previous-token (0:1, 0:4) and "
+          "induction heads (1:6, 1:7).")
 '''),
         md('''
 ## 3. Your own model
@@ -1688,8 +1755,9 @@ print(mine.components, "| forward path:", mine.settings["forward"], "| chi", min
 To run the whole pipeline on a different corpus or size, use the command line with overrides:
 
 ```bash
-python -m serpent run --preset tiny --set data.corpus=shakespeare --out runs/shakespeare
-python -m serpent run --preset colab --out runs/colab        # on a T4
+python -m serpent run --preset tiny --set data.corpus=shakespeare \\
+    --out runs/shakespeare
+python -m serpent run --preset colab --out runs/colab  # on a T4
 ```
 '''),
     ] + footer(["`susceptibilities` works on any HookedTransformer: a fast path for the course's family, a generic "
@@ -1697,11 +1765,203 @@ python -m serpent run --preset colab --out runs/colab        # on a T4
                 "The paper's checkpoints load into the course's model with one call when the hub is reachable.",
                 "Everything here is also a command: `python -m serpent`."],
                ["Gordon et al. 2026 (susceptibility clusters in Pythia-14m).",
-                "Timaeus, *Spectroscopy* (Pythia-1.4B, 2026).", "Wang & Murfet 2026, *Patterning*."])
+                "Timaeus, *Spectroscopy* (Pythia-1.4B, 2026).", "Wang & Murfet 2026, *Patterning*."],
+               "[8 · Patterning](08_patterning.ipynb)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 08 patterning
+# ---------------------------------------------------------------------------------------------------------------
+
+PATTERNING_SOLUTION = """
+import numpy as np
+from serpent.checks import check_patterning_shift
+
+def patterning_shift_solution(chi, d_mu):
+    k = chi.shape[1]
+    P = np.eye(k) - np.ones((k, k)) / k      # projection onto shifts that sum to zero
+    return P @ np.linalg.pinv(chi @ P) @ d_mu
+
+check_patterning_shift(patterning_shift_solution);
+"""
+
+
+def nb08():
+    return header("08_patterning", "8 · Patterning: choosing the data that grow a circuit",
+                  ["invert the linear response of susceptibilities: which reweighting of the data moves the "
+                   "circuit's heads the way you ask",
+                   "compute it from the induction toy's susceptibilities on its loss plateau",
+                   "train with the reweighted data and watch the induction circuit form sooner, or not at all"],
+                  "[notebook 5](05_susceptibilities.ipynb) and the induction toy of "
+                  "[notebook 2](02_induction.ipynb).", "3 minutes", "3 minutes",
+                  ("07_going_further", "Going further")) + [
+        code("""
+PLATEAU_STEP = 600       # the toy's checkpoint on its loss plateau, before the circuit forms
+PROBES, CHAINS, DRAWS = 16, 2, 30   # susceptibility sampling on the toy
+STRENGTHS = [0.5, -0.5]  # how far to reweight along the shift (+: grow, -: hold back)
+STEPS = 1200             # training steps of each reweighted toy
+""", tags=("parameters",)),
+        fast("PROBES, CHAINS, DRAWS, STEPS = 8, 2, 8, 900"),
+        md("""
+## 1. Reading, then writing
+
+Notebooks 5 and 6 *read* structure: the susceptibility χ^C_xy says how the posterior expectation of head C's
+observable φ_C would move if the token y in context x were upweighted in the data. Averaged over a class of
+tokens k (here: tokens the induction circuit can copy, and new tokens), these numbers form the response matrix
+χ_Ck, and to first order a shift dh of the classes' weights moves the observables by
+
+dμ_C = Σ_k χ_Ck dh_k.
+
+**Patterning** (Wang and Murfet, 2026) runs this backwards: choose the change dμ you want (lower φ on the circuit's
+heads: their weights more tightly constrained, more structure there) and solve for the data shift. Among shifts that
+only redistribute weight between classes (Σ_k dh_k = 0), the smallest one whose response comes closest to dμ is
+
+dh = P (χ P)⁺ dμ,  P = I − 11ᵀ/K  (⁺: the Moore–Penrose pseudo-inverse).
+
+The toy makes it concrete: we know the circuit it grows (notebook 2), so we can ask for it and check the answer.
+"""),
+        code("""
+import altair as alt
+import numpy as np
+import pandas as pd
+from serpent.config import SamplerConfig
+from serpent.course import toy_cache_dir
+from serpent.induction import classify_heads
+from serpent.induction_toy import (TOY_MODEL, copyable_tokens, grow_induction_circuit, repeated_segments,
+                                   sgld_minibatches)
+from serpent.milestones import onset
+from serpent.patterning import circuit_target, class_weights, patterning_shift
+from serpent.susceptibility import response_matrix, susceptibilities
+
+# notebook 2's circuit, from runs/toy when that notebook has run
+grown = grow_induction_circuit(TOY_MODEL, steps=1200, eval_every=50, keep_every=100, seed=0, progress=False,
+                               cache=toy_cache_dir())
+heads = classify_heads(grown.history)
+threshold = heads["thresholds"]["prefix"]
+print("the unweighted toy's circuit: previous-token heads", heads["previous_token"],
+      "| induction heads", heads["induction"])
+
+
+def best_prefix(history):
+    rows = history[(history["score"] == "prefix") & history["head"].str.startswith("1:")]
+    return rows.groupby("step")["value"].max()
+
+
+base = best_prefix(grown.history)
+print("induction onset (best layer-1 prefix score stays above", round(threshold, 3), "from step):",
+      onset(base.index.tolist(), base.to_numpy(), threshold))
+"""),
+        md("""
+## 2. The response matrix on the plateau
+
+At step `PLATEAU_STEP` the loss has plateaued and no head is an induction head yet. χ for every head, on probe
+sequences of the toy's data, averaged over copyable and new tokens:
+"""),
+        code("""
+probe = repeated_segments(PROBES, TOY_MODEL.n_ctx, TOY_MODEL.d_vocab, seed=7_000_000)
+kind = np.where(copyable_tokens(probe.numpy()), "copyable", "new")
+batches = sgld_minibatches(50)        # fixed SGLD minibatches of the toy's data, unseen in training
+cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=CHAINS, draws=DRAWS, batch_size=16)
+grown.model.load_state_dict(grown.snapshots[PLATEAU_STEP], strict=False)
+res = susceptibilities(grown.model, probe, lambda i: batches[i % len(batches)], cfg, step=PLATEAU_STEP,
+                       progress=False)
+chi = response_matrix(res, kind[res.seq_index, res.position], categories=["copyable", "new"])
+long = chi.reset_index(names="head").melt("head", var_name="tokens", value_name="mean χ")
+alt.Chart(long).mark_bar().encode(
+    x=alt.X("head:N", title=None), y="mean χ:Q", color=alt.Color("tokens:N", title="tokens"),
+    xOffset="tokens:N", tooltip=["head", "tokens", alt.Tooltip("mean χ:Q", format=".4f")]
+).properties(width=520, height=200, title=f"response matrix of the toy at step {PLATEAU_STEP}")
+"""),
+        md("""
+Every head *expresses* the copyable tokens (χ < 0: more of them would constrain the head's weights) and suppresses
+the new ones, the layer-1 heads most strongly. Before any head copies, the susceptibilities already say which data
+feed the circuit.
+"""),
+        exercise("invert the response", 2, 4, 10, """
+Write `patterning_shift(chi, d_mu)`: given the response matrix as an array `chi` (C components × K classes) and the
+wanted change `d_mu` (C,), return the class-weight shift (K,) that sums to zero and whose response `chi @ shift`
+comes closest to `d_mu`, with the smallest norm. The check names a missing zero-sum constraint, the transpose in
+place of the pseudo-inverse, a flipped sign, and projecting after inverting.
+"""),
+        code("""
+def patterning_shift_yours(chi: np.ndarray, d_mu: np.ndarray) -> np.ndarray:
+    raise NotImplementedError("your code here")
+
+from serpent.checks import check_patterning_shift
+check_patterning_shift(patterning_shift_yours);
+"""),
+        solution(PATTERNING_SOLUTION),
+        md("""
+## 3. Ask for the circuit
+
+The target: lower φ by one unit on every head of the unweighted toy's circuit (its previous-token and induction
+heads), leave the others alone. The shift becomes training weights per class with `class_weights`
+(`1 + strength · shift / max|shift|`, mean 1); a negative strength asks for the opposite.
+"""),
+        code("""
+shift = patterning_shift(chi, circuit_target(heads))
+print("shift of the class weights:", shift.round(3).to_dict())
+weights = {s: class_weights(shift, s) for s in STRENGTHS}
+for s, w in weights.items():
+    print(f"strength {s:+}: each copyable token counts {w['copyable']:.2f}, "
+          f"each new token {w['new']:.2f}")
+"""),
+        md("""
+## 4. Train on the reweighted data
+
+The same toy, the same seed, the same batches; only the weight of each token's loss changes (a weighted mean over
+the batch). The unweighted curve is the circuit of notebook 2.
+"""),
+        code("""
+curves = [base.rename("best prefix score").reset_index().assign(data="unweighted")]
+onsets = {"unweighted": onset(base.index.tolist(), base.to_numpy(), threshold)}
+for s, w in weights.items():
+    g = grow_induction_circuit(TOY_MODEL, steps=STEPS, eval_every=50, seed=0, progress=False, data_weights=w,
+                               cache=toy_cache_dir())
+    label = f"copyable ×{w['copyable']:.2f}, new ×{w['new']:.2f}"
+    p = best_prefix(g.history)
+    curves.append(p.rename("best prefix score").reset_index().assign(data=label))
+    onsets[label] = onset(p.index.tolist(), p.to_numpy(), threshold)
+print("induction onset step (None: not within the run):", onsets)
+df = pd.concat(curves, ignore_index=True)
+rule = alt.Chart(pd.DataFrame({"y": [threshold]})).mark_rule(strokeDash=[5, 3], color="grey").encode(y="y:Q")
+lines = alt.Chart(df).mark_line(point=True).encode(
+    x=alt.X("step:Q", title="training step"), y=alt.Y("best prefix score:Q", title="best layer-1 prefix score"),
+    color=alt.Color("data:N", title=None, legend=alt.Legend(orient="bottom", columns=1)),
+    tooltip=["data", "step", alt.Tooltip("best prefix score:Q", format=".3f")])
+(lines + rule).properties(width=460, height=240, title="the induction circuit under three data weightings")
+"""),
+        md("""
+With the notebook's settings (seed 0) the circuit forms at step 850 on the unweighted data, at step 600 when the
+copyable tokens count three times as much as the new ones, and not within 1,200 steps the other way round (its best
+prefix score stays below 0.01). The same happened for seeds 1 and 2 (BENCHMARKS.md, "Patterning the toy").
+
+**What this shows, and what it does not.** Reweighting toward what the circuit's heads express grows the circuit
+sooner; away from it, holds it back. On the toy that is no surprise in hindsight (copyable tokens are the only ones
+an induction head helps with), which is the point: the susceptibilities, read on the plateau *before* any head
+copies, pointed to the right data without being told. The response is linear only for small shifts; a strength of
+±0.5 is far from infinitesimal, and the delay is an extrapolation that happened to hold. Wang and Murfet do this on
+the 3M language model, along the principal directions of its susceptibilities over the Pile's subsets.
+"""),
+        md("""
+### Try it
+
+* Target only the layer-0 previous-token heads (`{h: -1.0 for h in heads["previous_token"]}`): is the shift
+  different, and does the circuit still form sooner?
+* Use a smaller strength (0.1, 0.25) and compare the onset's change with the linear prediction (twice the strength,
+  twice the effect?).
+* Take the response matrix at initialisation (step 0) instead of the plateau: does it already point the same way?
+"""),
+    ] + footer(["The response matrix is a linear map from data shifts to changes in the heads' observables; its "
+                "pseudo-inverse, within shifts that only move weight between classes, gives the data for a target.",
+                "Read on the toy's plateau, it says to upweight the tokens an induction head can copy: the circuit "
+                "then forms sooner, and with the opposite weights not at all in the same training time."],
+               ["Wang & Murfet 2026, *Patterning: the dual of interpretability* (arXiv 2601.13548).",
+                "Adam, Hoogland & Murfet 2026, *Patterning toy models of superposition* (Timaeus)."])
 
 
 NOTEBOOKS = {"00_setup": nb00, "01_growing": nb01, "02_induction": nb02, "03_slt": nb03, "04_llc": nb04,
-             "05_susceptibilities": nb05, "06_serpent": nb06, "07_going_further": nb07}
+             "05_susceptibilities": nb05, "06_serpent": nb06, "07_going_further": nb07, "08_patterning": nb08}
 
 
 def build(name: str):

@@ -37,6 +37,7 @@ from .embedding import (preprocess, embed_checkpoints, separation, pattern_separ
 from .explorer import write_explorer
 from .artifacts import ArtifactError, export_artifacts, verify_artifacts, load_artifacts, fetch_artifacts
 from .milestones import milestones
+from .patterning import patterning_shift, zero_sum_shift, class_weights, circuit_target
 from .course import course_run, default_preset, is_fast, toy_cache_dir
 from . import charts, checks, figures
 

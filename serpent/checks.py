@@ -39,6 +39,7 @@ __all__ = [
     "CheckFailed", "check_sgld_step", "check_prefix_score", "check_prev_token_score",
     "check_susceptibility_estimator", "check_pattern_classifier", "check_k_composition", "reference_sgld_step",
     "reference_prefix_score", "reference_prev_token_score", "reference_k_composition", "causal_attention_patterns",
+    "check_patterning_shift", "reference_patterning_shift",
 ]
 
 
@@ -386,6 +387,58 @@ def _check_score(student_fn: Callable, what: str, reference: Callable, variants:
         raise CheckFailed(f"your {what} {where} differs from the reference: got {np.round(out.numpy(), 4).tolist()}, "
                           f"expected {np.round(ref.numpy(), 4).tolist()}")
     print(f"Correct! Your {what} matches the reference on random causal attention patterns.")
+    return True
+
+
+def reference_patterning_shift(chi: np.ndarray, d_mu: np.ndarray) -> np.ndarray:
+    """``P (χ P)⁺ dμ``: the minimum-norm zero-sum shift of the class weights with ``χ · shift`` closest to ``dμ``
+    (:func:`serpent.patterning.patterning_shift` on plain arrays)."""
+    from .patterning import zero_sum_shift
+    return zero_sum_shift(chi, d_mu)
+
+
+@_runner("patterning_shift")
+def check_patterning_shift(student_fn: Callable) -> bool:
+    """Check ``student_fn(chi (C, K), d_mu (C,)) -> (K,)``: the smallest shift of K class weights, summing to zero,
+    whose first-order response ``chi @ shift`` comes closest to ``d_mu``.
+
+    Tried on random response matrices (more components than classes, as in the course); the usual mistakes are
+    named: no zero-sum constraint, the transpose in place of the pseudo-inverse, the sign, projecting after
+    inverting.
+    """
+    rng = np.random.default_rng(20_260_113)
+    for c, k in ((6, 2), (8, 3), (16, 4)):
+        chi = rng.normal(size=(c, k))
+        d_mu = rng.normal(size=c)
+        out = _call(student_fn, "patterning_shift", chi.copy(), d_mu.copy())
+        try:
+            out = np.asarray(out, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise CheckFailed(f"your patterning_shift returned {type(out).__name__}; return an array of {k} "
+                              "numbers, one per class") from None
+        if out.shape != (k,):
+            raise CheckFailed(f"your patterning_shift returned {out.size} numbers for a {c} × {k} response matrix; "
+                              f"return one per class ({k})")
+        ref = reference_patterning_shift(chi, d_mu)
+        if np.allclose(out, ref, atol=1e-8, rtol=1e-6):
+            continue
+        proj = np.eye(k) - np.full((k, k), 1.0 / k)
+        variants = {
+            "the shift does not sum to zero: reweighting moves weight between classes (the total stays), so "
+            "solve within zero-sum shifts: project with P = I - 11ᵀ/K before inverting, P (χ P)⁺ dμ":
+                np.linalg.pinv(chi) @ d_mu,
+            "χᵀ dμ points the right way only when χ's columns are orthonormal: invert the response with the "
+            "pseudo-inverse (np.linalg.pinv), within zero-sum shifts": proj @ chi.T @ d_mu,
+            "the sign is flipped: the shift should move the observables BY dμ (dμ = χ · shift)": -ref,
+            "projecting after inverting gives a zero-sum shift but not the best one: project first, "
+            "P (χ P)⁺ dμ": proj @ np.linalg.pinv(chi) @ d_mu,
+        }
+        for msg, value in variants.items():
+            if np.allclose(out, value, atol=1e-8, rtol=1e-6):
+                raise CheckFailed(f"your patterning_shift ({c} × {k}): {msg}")
+        raise CheckFailed(f"your patterning_shift ({c} × {k}) returned {np.round(out, 4).tolist()}; expected "
+                          f"{np.round(ref, 4).tolist()} = P (χ P)⁺ dμ with P = I - 11ᵀ/K")
+    print("Correct! Your shift matches serpent.patterning.patterning_shift on 3 random response matrices.")
     return True
 
 

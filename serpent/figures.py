@@ -51,12 +51,9 @@ def _separation(run: Run) -> dict[int, dict]:
 
 def _onset(scores: pd.DataFrame, head: str, score: str, threshold: float) -> Optional[int]:
     """First checkpoint from which ``head``'s ``score`` stays at or above ``threshold`` (None if never)."""
+    from .milestones import onset
     s = scores[(scores["head"] == head) & (scores["score"] == score)].sort_values("step")
-    above = s["value"].to_numpy() >= threshold
-    for i in range(len(above)):
-        if above[i:].all():
-            return int(s["step"].iloc[i])
-    return None
+    return onset(s["step"].tolist(), s["value"].to_numpy(), threshold)
 
 
 def _listing(items) -> str:
@@ -91,6 +88,7 @@ def book_numbers(run: Run) -> dict:
     null standard deviations), ``sep_all_first``/``_last``; and per checkpoint ``llc_at_<step>``, ``best_prefix_at_<step>`` (best head's prefix
     score), ``sep_induction_at_<step>`` (for the steps the run has them), ``llc_checkpoints``.
     """
+    from .milestones import predicted_induction_onset
     from .train import bigram_entropy
     cfg = run.config
     metrics = pd.DataFrame(run.metrics())
@@ -109,7 +107,7 @@ def book_numbers(run: Run) -> dict:
     second = next(h for h in layer1 if h != prefix)
     onset = _onset(scores, prefix, "prefix", float(th["prefix"]))
     onset_tokens = onset * cfg.train.batch_size * cfg.model.n_ctx if onset is not None else None
-    law = 10 ** 5.7 * math.sqrt(cfg.train.batch_size * cfg.model.n_ctx)   # Aoyama et al. (arXiv 2511.16893)
+    law = predicted_induction_onset(cfg.train.batch_size, cfg.model.n_ctx)   # Aoyama et al. (arXiv 2511.16893)
     llc = pd.read_parquet(run.path / "llc" / "llc.parquet").sort_values("step")
     llc_summary = run.stage_summary("llc")["summary"]
     sep = _separation(run)
@@ -196,7 +194,7 @@ def corpus_figure(run: Run, n_tokens: int = 64) -> alt.LayerChart:
     ids, name = _longest_document(run)
     tok = run.tokenizer()
     strings = [tok.token_str(int(i)) for i in ids[:n_tokens]]
-    return token_strip(strings, title=f"{name}: the first {len(strings)} tokens", width=600)
+    return token_strip(strings, title=f"{name}: the first {len(strings)} tokens")
 
 
 def loss_figure(run: Run) -> alt.LayerChart:
@@ -205,7 +203,7 @@ def loss_figure(run: Run) -> alt.LayerChart:
     n = book_numbers(run)
     return loss_curves_chart(run.metrics(), {"unigram entropy": n["unigram_entropy"],
                                              "bigram entropy (in-sample)": n["bigram_entropy"]},
-                             run.checkpoint_steps(), width=440)
+                             run.checkpoint_steps())
 
 
 def induction_figure(run: Run) -> alt.TopLevelMixin:
@@ -219,7 +217,7 @@ def llc_figure(run: Run) -> alt.VConcatChart:
     """The LLC across training above the best induction scores, on one step axis."""
     from .charts.llc import llc_with_scores_chart
     table = pd.read_parquet(run.path / "llc" / "llc.parquet")
-    return llc_with_scores_chart(table, _scores(run), width=440)
+    return llc_with_scores_chart(table, _scores(run))
 
 
 def chi_tokens_figure(run: Run, heads: Optional[list[str]] = None, seq: int = 0, n_tokens: int = 64,
@@ -236,7 +234,7 @@ def chi_tokens_figure(run: Run, heads: Optional[list[str]] = None, seq: int = 0,
     rows = np.flatnonzero(res.seq_index == seq)[:n_tokens]
     tok = run.tokenizer()
     strings = [tok.token_str(int(res.probe_tokens[seq, p])) for p in res.position[rows]]
-    return alt.vconcat(*[token_strip(strings, res.chi[rows, res.components.index(h)], width=600,
+    return alt.vconcat(*[token_strip(strings, res.chi[rows, res.components.index(h)],
                                      title=f"head {h}: χ of each token (blue: expresses, red: suppresses)")
                          for h in heads])
 
@@ -250,8 +248,8 @@ def response_figure(run: Run, step: Optional[int] = None) -> alt.HConcatChart:
     res = results[max(results) if step is None else step]
     labels = label_result(res, run.tokenizer())["pattern"].astype(str)
     matrix = response_matrix(res, labels, categories=[p for p in PATTERNS if (labels == p).any()])
-    return alt.hconcat(response_matrix_chart(matrix, width=260, height=300),
-                       response_pca_chart(response_pca(matrix), width=260, height=260))
+    return alt.hconcat(response_matrix_chart(matrix, width=180, height=300),
+                       response_pca_chart(response_pca(matrix), width=190, height=260))
 
 
 def _serpent_frame(run: Run) -> pd.DataFrame:
@@ -267,7 +265,7 @@ def serpent_figure(run: Run, max_points: int = 500) -> alt.TopLevelMixin:
 def small_multiples_figure(run: Run, max_points: int = 1000) -> alt.FacetChart:
     """The serpent at every checkpoint side by side."""
     from .charts.serpent import small_multiples
-    return small_multiples(_serpent_frame(run), max_points=max_points, columns=4, size=140)
+    return small_multiples(_serpent_frame(run), max_points=max_points, columns=4, size=115)
 
 
 def spacing_fin_figure(run: Run) -> alt.LayerChart:

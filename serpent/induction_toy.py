@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -107,7 +107,8 @@ def sgld_minibatches(n: int, batch_size: int = 16, model_cfg: ModelConfig = TOY_
 def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1200, batch_size: int = 16,
                            lr: float = 3e-3, weight_decay: float = 0.05, eval_every: int = 50,
                            periods: tuple = (4, None), probe_half_len: Optional[int] = None, seed: int = 0,
-                           keep_every: Optional[int] = None, device=None, progress: bool = True,
+                           keep_every: Optional[int] = None, data_weights: Optional[Mapping[str, float]] = None,
+                           device=None, progress: bool = True,
                            cache: Optional[str | os.PathLike] = None) -> GrownCircuit:
     """Train a fresh model of ``model_cfg`` on :func:`repeated_segments` with AdamW; return a :class:`GrownCircuit`.
 
@@ -121,6 +122,9 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
     ``cache``: a folder (e.g. :func:`serpent.course.toy_cache_dir`) where the result is stored (safetensors and
     parquet) under a hash of the arguments and loaded on the next call with the same arguments, so notebooks that
     grow the same circuit share one minute of training; a damaged entry is recomputed.
+    ``data_weights``: ``{"copyable": a, "new": b}`` reweights the training data by token class
+    (:func:`copyable_tokens`: whether induction can predict the token): each token's loss counts ``a`` or ``b``
+    times, normalised per batch (a weighted mean), e.g. from :func:`serpent.patterning.class_weights`.
 
     >>> grown = grow_induction_circuit(steps=4, eval_every=2, keep_every=4, progress=False)
     >>> sorted(grown.history["step"].unique().tolist()), sorted(grown.snapshots)
@@ -135,11 +139,20 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: got {value!r}; must be an integer >= 1")
     repeated_segments(1, model_cfg.n_ctx, model_cfg.d_vocab, min_period=periods[0], max_period=periods[1])  # checks
+    if data_weights is not None:
+        data_weights = {k: float(v) for k, v in dict(data_weights).items()}
+        if set(data_weights) != {"copyable", "new"} or not all(math.isfinite(v) and v >= 0
+                                                               for v in data_weights.values()) \
+                or sum(data_weights.values()) <= 0:
+            raise ConfigError(f"data_weights: got {data_weights}; give {{'copyable': a, 'new': b}} with a, b >= 0, "
+                              "not both 0")
     dev = default_device(device)
     if cache is not None:
         args = {"model": model_cfg.to_dict(), "steps": steps, "batch_size": batch_size, "lr": lr,
                 "weight_decay": weight_decay, "eval_every": eval_every, "periods": list(periods),
                 "probe_half_len": probe_half_len, "seed": seed, "keep_every": keep_every}
+        if data_weights is not None:       # (absent otherwise, so caches of unweighted runs stay valid)
+            args["data_weights"] = data_weights
         entry = Path(cache) / f"grow-{config_hash(args)}"
         found = _load_grown(entry, model_cfg, dev)
         if found is not None:
@@ -147,7 +160,7 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
         grown = grow_induction_circuit(model_cfg, steps=steps, batch_size=batch_size, lr=lr,
                                        weight_decay=weight_decay, eval_every=eval_every, periods=periods,
                                        probe_half_len=probe_half_len, seed=seed, keep_every=keep_every,
-                                       device=device, progress=progress)
+                                       data_weights=data_weights, device=device, progress=progress)
         _save_grown(entry, grown, args)
         return grown
     torch.manual_seed(seed)
@@ -177,11 +190,17 @@ def grow_induction_circuit(model_cfg: ModelConfig = TOY_MODEL, *, steps: int = 1
     for step in bar:
         batch = repeated_segments(batch_size, model_cfg.n_ctx, model_cfg.d_vocab, min_period=periods[0],
                                   max_period=periods[1], seed=seed * 1_000_003 + step)
-        loss = per_token_loss(params, batch.to(dev), model_cfg).mean()
+        losses = per_token_loss(params, batch.to(dev), model_cfg)
+        if data_weights is None:
+            loss = losses.mean()
+        else:
+            w = torch.where(torch.as_tensor(copyable_tokens(batch)[:, 1:], device=dev),
+                            data_weights["copyable"], data_weights["new"]).to(losses.dtype)
+            loss = (losses * w).sum() / w.sum().clamp_min(1e-12)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        value = loss.item()
+        value = losses.mean().item()     # the plain mean, comparable between weightings
         if not math.isfinite(value):
             raise DivergenceError(f"training loss became {value} at step {step}; lower lr (now {lr})")
         running.append(value)

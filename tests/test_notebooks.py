@@ -2,6 +2,7 @@
 line and artifact address derived from the one repository URL in _config.yml."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -54,3 +55,40 @@ def test_no_emoji_in_the_book_or_the_notebooks():
     sources = sorted((ROOT / "book").glob("*.md")) + sorted((ROOT / "notebooks").glob("*.ipynb"))
     found = {p.name: sorted(set(emoji.findall(p.read_text(encoding="utf-8")))) for p in sources}
     assert not {k: v for k, v in found.items() if v}
+
+
+def test_code_cells_fit_the_book_column():
+    """Code lines fit the text column of the book at a laptop's width and a Colab cell (black writes them at
+    CODE_WIDTH; comments and strings are ours to keep short). A URL cannot be wrapped and is let through."""
+    long = [(p.name, line) for p in sorted((ROOT / "notebooks").glob("0*.ipynb"))
+            for cell in json.loads(p.read_text(encoding="utf-8"))["cells"] if cell["cell_type"] == "code"
+            for line in "".join(cell["source"]).splitlines()
+            if len(line) > GEN.CODE_WIDTH and "https://" not in line]
+    assert not long, f"{len(long)} lines longer than {GEN.CODE_WIDTH}: {long[:5]}"
+
+
+def _fenced_lines(text: str):
+    """(line number, line) of every line inside a fenced code block: executable cells and plain code blocks, not
+    other MyST directives (``{admonition}`` and the like hold prose), which may nest."""
+    stack: list[tuple[str, bool]] = []          # (backticks, holds code) of the open fences
+    for n, line in enumerate(text.splitlines(), 1):
+        fence = re.match(r"^(`{3,})(.*)$", line.strip())
+        if fence and stack and fence.group(1) == stack[-1][0] and not fence.group(2).strip():
+            stack.pop()
+        elif fence and not (stack and stack[-1][1]):
+            info = fence.group(2).strip()
+            stack.append((fence.group(1), not info.startswith("{") or info.startswith("{code-cell")))
+        elif stack and stack[-1][1]:
+            yield n, line
+
+
+def test_code_in_the_chapters_and_notebook_text_fits_the_book_column():
+    long = [f"{page.name}:{n}" for page in sorted((ROOT / "book").glob("*.md"))
+            for n, line in _fenced_lines(page.read_text(encoding="utf-8"))
+            if len(line) > GEN.CODE_WIDTH and "https://" not in line]
+    for nb in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] == "markdown":
+                long += [f"{nb.name}: {line[:40]}" for _, line in _fenced_lines("".join(cell["source"]))
+                         if len(line) > GEN.CODE_WIDTH]
+    assert not long, f"code lines longer than {GEN.CODE_WIDTH}: {long}"

@@ -64,7 +64,7 @@ def _spread_labels(values: pd.Series, min_gap: float) -> pd.Series:
 
 
 def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int = 2,
-                     threshold: Optional[float] = None, width: int = 320, height: int = 240,
+                     threshold: Optional[float] = None, width: int = 230, height: int = 220,
                      log_steps: bool = True) -> alt.LayerChart:
     """One line per head of ``score`` against step; the ``top`` heads at the last step coloured and labelled.
     ``log_steps=False`` draws the step axis linearly (for evenly spaced records, like the induction toy's)."""
@@ -103,7 +103,7 @@ def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int =
 
 
 def induction_scores_chart(scores: pd.DataFrame, top: int = 2, thresholds: Optional[dict] = None,
-                           width: int = 320, height: int = 240, log_steps: bool = True) -> alt.HConcatChart:
+                           width: int = 230, height: int = 220, log_steps: bool = True) -> alt.HConcatChart:
     """Previous-token and prefix-matching scores side by side (see :func:`head_score_chart`).
 
     ``thresholds`` may be the ``thresholds`` dict of :func:`serpent.induction.classify_heads` (dashed rules).

@@ -90,7 +90,7 @@ def loss_trace_chart(traces: pd.DataFrame, table: Optional[pd.DataFrame] = None,
     ).properties(width=width, height=height, title="SGLD loss traces (mean over chains)")
 
 
-def calibration_chart(cal: pd.DataFrame, width: int = 320, height: int = 240) -> alt.HConcatChart:
+def calibration_chart(cal: pd.DataFrame, width: int = 230, height: int = 220) -> alt.HConcatChart:
     """Left: LLC against ``epsilon`` (log scale), one line per ``n_beta``, unstable points hollow, diverged runs
     marked at the bottom. Right: the ``epsilon × n_beta`` grid coloured by the LLC, with a cross where a run
     diverged and a dot where it was stable and flat."""
@@ -121,7 +121,7 @@ def calibration_chart(cal: pd.DataFrame, width: int = 320, height: int = 240) ->
     return alt.hconcat(left, right)
 
 
-def llc_with_scores_chart(table: pd.DataFrame, scores: pd.DataFrame, width: int = 460) -> alt.VConcatChart:
+def llc_with_scores_chart(table: pd.DataFrame, scores: pd.DataFrame, width: int = 400) -> alt.VConcatChart:
     """The LLC curve above the best previous-token and prefix scores of any head (the induction stage's
     ``scores.parquet``: ``step, head, score, value``), on one shared step axis."""
     heads = scores[(scores["head"] != "model") & scores["score"].isin(["prev_token", "prefix"])]

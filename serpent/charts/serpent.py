@@ -115,7 +115,7 @@ def _axis(name: str, domain=None):
     return alt.X(f"{name}:Q", axis=None, scale=scale) if name == "x" else alt.Y(f"{name}:Q", axis=None, scale=scale)
 
 
-def serpent_chart(frame: pd.DataFrame, *, max_points: Optional[int] = 4000, bars: bool = True, width: int = 520,
+def serpent_chart(frame: pd.DataFrame, *, max_points: Optional[int] = 4000, bars: bool = True, width: int = 460,
                   height: int = 420, point_size: float = 14, seed: int = 0) -> alt.TopLevelMixin:
     """The interactive serpent: checkpoint slider, legend filter, tooltips, and χ bars of the clicked token."""
     _check(frame)
@@ -161,7 +161,7 @@ def serpent_chart(frame: pd.DataFrame, *, max_points: Optional[int] = 4000, bars
     return alt.vconcat(serp, bar, data=data).add_params(ckpt).resolve_scale(color="independent")
 
 
-def serpent_snapshot(frame: pd.DataFrame, *, domain: Optional[tuple] = None, width: int = 560, height: int = 460,
+def serpent_snapshot(frame: pd.DataFrame, *, domain: Optional[tuple] = None, width: int = 480, height: int = 420,
                      point_size: float = 8, title: Optional[str] = None) -> alt.Chart:
     """Static map of one checkpoint with every token (full resolution, for PNG/SVG).
 
@@ -178,7 +178,7 @@ def serpent_snapshot(frame: pd.DataFrame, *, domain: Optional[tuple] = None, wid
         width=width, height=height, title=title or f"step {int(steps[0]):,}: {len(frame):,} tokens")
 
 
-def small_multiples(frame: pd.DataFrame, *, columns: int = 4, size: int = 220, point_size: float = 4,
+def small_multiples(frame: pd.DataFrame, *, columns: int = 3, size: int = 160, point_size: float = 4,
                     max_points: Optional[int] = None, seed: int = 0) -> alt.FacetChart:
     """All checkpoints side by side (facets by step), every token unless ``max_points`` is given."""
     _check(frame)

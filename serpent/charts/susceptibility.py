@@ -20,7 +20,7 @@ import pandas as pd
 __all__ = ["response_matrix_chart", "response_pca_chart"]
 
 
-def response_matrix_chart(matrix: pd.DataFrame, *, width: int = 320, height: int = 320,
+def response_matrix_chart(matrix: pd.DataFrame, *, width: int = 260, height: int = 320,
                           title: str = "response matrix (blue: expresses, red: suppresses)") -> alt.Chart:
     """Mean χ per head and pattern as a heat map on a symmetric red-blue scale."""
     long = matrix.reset_index(names="head").melt(id_vars="head", var_name="pattern", value_name="chi")
@@ -33,7 +33,7 @@ def response_matrix_chart(matrix: pd.DataFrame, *, width: int = 320, height: int
     ).properties(width=width, height=height, title=title)
 
 
-def response_pca_chart(pca, *, width: int = 320, height: int = 260,
+def response_pca_chart(pca, *, width: int = 280, height: int = 260,
                        title: str = "heads in the response PCA") -> alt.LayerChart:
     """The heads as points on the first two principal components of the response matrix, coloured by layer."""
     df = pca.scores.reset_index(names="head")

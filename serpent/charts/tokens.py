@@ -33,7 +33,7 @@ def _label(tok: str) -> str:
     return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "→").replace("\r", "⏎") or tok
 
 
-def token_layout(tokens: Sequence[str], *, width: int = 640, char_px: int = 8) -> list[dict]:
+def token_layout(tokens: Sequence[str], *, width: int = 520, char_px: int = 8) -> list[dict]:
     """Boxes for raw byte-level BPE token strings: one dict per token with ``i, label, line, x0, x1`` (pixels)."""
     rows, x, line = [], 0, 0
     for i, tok in enumerate(tokens):
@@ -49,7 +49,7 @@ def token_layout(tokens: Sequence[str], *, width: int = 640, char_px: int = 8) -
 
 
 def token_strip(tokens: Sequence[str], values: Optional[Sequence[float]] = None, *, title: str = "",
-                value_title: str = "χ", width: int = 640, line_px: int = 22, char_px: int = 8) -> alt.LayerChart:
+                value_title: str = "χ", width: int = 520, line_px: int = 22, char_px: int = 8) -> alt.LayerChart:
     """Tokens as boxes: coloured by pattern (``values`` None) or by ``values`` on a diverging scale centred on 0."""
     tokens = list(tokens)
     if not tokens:

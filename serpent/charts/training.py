@@ -20,7 +20,7 @@ __all__ = ["loss_curves_chart"]
 
 
 def loss_curves_chart(metrics: pd.DataFrame | Sequence[Mapping], references: Optional[Mapping[str, float]] = None,
-                      checkpoint_steps: Optional[Sequence[int]] = None, *, width: int = 480, height: int = 260,
+                      checkpoint_steps: Optional[Sequence[int]] = None, *, width: int = 400, height: int = 260,
                       title: str = "Training and held-out loss (ticks: checkpoints)") -> alt.LayerChart:
     """Training and held-out loss against step, dashed lines at ``references`` (name → nats, e.g. the unigram and
     bigram entropies) and a tick under the axis at every checkpoint."""
