@@ -25,7 +25,7 @@ import pandas as pd
 
 from .rundir import Run
 
-__all__ = ["book_run", "book_numbers", "glue_numbers", "corpus_figure", "loss_figure", "induction_figure", "llc_figure",
+__all__ = ["book_run", "book_numbers", "glue_numbers", "ablation_numbers", "corpus_figure", "loss_figure", "induction_figure", "llc_figure",
            "chi_tokens_figure", "response_figure", "serpent_figure", "small_multiples_figure", "spacing_fin_figure",
            "BOOK_PRESET"]
 
@@ -167,17 +167,43 @@ def book_numbers(run: Run) -> dict:
     }
 
 
-def glue_numbers(run: Run) -> dict:
-    """Glue every :func:`book_numbers` entry into the page being built (MyST-NB), and return them: numbers for
-    ``{glue:text}`key:.2f```, text for ``{glue:md}`key```."""
+def glue_numbers(run: Run, extra: Optional[dict] = None) -> dict:
+    """Glue every :func:`book_numbers` entry (and those of ``extra``, e.g. :func:`ablation_numbers`) into the page
+    being built (MyST-NB), and return them: numbers for ``{glue:text}`key:.2f```, text for ``{glue:md}`key```."""
     from IPython.display import Markdown
     from myst_nb import glue
-    numbers = book_numbers(run)
+    numbers = {**book_numbers(run), **(extra or {})}
     for key, value in numbers.items():
         if isinstance(value, np.generic):
             value = value.item()
         glue(key, Markdown(value) if isinstance(value, str) else value, display=False)
     return numbers
+
+
+def ablation_numbers(run: Run, half_len: int = 31, seed: int = 7) -> dict:
+    """The in-context gain (first copy's loss minus the second's, nats) of the run's last checkpoint on 16 repeated
+    random sequences, intact and with groups of heads mean-ablated together: ``gain_intact``,
+    ``gain_without_prev`` (the layer-0 previous-token heads), ``gain_without_induction``,
+    ``gain_without_other0`` / ``gain_without_other1`` (every other head of that layer), and the heads as text
+    (``ablated_prev``, ``ablated_induction``)."""
+    from .circuits import ablate_heads
+    from .induction import repeated_random_tokens
+    heads = json.loads((run.path / "induction" / "heads.json").read_text())
+    model = run.load_model()
+    n = model.cfg.n_heads
+    probe = repeated_random_tokens(16, min(half_len, (model.cfg.n_ctx - 1) // 2), model.cfg.d_vocab, seed=seed)
+    prev = [h for h in heads["previous_token"] if h.startswith("0:")]
+    ind = [h for h in heads["induction"] if h.startswith("1:")]
+    groups = {"prev": prev, "induction": ind,
+              "other0": [f"0:{h}" for h in range(n) if f"0:{h}" not in prev],
+              "other1": [f"1:{h}" for h in range(n) if f"1:{h}" not in ind]}
+    out = {"gain_intact": float(ablate_heads(model, probe, heads=[])["in_context_gain"].iloc[0]),
+           "ablated_prev": _listing(f"`{h}`" for h in prev), "ablated_induction": _listing(f"`{h}`" for h in ind)}
+    for name, group in groups.items():
+        if group:
+            out[f"gain_without_{name}"] = float(ablate_heads(model, probe, heads=group, together=True)
+                                                ["in_context_gain"].iloc[1])
+    return out
 
 
 def _longest_document(run: Run, split: str = "test") -> tuple[np.ndarray, str]:

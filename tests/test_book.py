@@ -190,10 +190,12 @@ def test_repository_links_derive_from_config(built):
 
 
 def test_raising_notebook_fails_the_build(tmp_path):
-    """The real _config.yml on a one-page book whose code cell raises: the build must fail and name the error."""
+    """The real _config.yml on a two-page book whose first page's code cell raises: the build must fail and name
+    the error, and still write the other page (one broken notebook does not hide the rest of the book)."""
     (tmp_path / "book").mkdir()
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/index\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/index\nchapters:\n  - file: book/fine\n")
+    (tmp_path / "book" / "fine.md").write_text("# Fine\n\nThis page has no code and must still be built.\n")
     for name in ("_ext", "_static", "references.bib"):
         (tmp_path / "book" / name).symlink_to(ROOT / "book" / name)
     (tmp_path / "book" / "index.md").write_text(
@@ -205,6 +207,8 @@ def test_raising_notebook_fails_the_build(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log[-3000:]
     assert "this notebook is broken on purpose" in log
+    fine = tmp_path / "_build" / "html" / "book" / "fine.html"
+    assert fine.is_file() and "must still be built" in fine.read_text(encoding="utf-8"), log[-3000:]
 
 
 # ------------------------------------------------------------------------------------------------ browser check
@@ -395,3 +399,29 @@ def test_every_page_fits_a_laptop_screen_and_draws_its_figures(built, tmp_path):
         if m and m["charts"] < glued:
             problems.append(f"book/{page}: {m['charts']} charts drawn for {glued} glued figures")
     assert not problems, "\n".join(problems)
+
+
+def test_every_page_offers_its_source_a_notebook_and_a_pdf(built):
+    """The download menu of every page: its source file (and, for a notebook or an executed chapter, the .ipynb)
+    from the built site itself, and "Print to PDF"; the notebook a learner downloads is the course's notebook."""
+    _, root = built
+    pages = sorted(p for d in ("book", "notebooks") for p in (root / d).glob("*.html") if "measure" not in p.name)
+    assert len(pages) >= 20
+    links = re.compile(r'<a href="([^"]+)"[^>]*\s+class="[^"]*\bbtn-download-(source|notebook)-button\b')
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        found = dict((kind, href) for href, kind in links.findall(text))
+        assert "source" in found, f"{page.name}: no source download"
+        assert re.search(r'<button onclick="window\.print\(\)"\s+class="[^"]*\bbtn-download-pdf-button\b', text), \
+            f"{page.name}: no Print-to-PDF button"
+        for kind, href in found.items():
+            target = (page.parent / href).resolve()
+            assert target.is_file() and target.stat().st_size > 0, f"{page.name}: {kind} download {href} missing"
+        if page.parent.name == "notebooks":
+            nb = page.parent / found["source"]
+            assert nb.suffix == ".ipynb", f"{page.name}: the download is {nb.name}, not the notebook"
+            ours = json.loads((ROOT / "notebooks" / nb.name).read_text(encoding="utf-8"))
+            theirs = json.loads(nb.read_text(encoding="utf-8"))
+            assert [c["source"] for c in theirs["cells"]] == [c["source"] for c in ours["cells"]], nb.name
+        elif "code-cell" in (ROOT / "book" / f"{page.stem}.md").read_text(encoding="utf-8"):
+            assert "notebook" in found, f"{page.name} executes code but offers no .ipynb"

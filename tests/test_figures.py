@@ -28,7 +28,7 @@ def cpu_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def numbers(cpu_run):
-    return figures.book_numbers(cpu_run)
+    return {**figures.book_numbers(cpu_run), **figures.ablation_numbers(cpu_run)}
 
 
 def test_onset_is_the_first_checkpoint_from_which_a_score_stays_above():
@@ -94,7 +94,7 @@ def test_every_pasted_number_and_figure_exists(numbers):
     for page in pages:
         text = page.read_text()
         used, figs, glued = _page_keys(text)
-        assert "figures.glue_numbers(run)" in text or not used, page.name
+        assert "figures.glue_numbers(run" in text or not used, page.name
         assert used <= set(numbers), f"{page.name}: unknown numbers {sorted(used - set(numbers))}"
         assert figs <= glued, f"{page.name}: figures never glued {sorted(figs - glued)}"
         for fmt_key, spec in re.findall(r"\{glue:text\}`([A-Za-z0-9_]+):([^`]+)`", text):
@@ -125,3 +125,12 @@ def test_numbers_read_as_the_chapters_write_them():
     assert figures._power_text(100.0) == "10²"
     assert figures._listing([]) == "none" and figures._listing(["0", "8"]) == "0 and 8"
     assert figures._listing(["a", "b", "c"]) == "a, b and c"
+
+
+def test_the_book_runs_circuit_is_its_flagged_heads(numbers):
+    """Chapter 2's causal claim about the book's run: ablating the flagged heads removes the in-context gain,
+    ablating every other head of the same layer does not."""
+    gain = numbers["gain_intact"]
+    assert gain > 0.3
+    assert numbers["gain_without_prev"] < 0.2 * gain and numbers["gain_without_induction"] < 0.2 * gain
+    assert numbers["gain_without_other0"] > 0.8 * gain and numbers["gain_without_other1"] > 0.8 * gain

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .export import save_chart
 
-__all__ = ["head_score_chart", "induction_scores_chart", "icl_chart", "save_chart"]
+__all__ = ["head_score_chart", "induction_scores_chart", "icl_chart", "attention_chart", "save_chart"]
 
 _TITLES = {"prev_token": "Previous-token score", "prefix": "Prefix-matching (induction) score"}
 _MAX_ROWS = 4000
@@ -129,3 +129,24 @@ def icl_chart(scores: pd.DataFrame, width: int = 360, height: int = 240) -> alt.
         tooltip=["curve:N", "step:Q", alt.Tooltip("value:Q", format=".3f")])
     zero = alt.Chart(pd.DataFrame({"value": [0.0]})).mark_rule(color="black", opacity=0.4).encode(y="value:Q")
     return alt.layer(line, zero).properties(width=width, height=height, title="In-context learning")
+
+
+def attention_chart(pattern, title: str = "", size: int = 220) -> alt.Chart:
+    """One head's attention pattern, a ``(T, T)`` array (rows: queries, columns: keys; causal, so zero above the
+    diagonal), as a heat map. On repeated random tokens a previous-token head is a stripe just below the diagonal,
+    an induction head a stripe ``L - 1`` further left (it attends to the token after the earlier copy).
+
+    >>> import numpy as np
+    >>> attention_chart(np.tril(np.ones((4, 4))) / np.arange(1, 5)[:, None]).to_dict()["mark"]["type"]
+    'rect'
+    """
+    a = np.asarray(pattern, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"an attention pattern is (T, T), queries by keys; got shape {a.shape}")
+    q, k = np.tril_indices(a.shape[0])
+    df = pd.DataFrame({"query": q, "key": k, "attention": a[q, k].round(4)})
+    return alt.Chart(df).mark_rect().encode(
+        x=alt.X("key:O", axis=None), y=alt.Y("query:O", axis=None),
+        color=alt.Color("attention:Q", scale=alt.Scale(scheme="greys", domain=[0, 1]), title="attention"),
+        tooltip=["query", "key", alt.Tooltip("attention:Q", format=".3f")],
+    ).properties(width=size, height=size, title=title)

@@ -90,7 +90,7 @@ def loss_trace_chart(traces: pd.DataFrame, table: Optional[pd.DataFrame] = None,
     ).properties(width=width, height=height, title="SGLD loss traces (mean over chains)")
 
 
-def calibration_chart(cal: pd.DataFrame, width: int = 230, height: int = 220) -> alt.HConcatChart:
+def calibration_chart(cal: pd.DataFrame, width: int = 210, height: int = 220) -> alt.HConcatChart:
     """Left: LLC against ``epsilon`` (log scale), one line per ``n_beta``, unstable points hollow, diverged runs
     marked at the bottom. Right: the ``epsilon × n_beta`` grid coloured by the LLC, with a cross where a run
     diverged and a dot where it was stable and flat."""

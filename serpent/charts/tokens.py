@@ -49,7 +49,7 @@ def token_layout(tokens: Sequence[str], *, width: int = 520, char_px: int = 8) -
 
 
 def token_strip(tokens: Sequence[str], values: Optional[Sequence[float]] = None, *, title: str = "",
-                value_title: str = "χ", width: int = 520, line_px: int = 22, char_px: int = 8) -> alt.LayerChart:
+                value_title: str = "χ", width: int = 480, line_px: int = 22, char_px: int = 8) -> alt.LayerChart:
     """Tokens as boxes: coloured by pattern (``values`` None) or by ``values`` on a diverging scale centred on 0."""
     tokens = list(tokens)
     if not tokens:
