@@ -1987,7 +1987,7 @@ sooner; away from it, holds it back. On the toy that is no surprise in hindsight
 an induction head helps with), which is the point: the susceptibilities, read on the plateau *before* any head
 copies, pointed to the right data without being told. The response is linear only for small shifts; a strength of
 ±0.5 is far from infinitesimal, and the delay is an extrapolation that happened to hold. Wang and Murfet do this on
-the 3M language model, along the principal directions of its susceptibilities over the Pile's subsets.
+the 3M language model, reweighting its training data along principal directions of its susceptibilities.
 """),
         md("""
 ### Try it
@@ -2010,10 +2010,45 @@ NOTEBOOKS = {"00_setup": nb00, "01_growing": nb01, "02_induction": nb02, "03_slt
              "05_susceptibilities": nb05, "06_serpent": nb06, "07_going_further": nb07, "08_patterning": nb08}
 
 
-def build(name: str):
+SOLUTIONS = ROOT / "notebooks" / "solutions"   # the instructor's versions: solutions in place of the stubs
+
+
+def with_solutions(cells: list, name: str) -> list:
+    """The solutions version of a notebook's cells: each exercise's stub (the code cell that raises
+    NotImplementedError) is dropped and the solution below it shown, not collapsed; the badge opens this version."""
+    import copy
+    out = []
+    for cell in cells:
+        cell = copy.deepcopy(cell)
+        tags = cell.metadata.get("tags", [])
+        if "solution" in tags:
+            if out and out[-1].cell_type == "code" and "NotImplementedError" in out[-1].source:
+                out.pop()
+            cell.metadata["tags"] = [t for t in tags if t != "hide-input"]
+            cell.metadata.pop("jupyter", None)
+            cell.metadata.pop("cellView", None)
+            cell.source = cell.source.replace("# @title Solution (double-click to show the code)", "# Solution")
+        elif cell.cell_type == "markdown" and f"blob/{BRANCH}/notebooks/{name}.ipynb" in cell.source:
+            cell.source = cell.source.replace(f"notebooks/{name}.ipynb", f"notebooks/solutions/{name}.ipynb")
+        elif cell.cell_type == "markdown" and cell.source.startswith("# "):
+            title, rest = cell.source.split("\n", 1)
+            cell.source = f"{title} (solutions)\n{rest}"
+        if cell.cell_type == "markdown":       # one folder deeper: relative links go one level up
+            cell.source = re.sub(r"\]\((?!https?:|#)", "](../", cell.source)
+        out.append(cell)
+    return out
+
+
+def has_exercises(name: str) -> bool:
+    return any("solution" in c.metadata.get("tags", []) for c in NOTEBOOKS[name]())
+
+
+def build(name: str, solutions: bool = False):
     import nbformat
     nb = nbformat.v4.new_notebook()
     nb.cells = NOTEBOOKS[name]()
+    if solutions:
+        nb.cells = with_solutions(nb.cells, name)
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                    "language_info": {"name": "python"}, "colab": {"provenance": []}}
     for i, c in enumerate(nb.cells):
@@ -2028,6 +2063,11 @@ def main(names=None) -> None:
         path = ROOT / "notebooks" / f"{name}.ipynb"
         nbformat.write(build(name), str(path))
         print("wrote", path.relative_to(ROOT))
+        if has_exercises(name):
+            SOLUTIONS.mkdir(exist_ok=True)
+            path = SOLUTIONS / f"{name}.ipynb"
+            nbformat.write(build(name, solutions=True), str(path))
+            print("wrote", path.relative_to(ROOT))
 
 
 if __name__ == "__main__":

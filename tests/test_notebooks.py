@@ -92,3 +92,28 @@ def test_code_in_the_chapters_and_notebook_text_fits_the_book_column():
                 long += [f"{nb.name}: {line[:40]}" for _, line in _fenced_lines("".join(cell["source"]))
                          if len(line) > GEN.CODE_WIDTH]
     assert not long, f"code lines longer than {GEN.CODE_WIDTH}: {long}"
+
+
+WITH_EXERCISES = [name for name in GEN.NOTEBOOKS if GEN.has_exercises(name)]
+
+
+@pytest.mark.parametrize("name", WITH_EXERCISES)
+def test_solutions_version_replaces_every_stub_by_its_solution(name):
+    """notebooks/solutions/ (for instructors, and for learners who want to check a whole notebook) is generated too:
+    no stub left, every solution shown, and its relative links still lead to files of the repository."""
+    import nbformat
+    path = ROOT / "notebooks" / "solutions" / f"{name}.ipynb"
+    committed = nbformat.read(str(path), as_version=4)
+    generated = nbformat.reads(nbformat.writes(GEN.build(name, solutions=True)), as_version=4)
+    assert committed["cells"] == generated["cells"], f"run `python notebooks/_make_notebooks.py {name}`"
+    exercise = GEN.build(name)
+    stubs = sum("NotImplementedError" in c.source for c in exercise.cells if c.cell_type == "code")
+    shown = [c for c in committed.cells if c.source.startswith("# Solution\n")]
+    assert stubs >= 1 and len(shown) == stubs
+    assert not any("NotImplementedError" in c.source for c in committed.cells if c.cell_type == "code")
+    assert all("hide-input" not in c.metadata.get("tags", []) for c in shown)
+    for cell in committed.cells:
+        if cell.cell_type == "markdown":
+            for target in re.findall(r"\]\((?!https?:|#)([^)#]+)", cell.source):
+                assert (path.parent / target).resolve().exists(), f"{name}: broken link {target}"
+    assert sorted(p.stem for p in path.parent.glob("*.ipynb")) == sorted(WITH_EXERCISES)
