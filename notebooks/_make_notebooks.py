@@ -608,17 +608,10 @@ toy_heads = classify_heads(history)
 print("previous-token heads:", toy_heads["previous_token"], "| induction heads:", toy_heads["induction"])
 '''),
         code('''
-V, N = TOY_MODEL.d_vocab, TOY_MODEL.n_ctx
-guess = np.log(V - 1)                                        # uniform guessing over the non-BOS ids
-periods = np.arange(4, (N - 1) // 2 + 1)
-copier = guess * np.mean((periods + 1) / (N - 1))            # guesses the first period (and its first repeat), copies the rest
-loss = history[history["score"] == "train_loss"][["step", "value"]]
-refs = pd.DataFrame({"value": [guess, copier], "level": ["uniform guess", "ideal copier (≈)"]})
-alt.layer(alt.Chart(loss).mark_line(point=True).encode(x=alt.X("step:Q", title="training step"),
-                                                       y=alt.Y("value:Q", title="training loss (nats per token)")),
-          alt.Chart(refs).mark_rule(strokeDash=[4, 3], color="grey").encode(y="value:Q", tooltip=["level", "value"]),
-          alt.Chart(refs).mark_text(align="right", dy=-6, color="grey").encode(y="value:Q", text="level:N", x=alt.value(415))
-          ).properties(width=420, height=240, title="toy model: a plateau, then the circuit")
+from serpent.charts.induction import training_loss_chart
+from serpent.induction_toy import loss_levels
+
+training_loss_chart(history, loss_levels(TOY_MODEL))
 '''),
         code("induction_scores_chart(history, thresholds=toy_heads['thresholds'], log_steps=False)"),
         md('''

@@ -25,9 +25,9 @@ import pandas as pd
 
 from .rundir import Run
 
-__all__ = ["book_run", "book_numbers", "glue_numbers", "ablation_numbers", "corpus_figure", "loss_figure", "induction_figure", "llc_figure",
-           "chi_tokens_figure", "response_figure", "serpent_figure", "small_multiples_figure", "spacing_fin_figure",
-           "BOOK_PRESET"]
+__all__ = ["book_run", "book_numbers", "glue_numbers", "ablation_numbers", "corpus_figure", "loss_figure",
+           "induction_figure", "llc_figure", "chi_tokens_figure", "response_figure", "toy_figure", "serpent_figure",
+           "small_multiples_figure", "spacing_fin_figure", "BOOK_PRESET"]
 
 #: The run behind the book's figures: its results are committed in ``artifacts/cpu``.
 BOOK_PRESET = "cpu"
@@ -276,6 +276,20 @@ def response_figure(run: Run, step: Optional[int] = None) -> alt.HConcatChart:
     matrix = response_matrix(res, labels, categories=[p for p in PATTERNS if (labels == p).any()])
     return alt.hconcat(response_matrix_chart(matrix, width=180, height=300),
                        response_pca_chart(response_pca(matrix), width=190, height=260))
+
+
+def toy_figure(cache=None) -> alt.VConcatChart:
+    """The induction toy of chapter 2 (the notebooks' shared circuit, trained once into ``runs/toy``): its training
+    loss against the uniform-guess and ideal-copier levels, above the previous-token and prefix scores of its heads."""
+    from .charts.induction import induction_scores_chart, training_loss_chart
+    from .course import toy_cache_dir
+    from .induction import classify_heads
+    from .induction_toy import TOY_MODEL, grow_induction_circuit, loss_levels
+    grown = grow_induction_circuit(TOY_MODEL, steps=1200, eval_every=50, keep_every=100, seed=0, progress=False,
+                                   cache=toy_cache_dir() if cache is None else cache)
+    heads = classify_heads(grown.history)
+    return alt.vconcat(training_loss_chart(grown.history, loss_levels(TOY_MODEL), width=480, height=200),
+                       induction_scores_chart(grown.history, thresholds=heads["thresholds"], log_steps=False))
 
 
 def _serpent_frame(run: Run) -> pd.DataFrame:

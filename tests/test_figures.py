@@ -77,6 +77,8 @@ def test_every_book_figure_draws_from_the_run(cpu_run, numbers):
                figures.response_figure, figures.small_multiples_figure, figures.spacing_fin_figure):
         spec = fn(cpu_run).to_dict()
         assert spec.get("$schema", "").startswith("https://vega.github.io/schema/vega-lite/"), fn.__name__
+    toy = figures.toy_figure().to_dict()       # the notebooks' shared toy (runs/toy: trained once, then reused)
+    assert len(toy["vconcat"]) == 2
     serpent = json.dumps(figures.serpent_figure(cpu_run, max_points=50).to_dict())
     assert serpent.count('"step": ') >= 50 * numbers["chi_checkpoints"]   # every checkpoint on the slider
 

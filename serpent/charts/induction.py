@@ -25,7 +25,8 @@ import pandas as pd
 
 from .export import save_chart
 
-__all__ = ["head_score_chart", "induction_scores_chart", "icl_chart", "attention_chart", "save_chart"]
+__all__ = ["head_score_chart", "induction_scores_chart", "icl_chart", "attention_chart", "training_loss_chart",
+           "save_chart"]
 
 _TITLES = {"prev_token": "Previous-token score", "prefix": "Prefix-matching (induction) score"}
 _MAX_ROWS = 4000
@@ -150,3 +151,20 @@ def attention_chart(pattern, title: str = "", size: int = 220) -> alt.Chart:
         color=alt.Color("attention:Q", scale=alt.Scale(scheme="greys", domain=[0, 1]), title="attention"),
         tooltip=["query", "key", alt.Tooltip("attention:Q", format=".3f")],
     ).properties(width=size, height=size, title=title)
+
+
+def training_loss_chart(history: pd.DataFrame, levels: Optional[dict] = None, width: int = 420, height: int = 240,
+                        title: str = "toy model: a plateau, then the circuit") -> alt.LayerChart:
+    """The ``train_loss`` rows of a grown circuit's history against step (linear axis), with dashed reference
+    ``levels`` (name → nats, e.g. :func:`serpent.induction_toy.loss_levels`)."""
+    loss = history[history["score"] == "train_loss"][["step", "value"]]
+    layers = [alt.Chart(loss).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="training step"), y=alt.Y("value:Q", title="training loss (nats per token)"),
+        tooltip=["step", alt.Tooltip("value:Q", format=".3f")])]
+    if levels:
+        refs = pd.DataFrame({"value": list(levels.values()), "level": list(levels)})
+        layers += [alt.Chart(refs).mark_rule(strokeDash=[4, 3], color="grey").encode(y="value:Q",
+                                                                                      tooltip=["level", "value"]),
+                   alt.Chart(refs).mark_text(align="right", dy=-6, color="grey").encode(
+                       y="value:Q", text="level:N", x=alt.value(width - 5))]
+    return alt.layer(*layers).properties(width=width, height=height, title=title)
