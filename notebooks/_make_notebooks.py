@@ -862,9 +862,12 @@ quad = pd.DataFrame(rows)
 quad.round(3)
 '''),
         code('''
-base = alt.Chart(quad).encode(x=alt.X("d:Q", title="dimension d"))
+# padded axes: the end points and their error bars stay inside the frame
+top = float(max((quad["llc"] + quad["std"]).max(), quad["exact"].max()) * 1.15)
+base = alt.Chart(quad).encode(x=alt.X("d:Q", title="dimension d", scale=alt.Scale(padding=18)))
 alt.layer(base.mark_line(color="grey", strokeDash=[4, 3]).encode(y="exact:Q"),
-          base.mark_errorbar().encode(y=alt.Y("lo:Q", title="learning coefficient"), y2="hi:Q"
+          base.mark_errorbar().encode(y=alt.Y("lo:Q", title="learning coefficient",
+                                              scale=alt.Scale(domain=[0, top])), y2="hi:Q"
                                       ).transform_calculate(lo="datum.llc - datum.std", hi="datum.llc + datum.std"),
           base.mark_point(filled=True, size=60).encode(y="llc:Q", tooltip=["d", "llc", "std", "exact"])
           ).properties(width=320, height=220, title="quadratic: estimate (dots) vs d/2 (dashed)")
@@ -1388,7 +1391,7 @@ MAX_POINTS = 4000        # points per checkpoint in the interactive chart
 TOY_SERPENT_STEPS = [0, 600, 900, 1200]   # section 6: checkpoints of the induction toy (multiples of 100, <= 1200)
 TOY_PROBES, TOY_CHAINS, TOY_DRAWS = 16, 2, 30
 ''', tags=("parameters",)),
-        fast("MAX_POINTS = 800\nTOY_PROBES, TOY_CHAINS, TOY_DRAWS = 8, 2, 8"),
+        fast("MAX_POINTS = 800\nTOY_PROBES, TOY_CHAINS, TOY_DRAWS = 8, 2, 8\nTOY_SERPENT_STEPS = [0, 1200]"),
         code('''
 import json
 import altair as alt
