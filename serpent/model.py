@@ -99,30 +99,62 @@ def _layer_norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None,
 
 
 _KEEP_PROBS_ELEMENTS = 2 ** 26  # 256 MB of fp32 probabilities
+#: Logits computed at once (16 MB of fp32): blocks of (replicas x tokens) this size keep the softmax's element-wise
+#: work in a buffer that is reused, instead of (replicas x tokens x vocabulary) arrays of hundreds of MB.
+_CE_BLOCK_ELEMENTS = 2 ** 22
+
+
+def _ce_blocks(R: int, N: int, V: int, chunk: int):
+    """``(r0, r1, n0, n1)`` blocks covering replicas x tokens, each at most ``chunk`` tokens of one replica or
+    several whole replicas, and about ``_CE_BLOCK_ELEMENTS`` logits."""
+    per = max(1, min(chunk, _CE_BLOCK_ELEMENTS // max(V, 1)))     # tokens per block
+    if N >= per:
+        for r in range(R):
+            for s in range(0, N, per):
+                yield r, r + 1, s, min(N, s + per)
+    else:
+        step = max(1, per // max(N, 1))
+        for r in range(0, R, step):
+            yield r, min(R, r + step), 0, N
+
+
+def _logits_into(buf: torch.Tensor, b, x, W, r0, r1, n0, n1) -> torch.Tensor:
+    """``x[r0:r1, n0:n1] @ W[r0:r1] + b[r0:r1]`` as fp32, written into the front of ``buf``."""
+    out = buf[:(r1 - r0) * (n1 - n0) * W.shape[-1]].view(r1 - r0, n1 - n0, W.shape[-1])
+    if x.dtype == torch.float32 and W.dtype == torch.float32 and b.dtype == torch.float32:
+        torch.baddbmm(b[r0:r1, None, :], x[r0:r1, n0:n1], W[r0:r1], out=out)
+    else:                                   # mixed precision: compute in x's dtype, keep the softmax in fp32
+        out.copy_(torch.baddbmm(b[r0:r1, None, :].to(x.dtype), x[r0:r1, n0:n1], W[r0:r1].to(x.dtype)))
+    return out
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Fused unembedding + cross-entropy, chunked over tokens; recomputes logits in backward."""
+    """Fused unembedding + cross-entropy in blocks of replicas x tokens, in place in one reused buffer; recomputes
+    the logits in backward unless the probabilities are small enough to keep."""
 
     @staticmethod
     def forward(ctx, x, W, b, targets, chunk):
         # x: (R, N, D); W: (R, D, V); b: (R, V); targets: (R, N) -> loss (R, N) in fp32
         R, N, _ = x.shape
+        V = W.shape[-1]
         loss = torch.empty(R, N, device=x.device, dtype=torch.float32)
         lse_all = torch.empty(R, N, device=x.device, dtype=torch.float32)
-        Wc = W.to(x.dtype)
-        bc = b.to(torch.float32)
         # Keep the probabilities for the backward pass when they are small; otherwise recompute them there.
-        keep = any(ctx.needs_input_grad[:3]) and R * N * W.shape[-1] <= _KEEP_PROBS_ELEMENTS
-        probs = torch.empty(R, N, W.shape[-1], device=x.device, dtype=torch.float32) if keep else None
-        for s in range(0, N, chunk):
-            logits = torch.baddbmm(bc[:, None, :].to(x.dtype), x[:, s:s + chunk], Wc).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            tgt = logits.gather(-1, targets[:, s:s + chunk, None]).squeeze(-1)
-            loss[:, s:s + chunk] = lse - tgt
-            lse_all[:, s:s + chunk] = lse
+        keep = any(ctx.needs_input_grad[:3]) and R * N * V <= _KEEP_PROBS_ELEMENTS
+        probs = torch.empty(R, N, V, device=x.device, dtype=torch.float32) if keep else None
+        blocks = list(_ce_blocks(R, N, V, chunk))
+        size = max((r1 - r0) * (n1 - n0) for r0, r1, n0, n1 in blocks) * V
+        buf = torch.empty(size, device=x.device, dtype=torch.float32)
+        for r0, r1, n0, n1 in blocks:
+            logits = _logits_into(buf, b, x, W, r0, r1, n0, n1)
+            top = logits.amax(-1, keepdim=True)
+            tgt = logits.gather(-1, targets[r0:r1, n0:n1, None]).squeeze(-1)
+            total = logits.sub_(top).exp_().sum(-1)          # logits now hold exp(logit - top)
+            lse = total.log() + top.squeeze(-1)                # (small: one number per token)
+            loss[r0:r1, n0:n1] = lse - tgt
+            lse_all[r0:r1, n0:n1] = lse
             if keep:
-                torch.exp(logits - lse[..., None], out=probs[:, s:s + chunk])
+                torch.div(logits, total[..., None], out=probs[r0:r1, n0:n1])   # the softmax
         ctx.save_for_backward(x, W, b, targets, lse_all, probs)
         ctx.chunk = chunk
         return loss
@@ -130,28 +162,30 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         x, W, b, targets, lse_all, probs = ctx.saved_tensors
-        chunk = ctx.chunk
         ctx.probs_consumed = getattr(ctx, "probs_consumed", False)
+        R, N, _ = x.shape
+        V = W.shape[-1]
         Wc = W.to(x.dtype)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         gW = torch.zeros(W.shape, device=W.device, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         gb = torch.zeros(b.shape, device=b.device, dtype=torch.float32) if ctx.needs_input_grad[2] else None
-        N = x.shape[1]
-        for s in range(0, N, chunk):
-            xs = x[:, s:s + chunk]
-            if probs is not None and not ctx.probs_consumed:
-                p = probs[:, s:s + chunk]  # turned into the gradient in place: saves a copy
+        reuse = probs is not None and not ctx.probs_consumed
+        blocks = list(_ce_blocks(R, N, V, ctx.chunk))
+        buf = None if reuse else torch.empty(max((r1 - r0) * (n1 - n0) for r0, r1, n0, n1 in blocks) * V,
+                                             device=x.device, dtype=torch.float32)
+        for r0, r1, n0, n1 in blocks:
+            if reuse:
+                p = probs[r0:r1, n0:n1]  # turned into the gradient in place: saves a copy
             else:
-                logits = torch.baddbmm(b[:, None, :].to(x.dtype), xs, Wc).float()
-                p = torch.exp(logits - lse_all[:, s:s + chunk, None])
-            p.scatter_add_(-1, targets[:, s:s + chunk, None], torch.full_like(p[..., :1], -1.0))
-            g = p.mul_(grad_loss[:, s:s + chunk, None].float())
+                p = _logits_into(buf, b, x, W, r0, r1, n0, n1).sub_(lse_all[r0:r1, n0:n1, None]).exp_()
+            p.scatter_add_(-1, targets[r0:r1, n0:n1, None], torch.full_like(p[..., :1], -1.0))
+            g = p.mul_(grad_loss[r0:r1, n0:n1, None].float())
             if gx is not None:
-                gx[:, s:s + chunk] = torch.bmm(g.to(x.dtype), Wc.transpose(1, 2))
+                gx[r0:r1, n0:n1] = torch.bmm(g.to(x.dtype), Wc[r0:r1].transpose(1, 2))
             if gW is not None:
-                gW += torch.bmm(xs.transpose(1, 2).float(), g)
+                gW[r0:r1] += torch.bmm(x[r0:r1, n0:n1].transpose(1, 2).float(), g)
             if gb is not None:
-                gb += g.sum(1)
+                gb[r0:r1] += g.sum(1)
         ctx.probs_consumed = True  # a second backward (retain_graph) recomputes the logits
         return gx, (gW.to(W.dtype) if gW is not None else None), (gb.to(b.dtype) if gb is not None else None), \
             None, None

@@ -55,20 +55,27 @@ def test_stacked_replicas_are_independent_models(micro_model_cfg):
 
 
 @pytest.mark.parametrize("keep_probs", [True, False])
-def test_linear_cross_entropy_matches_dense_and_its_gradient(keep_probs, monkeypatch):
+@pytest.mark.parametrize("blocks", ["tokens", "replicas"])
+def test_linear_cross_entropy_matches_dense_and_its_gradient(keep_probs, blocks, monkeypatch):
     import serpent.model
     if not keep_probs:  # force the recompute-in-backward path used for large inputs
         monkeypatch.setattr(serpent.model, "_KEEP_PROBS_ELEMENTS", 0)
+    chunk = 10                                  # blocks of 10 tokens of one replica, the last one shorter
+    if blocks == "replicas":                    # blocks of 2 whole replicas (37 tokens each), the last one alone
+        monkeypatch.setattr(serpent.model, "_CE_BLOCK_ELEMENTS", 80 * 50)
+        chunk = 1000
+    R = 5
     torch.manual_seed(0)
-    x = torch.randn(2, 37, 8, requires_grad=True)
-    W = torch.randn(2, 8, 50, requires_grad=True)
-    b = torch.randn(2, 50, requires_grad=True)
-    t = torch.randint(0, 50, (2, 37))
-    ours = linear_cross_entropy(x, W, b, t, chunk=10)
+    x = torch.randn(R, 37, 8, requires_grad=True)
+    W = torch.randn(R, 8, 50, requires_grad=True)
+    b = torch.randn(R, 50, requires_grad=True)
+    t = torch.randint(0, 50, (R, 37))
+    assert len(list(serpent.model._ce_blocks(R, 37, 50, chunk))) == (R * 4 if blocks == "tokens" else 3)
+    ours = linear_cross_entropy(x, W, b, t, chunk=chunk)
     dense = torch.nn.functional.cross_entropy((x @ W + b[:, None]).reshape(-1, 50), t.reshape(-1),
-                                              reduction="none").reshape(2, 37)
+                                              reduction="none").reshape(R, 37)
     torch.testing.assert_close(ours, dense, atol=1e-5, rtol=1e-5)
-    w = torch.rand(2, 37)
+    w = torch.rand(R, 37)
     g1 = torch.autograd.grad((ours * w).sum(), [x, W, b])
     g2 = torch.autograd.grad((dense * w).sum(), [x, W, b])
     for a, c in zip(g1, g2):
