@@ -4,6 +4,13 @@ Data flows one way: corpus -> tokens -> model checkpoints -> SGLD samples -> sta
 -> embeddings -> charts. Each step is a module; this namespace lists the public API. Widgets are imported lazily
 (``from serpent.widgets import token_inspector``) so the package does not need ipywidgets.
 """
+import os as _os
+
+# Bounded OpenMP spinning, set before torch loads its OpenMP runtime (an environment value already set wins; it has no
+# effect if torch was imported before serpent). With the unbounded default two torch processes on a 2-core machine
+# slow each other down some thirtyfold; see serpent.device.configure_cpu_threads and BENCHMARKS.md, "Two processes".
+_os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
 from .errors import SerpentError, ConfigError, CheckpointError, CorpusError, DivergenceError
 from .config import (ModelConfig, DataConfig, TrainConfig, SamplerConfig, SusceptibilityConfig, EmbeddingConfig,
                      RunConfig, PRESETS, get_preset, config_hash)

@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("--device", default=None, help="'cpu', 'cuda' or 'cuda:N' (default: CUDA if available)")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: $SERPENT_THREADS, else every core); 1 when another heavy "
+                             "process shares the machine")
 
     r = sub.add_parser("run", help="run every stage end to end into a run directory")
     r.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
@@ -271,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "threads") and str(getattr(args, "device", None) or "cpu").startswith("cpu"):
+            from .device import configure_cpu_threads
+            configure_cpu_threads(args.threads, echo=lambda msg: print(msg, file=sys.stderr))
         return args.func(args)
     except SerpentError as e:
         print(f"error: {e}", file=sys.stderr)

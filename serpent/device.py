@@ -21,7 +21,10 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["default_device", "autocast_dtype", "autocast", "describe_device"]
+__all__ = ["default_device", "autocast_dtype", "autocast", "describe_device", "configure_cpu_threads", "busy_machine"]
+
+#: Environment variable with the torch CPU thread count for serpent's commands (the command line's ``--threads``).
+THREADS_ENV = "SERPENT_THREADS"
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -67,3 +70,48 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def busy_machine(cores: int | None = None, load: float | None = None) -> str | None:
+    """A warning when other processes already keep the CPU busy (1-minute load average within half a core of the
+    core count), else None: two torch processes that share the cores slow each other down severalfold.
+
+    >>> busy_machine(cores=2, load=0.3) is None, busy_machine(cores=2, load=1.7) is not None
+    (True, True)
+    """
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):     # not available on this platform
+            return None
+    if load < cores - 0.5:
+        return None
+    return (f"the machine is busy (load {load:.1f} on {cores} cores): another heavy process is running, and two "
+            f"torch processes sharing the cores slow each other down severalfold. Wait for it to finish, or give "
+            f"this one a single thread: --threads 1 (or {THREADS_ENV}=1)")
+
+
+def configure_cpu_threads(threads: int | None = None, *, echo=print) -> int:
+    """Set torch's CPU thread count from ``threads`` (else ``$SERPENT_THREADS``, else torch's default: every core)
+    and say when the machine is already busy (:func:`busy_machine`); returns the count in use.
+
+    Measured on 2 cores (BENCHMARKS.md, "Two processes on 2 cores"): the tiny model's training step runs at 30 steps/s
+    alone; two such processes at once ran at about 1 step/s each with OpenMP's own spinning, 9.7 each with the
+    bounded spinning serpent sets on import (``GOMP_SPINCOUNT=10000``; 28.5 alone), 17 each with one thread each.
+    """
+    if threads is None:
+        raw = os.environ.get(THREADS_ENV, "").strip()
+        if raw:
+            try:
+                threads = int(raw)
+            except ValueError:
+                raise ConfigError(f"{THREADS_ENV}: got {raw!r}; give a whole number of threads, e.g. 1") from None
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads: got {threads}; give at least 1")
+        torch.set_num_threads(int(threads))
+    warning = busy_machine()
+    if warning and echo is not None and (threads is None or threads > 1):
+        echo(f"note: {warning}")
+    return torch.get_num_threads()
