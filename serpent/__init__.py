@@ -16,7 +16,7 @@ from .config import (ModelConfig, DataConfig, TrainConfig, SamplerConfig, Suscep
                      RunConfig, PRESETS, get_preset, config_hash)
 from .device import default_device, autocast_dtype, describe_device
 from .model import (build_model, model_params, per_token_loss, hooked_per_token_loss, stack_params,
-                    supports_fast_path, head_param_names)
+                    supports_fast_path, head_param_names, model_config_of, fast_model_config)
 
 from .corpus import Corpus, Document, open_corpus
 from .tokenizer import Tokenizer, train_bpe, build_tokenizer

@@ -285,8 +285,46 @@ class EmbeddingConfig(_Section):
         _int_at_least(s, "max_points_page", self.max_points_page, 100)
 
 
+@dataclass(frozen=True)
+class InductionConfig(_Section):
+    """Settings of the induction measurements (:mod:`serpent.induction`): the run config's ``induction`` section,
+    so ``--set induction.n_seqs=64`` works like any other setting.
+
+    Thresholds of :func:`classify_heads`: a head is an *induction* head when its prefix score is at least
+    ``max(prefix_threshold, chance_factor * chance_prefix)``, else a *previous-token* head when its previous-token
+    score is at least ``max(prev_threshold, chance_factor * chance_prev_token)``, else *other*. The defaults accept
+    the paper's heads at the end of training (0:1/0:4 prev 0.29/0.23, 1:6/1:7 prefix 0.055/0.079 at L=128) and
+    reject them before LM4 (step 10k: prefix 0.010/0.019).
+    """
+
+    _name = "induction"
+    n_seqs: int = 32
+    half_len: int = 128
+    seed: int = 0
+    icl_windows: int = 256
+    icl_seed: int = 0
+    prev_threshold: float = 0.15
+    prefix_threshold: float = 0.04
+    chance_factor: float = 5.0
+    top_heads: int = 2
+
+    def __post_init__(self):
+        for name in ("n_seqs", "half_len", "icl_windows", "top_heads"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= (2 if name == "half_len" else 1)):
+                raise ConfigError(f"induction.{name}: got {v!r}; must be an integer >= {2 if name == 'half_len' else 1}")
+        for name in ("seed", "icl_seed"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                raise ConfigError(f"induction.{name}: got {v!r}; must be an integer >= 0")
+        for name in ("prev_threshold", "prefix_threshold", "chance_factor"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")):
+                raise ConfigError(f"induction.{name}: got {v!r}; must be a finite number >= 0")
+
+
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "llc": SamplerConfig,
-             "susceptibility": SusceptibilityConfig, "embedding": EmbeddingConfig}
+             "induction": InductionConfig, "susceptibility": SusceptibilityConfig, "embedding": EmbeddingConfig}
 
 
 def _set_dotted(d: dict, where: str, key: str, value) -> None:
@@ -311,6 +349,7 @@ class RunConfig(_Section):
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     llc: SamplerConfig = field(default_factory=SamplerConfig)
+    induction: InductionConfig = field(default_factory=InductionConfig)
     susceptibility: SusceptibilityConfig = field(default_factory=SusceptibilityConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     susceptibility_checkpoints: int = 6

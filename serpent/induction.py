@@ -48,7 +48,6 @@ from __future__ import annotations
 import io
 import math
 import time
-from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -56,6 +55,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from .config import InductionConfig   # re-exported: the induction section of RunConfig
 from .errors import ConfigError, CorpusError, SerpentError
 
 __all__ = [
@@ -71,47 +71,6 @@ MODEL_SCORES = ("loss_first_half", "loss_second_half", "induction_loss_diff", "i
 # paper positions (Hoogland et al.: loss@500 - loss@50 with n_ctx 1024), as fractions of the context
 _ICL_EARLY, _ICL_LATE, _ICL_HALF_WIDTH = 50 / 1024, 500 / 1024, 10 / 1024
 _PATTERN_BUDGET = 2 ** 25  # floats of attention pattern per forward chunk (128 MiB per layer)
-
-
-@dataclass(frozen=True)
-class InductionConfig:
-    """Settings of the induction measurements (the ``induction`` stage uses these defaults unless the run config
-    carries an ``induction`` section).
-
-    Thresholds of :func:`classify_heads`: a head is an *induction* head when its prefix score is at least
-    ``max(prefix_threshold, chance_factor * chance_prefix)``, else a *previous-token* head when its previous-token
-    score is at least ``max(prev_threshold, chance_factor * chance_prev_token)``, else *other*. The defaults accept
-    the paper's heads at the end of training (0:1/0:4 prev 0.29/0.23, 1:6/1:7 prefix 0.055/0.079 at L=128) and
-    reject them before LM4 (step 10k: prefix 0.010/0.019).
-    """
-
-    n_seqs: int = 32
-    half_len: int = 128
-    seed: int = 0
-    icl_windows: int = 256
-    icl_seed: int = 0
-    prev_threshold: float = 0.15
-    prefix_threshold: float = 0.04
-    chance_factor: float = 5.0
-    top_heads: int = 2
-
-    def __post_init__(self):
-        for name in ("n_seqs", "half_len", "icl_windows", "top_heads"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= (2 if name == "half_len" else 1)):
-                raise ConfigError(f"induction.{name}: got {v!r}; must be an integer >= {2 if name == 'half_len' else 1}")
-        for name in ("seed", "icl_seed"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-                raise ConfigError(f"induction.{name}: got {v!r}; must be an integer >= 0")
-        for name in ("prev_threshold", "prefix_threshold", "chance_factor"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")):
-                raise ConfigError(f"induction.{name}: got {v!r}; must be a finite number >= 0")
-
-    def to_dict(self) -> dict:
-        import dataclasses
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -251,22 +210,6 @@ def _probe_forward(model: HookedTransformer, tokens: torch.Tensor, half_len: int
     return prev, prefix, first / (B * (L - 1)), second / (B * (L - 1))
 
 
-def _fast_config(model: HookedTransformer):
-    """Our ModelConfig for ``model`` when the fast functional forward reproduces it, else None."""
-    from .config import ModelConfig
-    from .model import supports_fast_path
-    c = model.cfg
-    try:
-        if not supports_fast_path(model) or c.d_vocab_out != c.d_vocab:
-            return None
-        return ModelConfig(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head,
-                           n_ctx=c.n_ctx, d_vocab=c.d_vocab, positional_embedding_type=c.positional_embedding_type,
-                           normalization_type=c.normalization_type, attn_only=c.attn_only,
-                           d_mlp=c.d_mlp if not c.attn_only else None, act_fn=c.act_fn or "gelu")
-    except (ConfigError, AttributeError):
-        return None
-
-
 @torch.no_grad()
 def _icl_forward(model: HookedTransformer, windows: torch.Tensor, batch_size: Optional[int] = None
                  ) -> tuple[float, float]:
@@ -275,12 +218,12 @@ def _icl_forward(model: HookedTransformer, windows: torch.Tensor, batch_size: Op
     Only the first ``late.stop`` tokens are run (the loss at p depends on tokens <= p only), through the fused
     functional forward of :mod:`serpent.model` when it reproduces the model, else through the model itself.
     """
-    from .model import model_params, per_token_loss
+    from .model import fast_model_config, model_params, per_token_loss
     T = windows.shape[1]
     early, late = icl_positions(T)
     windows = windows[:, :late.stop]
     dev = _model_device(model)
-    fast = _fast_config(model)
+    fast = fast_model_config(model)
     bs = batch_size or _chunk(model.cfg.n_heads, windows.shape[1])
     e_sum, l_sum = 0.0, 0.0
     for s in range(0, windows.shape[0], bs):
@@ -425,12 +368,7 @@ def _run_bos_id(run) -> int:
 
 
 def _settings(run) -> InductionConfig:
-    s = getattr(run.config, "induction", None)
-    if s is None:
-        return InductionConfig()
-    if isinstance(s, dict):
-        return InductionConfig(**s)
-    return s
+    return run.config.induction
 
 
 def scores_over_checkpoints(run, steps: Optional[Sequence[int]] = None, *, settings: Optional[InductionConfig] = None,

@@ -54,7 +54,7 @@ from .sgld import (Restriction, SGLDResult, make_restriction, module_loss_fn, ru
                    transformer_loss_fn)
 
 __all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "select_steps", "llc_over_checkpoints", "llc_stage",
-           "calibrate", "calibrate_run", "model_config_of", "crossing_llc_target", "trace_drift"]
+           "calibrate", "calibrate_run", "crossing_llc_target", "trace_drift"]
 
 INIT_LOSS_BATCHES = 8  # minibatches averaged for the loss at the checkpoint (devinterp's init_loss)
 
@@ -83,15 +83,6 @@ class LLCResult:
         return 1000.0 * self.seconds / max(self.steps, 1)
 
 
-def model_config_of(model) -> ModelConfig:
-    """The :class:`ModelConfig` of a ``HookedTransformer`` of our architecture family."""
-    c = model.cfg
-    return ModelConfig(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head, n_ctx=c.n_ctx,
-                       d_vocab=c.d_vocab, positional_embedding_type=c.positional_embedding_type,
-                       normalization_type=c.normalization_type, attn_only=c.attn_only,
-                       d_mlp=None if c.attn_only else c.d_mlp, act_fn=c.act_fn or "gelu")
-
-
 def _resolve_loss(model_or_loss_fn, params, loss):
     """(loss_fn, params) from a ModelConfig, a HookedTransformer, another nn.Module (+ loss) or a loss function."""
     if isinstance(model_or_loss_fn, ModelConfig):
@@ -103,7 +94,7 @@ def _resolve_loss(model_or_loss_fn, params, loss):
         if params is None:
             params = {k: v.detach() for k, v in module.named_parameters()}
         if loss is None:
-            from .model import supports_fast_path
+            from .model import model_config_of, supports_fast_path
             try:
                 from transformer_lens import HookedTransformer
             except ImportError:  # pragma: no cover

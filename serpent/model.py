@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ from .errors import ConfigError
 
 __all__ = [
     "build_model", "hooked_config", "model_params", "per_token_loss", "hooked_per_token_loss", "stack_params",
-    "linear_cross_entropy", "supports_fast_path", "head_param_names",
+    "linear_cross_entropy", "supports_fast_path", "head_param_names", "model_config_of", "fast_model_config",
 ]
 
 
@@ -77,6 +78,35 @@ def supports_fast_path(model: HookedTransformer) -> bool:
             and (c.attn_only or c.act_fn in ("gelu", "relu", "gelu_new")) and c.attn_scale == math.sqrt(c.d_head)
             and not c.use_normalization_before_and_after and c.final_rms is False and not c.gated_mlp
             and not c.original_architecture)
+
+
+def model_config_of(model: HookedTransformer) -> ModelConfig:
+    """The :class:`~serpent.config.ModelConfig` of a ``HookedTransformer`` of our architecture family: the one way
+    from a TransformerLens model to our config (the LLC, susceptibility and induction code all use it).
+
+    >>> cfg = ModelConfig(d_model=16, d_head=4, n_heads=2, n_ctx=8, d_vocab=32)
+    >>> model_config_of(build_model(cfg)) == cfg
+    True
+    """
+    c = model.cfg
+    return ModelConfig(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head, n_ctx=c.n_ctx,
+                       d_vocab=c.d_vocab, positional_embedding_type=c.positional_embedding_type,
+                       normalization_type=c.normalization_type, attn_only=c.attn_only,
+                       d_mlp=None if c.attn_only else c.d_mlp, act_fn=c.act_fn or "gelu")
+
+
+def fast_model_config(model: HookedTransformer) -> Optional[ModelConfig]:
+    """:func:`model_config_of` when :func:`per_token_loss` reproduces ``model`` exactly (:func:`supports_fast_path`,
+    LayerNorm's eps 1e-5, an unembedding onto the same vocabulary), else None: the caller then uses the model
+    itself (TransformerLens' forward)."""
+    c = model.cfg
+    try:
+        if (not supports_fast_path(model) or getattr(c, "eps", 1e-5) != 1e-5
+                or getattr(c, "d_vocab_out", c.d_vocab) not in (c.d_vocab, -1)):
+            return None
+        return model_config_of(model)
+    except (ConfigError, AttributeError):
+        return None
 
 
 def hooked_per_token_loss(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:

@@ -443,23 +443,6 @@ def component_specs(model, components="heads") -> list[str]:
     return list(components)
 
 
-def _fast_config(model):
-    """Our :class:`~serpent.config.ModelConfig` for a HookedTransformer of our family, else None."""
-    from .config import ModelConfig
-    from .model import supports_fast_path
-
-    c = model.cfg
-    if not supports_fast_path(model) or c.normalization_type not in ("LN", None) or getattr(c, "eps", 1e-5) != 1e-5:
-        return None
-    try:
-        return ModelConfig(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head, n_ctx=c.n_ctx,
-                           d_vocab=c.d_vocab, positional_embedding_type=c.positional_embedding_type,
-                           normalization_type=c.normalization_type, attn_only=c.attn_only,
-                           d_mlp=None if c.attn_only else c.d_mlp, act_fn=c.act_fn or "gelu")
-    except ConfigError:
-        return None
-
-
 def _generic_loss_fn(model):
     from .sgld import module_loss_fn
 
@@ -513,7 +496,8 @@ def susceptibilities(model, probe_tokens, batches, cfg, *, task_tokens=None, com
     specs = component_specs(model, components)
     if forward not in ("auto", "fast", "generic"):
         raise ConfigError(f"forward: got {forward!r}; allowed: 'auto', 'fast', 'generic'")
-    fast_cfg = _fast_config(model) if forward != "generic" else None
+    from .model import fast_model_config
+    fast_cfg = fast_model_config(model) if forward != "generic" else None
     if forward == "fast" and fast_cfg is None:
         raise ConfigError("forward='fast' but this model is not of serpent's architecture family; use 'auto'")
     params = {k: v.detach() for k, v in model.named_parameters()}

@@ -111,3 +111,21 @@ def test_reading_note_warns_before_training_when_the_sample_is_read_many_times()
     note = reading_note(cfg, 100_000)                                        # 24.6 passes: memorised
     assert note.startswith("warning") and "24.58 passes" in note
     assert "data.max_bytes (now 6,000,000) to about 49,152,000" in note and "train.steps (now 1,200)" in note
+
+
+def test_induction_settings_are_a_section_of_the_run_config(tmp_path):
+    """--set induction.FIELD=VALUE reaches the induction stage (it used to read a field that did not exist), bad
+    values are named, and a config saved before the section existed still loads with the defaults."""
+    from serpent.cli import parse_overrides
+    from serpent.config import InductionConfig
+    from serpent.induction import _settings
+    from serpent.rundir import Run
+    cfg = get_preset("tiny").with_overrides(**parse_overrides(["induction.n_seqs=8", "induction.half_len=20"]))
+    assert (cfg.induction.n_seqs, cfg.induction.half_len) == (8, 20)
+    run = Run.create(tmp_path / "r", cfg)
+    assert _settings(Run.open(run.path)) == cfg.induction           # saved in config.json, read back by the stage
+    with pytest.raises(ConfigError, match="induction.n_seqs"):
+        get_preset("tiny").with_overrides(induction={"n_seqs": 0})
+    old = get_preset("tiny").to_dict()
+    del old["induction"]
+    assert RunConfig.from_dict(old).induction == InductionConfig()

@@ -97,3 +97,17 @@ def test_head_slices_have_the_papers_size():
     assert sum(p.numel() for p in params.values()) == 3_355_016
     per_head = sum(params[n][0].numel() for n in head_param_names(1))
     assert per_head == 32_864  # W_Q, W_K, W_V, W_O and the Q/K/V biases of one head (one head's slice of each matrix, as devinterp's head restriction)
+
+
+def test_one_way_from_a_hooked_transformer_to_our_config(micro_model_cfg):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from serpent.model import fast_model_config, hooked_config, model_config_of
+    ours = build_model(micro_model_cfg)
+    assert model_config_of(ours) == micro_model_cfg == fast_model_config(ours)
+    other_eps = HookedTransformer(hooked_config(micro_model_cfg).__class__(
+        **{**hooked_config(micro_model_cfg).to_dict(), "eps": 1e-6}))
+    assert fast_model_config(other_eps) is None              # our forward hard-codes LayerNorm's 1e-5
+    rotary = HookedTransformer(HookedTransformerConfig(n_layers=1, n_heads=2, d_model=16, d_head=8, n_ctx=16,
+                                                       d_vocab=32, act_fn="gelu", d_mlp=32,
+                                                       positional_embedding_type="rotary"))
+    assert fast_model_config(rotary) is None                 # TransformerLens' own forward is used for it
