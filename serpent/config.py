@@ -38,8 +38,8 @@ from typing import Any, Optional
 from .errors import ConfigError
 
 __all__ = [
-    "ModelConfig", "DataConfig", "TrainConfig", "SamplerConfig", "SusceptibilityConfig", "EmbeddingConfig",
-    "RunConfig", "PRESETS", "get_preset", "config_hash",
+    "ModelConfig", "DataConfig", "TrainConfig", "SamplerConfig", "InductionConfig", "SusceptibilityConfig",
+    "EmbeddingConfig", "RunConfig", "PRESETS", "get_preset", "config_hash",
 ]
 
 
@@ -309,18 +309,14 @@ class InductionConfig(_Section):
     top_heads: int = 2
 
     def __post_init__(self):
-        for name in ("n_seqs", "half_len", "icl_windows", "top_heads"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= (2 if name == "half_len" else 1)):
-                raise ConfigError(f"induction.{name}: got {v!r}; must be an integer >= {2 if name == 'half_len' else 1}")
-        for name in ("seed", "icl_seed"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-                raise ConfigError(f"induction.{name}: got {v!r}; must be an integer >= 0")
+        s = "induction"
+        for name in ("n_seqs", "icl_windows", "top_heads"):
+            _int_at_least(s, name, getattr(self, name), 1)
+        _int_at_least(s, "half_len", self.half_len, 2)
+        _int_at_least(s, "seed", self.seed, 0)
+        _int_at_least(s, "icl_seed", self.icl_seed, 0)
         for name in ("prev_threshold", "prefix_threshold", "chance_factor"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")):
-                raise ConfigError(f"induction.{name}: got {v!r}; must be a finite number >= 0")
+            _positive(s, name, getattr(self, name), allow_zero=True)
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "llc": SamplerConfig,
