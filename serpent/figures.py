@@ -70,6 +70,21 @@ def _power_text(x: float) -> str:
     return f"10{sup}" if mantissa == 1 else f"{mantissa:g} × 10{sup}"
 
 
+def _circuit_heads(run: Run, heads: dict, at_last: pd.Series) -> tuple[str, str]:
+    """(the layer-0 previous-token head with the highest score at the last checkpoint, the best prefix head)."""
+    ind = run.stage_summary("induction")["summary"]
+    layer0_prev = [h for h in heads["previous_token"] if h.startswith("0:")]
+    prev = max(layer0_prev, key=lambda h: at_last[(h, "prev_token")]) if layer0_prev else ind["best_prev_token"]["head"]
+    return prev, ind["best_prefix"]["head"]
+
+
+def _last_scores(run: Run) -> tuple[dict, pd.DataFrame, pd.Series]:
+    heads = json.loads((run.path / "induction" / "heads.json").read_text())
+    scores = _scores(run)
+    at_last = scores[scores["step"] == scores["step"].max()].set_index(["head", "score"])["value"]
+    return heads, scores, at_last
+
+
 def book_numbers(run: Run) -> dict:
     """The numbers the chapters quote about ``run``, by name (steps, tokens, losses, entropies, head scores, LLC,
     the serpent's separation), each read from the run's own tables.
@@ -94,14 +109,9 @@ def book_numbers(run: Run) -> dict:
     metrics = pd.DataFrame(run.metrics())
     data = run.stage_summary("data")["summary"]
     ind = run.stage_summary("induction")["summary"]
-    heads = json.loads((run.path / "induction" / "heads.json").read_text())
+    heads, scores, at_last = _last_scores(run)
     th = heads["thresholds"]
-    scores = _scores(run)
-    last = int(scores["step"].max())
-    at_last = scores[scores["step"] == last].set_index(["head", "score"])["value"]
-    layer0_prev = [h for h in heads["previous_token"] if h.startswith("0:")]
-    prev = max(layer0_prev, key=lambda h: at_last[(h, "prev_token")]) if layer0_prev else ind["best_prev_token"]["head"]
-    prefix = ind["best_prefix"]["head"]
+    prev, prefix = _circuit_heads(run, heads, at_last)
     layer1 = sorted({h for h, _ in at_last.index if str(h).startswith("1:")},
                     key=lambda h: -at_last[(h, "prefix")])
     second = next(h for h in layer1 if h != prefix)
@@ -226,9 +236,10 @@ def corpus_figure(run: Run, n_tokens: int = 64) -> alt.LayerChart:
 def loss_figure(run: Run) -> alt.LayerChart:
     """Training and held-out loss against step, the unigram and bigram entropies, and the checkpoints."""
     from .charts.training import loss_curves_chart
-    n = book_numbers(run)
-    return loss_curves_chart(run.metrics(), {"unigram entropy": n["unigram_entropy"],
-                                             "bigram entropy (in-sample)": n["bigram_entropy"]},
+    from .train import bigram_entropy
+    unigram = float(run.stage_summary("data")["summary"]["unigram_entropy"])
+    bigram = bigram_entropy(np.asarray(run.tokens("train"), dtype=np.int64), run.config.model.d_vocab)
+    return loss_curves_chart(run.metrics(), {"unigram entropy": unigram, "bigram entropy (in-sample)": bigram},
                              run.checkpoint_steps())
 
 
@@ -255,8 +266,9 @@ def chi_tokens_figure(run: Run, heads: Optional[list[str]] = None, seq: int = 0,
     results = load_susceptibilities(run)
     res = results[max(results) if step is None else step]
     if heads is None:
-        n = book_numbers(run)
-        heads = [n["prefix_head"], n["prev_head"]]
+        head_lists, _, at_last = _last_scores(run)
+        prev, prefix = _circuit_heads(run, head_lists, at_last)
+        heads = [prefix, prev]
     rows = np.flatnonzero(res.seq_index == seq)[:n_tokens]
     tok = run.tokenizer()
     strings = [tok.token_str(int(res.probe_tokens[seq, p])) for p in res.position[rows]]
