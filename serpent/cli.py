@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "threads") and str(getattr(args, "device", None) or "cpu").startswith("cpu"):
             from .device import configure_cpu_threads
-            configure_cpu_threads(args.threads, echo=lambda msg: print(msg, file=sys.stderr))
+            configure_cpu_threads(args.threads, echo=print)   # a note beside the progress, not an error line
         return args.func(args)
     except SerpentError as e:
         print(f"error: {e}", file=sys.stderr)
