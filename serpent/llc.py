@@ -50,7 +50,7 @@ import torch
 
 from .config import ModelConfig, SamplerConfig, config_hash
 from .errors import ConfigError, DivergenceError
-from .sgld import (Restriction, SGLDResult, make_restriction, module_loss_fn, run_sgld,
+from .sgld import (Restriction, SGLDResult, draw_drift, make_restriction, module_loss_fn, run_sgld,
                    transformer_loss_fn)
 
 __all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "select_steps", "llc_over_checkpoints", "llc_stage",
@@ -379,13 +379,10 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
 def trace_drift(r: LLCResult, cfg: SamplerConfig) -> float:
     """How far the draws' loss still moves: (mean of the second half - mean of the first) / (rise above L(w*)).
 
-    Near 0 when the chains sit on a plateau; the calibration's and the retry's test of a healthy trace.
+    Near 0 when the chains sit on a plateau; the calibration's and the retry's test of a healthy trace
+    (:func:`serpent.sgld.draw_drift` on the LLC's traces).
     """
-    draws = r.traces[:, cfg.burnin::cfg.steps_between_draws][:, :cfg.draws]
-    half = max(draws.shape[1] // 2, 1)
-    first, second = draws[:, :half].mean(), draws[:, half:].mean() if draws.shape[1] > 1 else draws.mean()
-    rise = max(abs(float(draws.mean()) - r.init_loss), 1e-12)
-    return float(second - first) / rise
+    return draw_drift(r.traces, r.init_loss, cfg)
 
 
 #: Step sizes the llc stage retries a diverged checkpoint with, as fractions of the configured epsilon (largest first).

@@ -38,6 +38,7 @@ from .errors import ConfigError
 __all__ = [
     "build_model", "hooked_config", "model_params", "per_token_loss", "hooked_per_token_loss", "stack_params",
     "linear_cross_entropy", "supports_fast_path", "head_param_names", "model_config_of", "fast_model_config",
+    "ReplicaParams",
 ]
 
 
@@ -114,6 +115,24 @@ def hooked_per_token_loss(model: HookedTransformer, tokens: torch.Tensor) -> tor
     return model(tokens, return_type="loss", loss_per_token=True)
 
 
+class ReplicaParams(dict):
+    """Stacked parameters that also say which replicas (rows) of each are free.
+
+    ``free[name] = (a, b)``: rows outside ``[a, b)`` of ``self[name]`` all hold the same value (the sampler's w*,
+    frozen by a weight restriction) and need no gradient. :func:`per_token_loss` uses it to compute, once for all
+    such rows, what they share (the embedding and layer 0 for restrictions to layer-1 heads) and to skip gradients
+    of the unembedding for rows that freeze it. A name missing from ``free`` is free in every row.
+
+    >>> p = ReplicaParams({"w": torch.zeros(4, 2)}, free={"w": (0, 1)})
+    >>> p.free["w"], isinstance(p, dict)
+    ((0, 1), True)
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], free: dict[str, tuple[int, int]]):
+        super().__init__(params)
+        self.free = dict(free)
+
+
 def stack_params(params: dict[str, torch.Tensor], replicas: int) -> dict[str, torch.Tensor]:
     """Independent copies of ``params`` stacked along a new leading dimension of size ``replicas``."""
     return {k: v.detach().unsqueeze(0).repeat(replicas, *([1] * v.dim())).contiguous() for k, v in params.items()}
@@ -163,7 +182,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     the logits in backward unless the probabilities are small enough to keep."""
 
     @staticmethod
-    def forward(ctx, x, W, b, targets, chunk):
+    def forward(ctx, x, W, b, targets, chunk, grad_rows):
         # x: (R, N, D); W: (R, D, V); b: (R, V); targets: (R, N) -> loss (R, N) in fp32
         R, N, _ = x.shape
         V = W.shape[-1]
@@ -187,6 +206,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 torch.div(logits, total[..., None], out=probs[r0:r1, n0:n1])   # the softmax
         ctx.save_for_backward(x, W, b, targets, lse_all, probs)
         ctx.chunk = chunk
+        ctx.grad_rows = grad_rows if grad_rows is not None else (0, R)
         return loss
 
     @staticmethod
@@ -212,22 +232,45 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g = p.mul_(grad_loss[r0:r1, n0:n1, None].float())
             if gx is not None:
                 gx[r0:r1, n0:n1] = torch.bmm(g.to(x.dtype), Wc[r0:r1].transpose(1, 2))
-            if gW is not None:
-                gW[r0:r1] += torch.bmm(x[r0:r1, n0:n1].transpose(1, 2).float(), g)
-            if gb is not None:
-                gb[r0:r1] += g.sum(1)
+            ra, rb = max(r0, ctx.grad_rows[0]), min(r1, ctx.grad_rows[1])   # rows whose W and b are free
+            if gW is not None and ra < rb:
+                gW[ra:rb] += torch.bmm(x[ra:rb, n0:n1].transpose(1, 2).float(), g[ra - r0:rb - r0])
+            if gb is not None and ra < rb:
+                gb[ra:rb] += g[ra - r0:rb - r0].sum(1)
         ctx.probs_consumed = True  # a second backward (retain_graph) recomputes the logits
         return gx, (gW.to(W.dtype) if gW is not None else None), (gb.to(b.dtype) if gb is not None else None), \
-            None, None
+            None, None, None
 
 
 def linear_cross_entropy(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, targets: torch.Tensor,
-                         chunk: int = 4096) -> torch.Tensor:
+                         chunk: int = 4096, grad_rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Per-token ``-log softmax(x @ W + b)[target]`` without materialising all logits at once.
 
     ``x`` is ``(R, N, D)``, ``W`` ``(R, D, V)``, ``b`` ``(R, V)``, ``targets`` ``(R, N)``; returns ``(R, N)`` fp32.
+    ``grad_rows=(a, b)``: the gradients of ``W`` and ``b`` are computed for replicas ``a..b-1`` only (0 elsewhere).
     """
-    return _LinearCrossEntropy.apply(x, W, b, targets, chunk)
+    return _LinearCrossEntropy.apply(x, W, b, targets, chunk, grad_rows)
+
+
+def _free_end(params: dict, names, R: int) -> int:
+    """The first row from which every tensor in ``names`` holds the same frozen value (R: none does)."""
+    free = getattr(params, "free", None)
+    if free is None:
+        return R
+    return max([free.get(n, (0, R))[1] for n in names if n in params] + [0])
+
+
+def _compact(t: torch.Tensor, m: int, R: int) -> torch.Tensor:
+    """Rows ``0..m-1`` of ``t`` and one detached copy of row m, the value rows m..R-1 share (all rows if m >= R)."""
+    return t if m >= R else torch.cat([t[:m], t[m:m + 1].detach()])
+
+
+def _widen(x: torch.Tensor, m: int, m2: int, R: int) -> torch.Tensor:
+    """From rows ``0..m-1`` + the shared row (m), to rows ``0..m2-1`` + the shared row (all R rows if m2 >= R)."""
+    if m >= R or m2 == m:
+        return x
+    rows = (m2 + 1 if m2 < R else R) - m
+    return torch.cat([x[:m], x[m:m + 1].expand(rows, *x.shape[1:])])
 
 
 def per_token_loss(params: dict[str, torch.Tensor], tokens: torch.Tensor, cfg: ModelConfig,
@@ -236,7 +279,10 @@ def per_token_loss(params: dict[str, torch.Tensor], tokens: torch.Tensor, cfg: M
 
     ``params`` are keyed by TransformerLens names; each tensor either has the plain shape (one model) or a leading
     replica dimension R (R models). ``tokens`` is ``(B, T)`` or ``(R, B, T)``. Returns ``(B, T-1)`` or
-    ``(R, B, T-1)`` in fp32. Runs inside whatever autocast context the caller set.
+    ``(R, B, T-1)`` in fp32. Runs inside whatever autocast context the caller set. With :class:`ReplicaParams`
+    and tokens shared by all replicas, rows that share frozen weights share their computation: the embedding and
+    each layer run once for all replicas that leave them at w*, and the unembedding's gradient is computed only
+    for the rows where it is free (the same numbers as without, to float tolerance).
     """
     W_E = params["embed.W_E"]
     stacked = W_E.dim() == 3
@@ -244,6 +290,7 @@ def per_token_loss(params: dict[str, torch.Tensor], tokens: torch.Tensor, cfg: M
         params = {k: v.unsqueeze(0) for k, v in params.items()}
         tokens = tokens.unsqueeze(0) if tokens.dim() == 2 else tokens
     R = params["embed.W_E"].shape[0]
+    shared_tokens = tokens.dim() == 2 or tokens.shape[0] == 1
     if tokens.dim() == 2:
         tokens = tokens.unsqueeze(0).expand(R, *tokens.shape)
     if tokens.dim() != 3 or tokens.shape[0] not in (1, R):
@@ -253,35 +300,52 @@ def per_token_loss(params: dict[str, torch.Tensor], tokens: torch.Tensor, cfg: M
     if T > cfg.n_ctx:
         raise ConfigError(f"tokens: sequences of {T} tokens are longer than the model's context n_ctx={cfg.n_ctx}; "
                           f"cut them to at most {cfg.n_ctx} tokens")
+    if not shared_tokens:                    # replicas read different tokens: nothing is shared
+        params = dict(params)
     H, dh = cfg.n_heads, cfg.d_head
-    W_E = params["embed.W_E"]
-    V = W_E.shape[1]
-    flat = (tokens + torch.arange(R, device=tokens.device)[:, None, None] * V).reshape(-1)
-    x = W_E.reshape(R * V, -1).index_select(0, flat).reshape(R, B, T, -1)
-    pos = params["pos_embed.W_pos"][:, None, :T, :]  # (R, 1, T, D)
+    # x holds rows 0..m-1 and, when m < R, one more row: the value rows m..R-1 share
+    m = _free_end(params, ("embed.W_E", "pos_embed.W_pos"), R)
+    W_E = _compact(params["embed.W_E"], m, R)
+    r, V = W_E.shape[0], W_E.shape[1]
+    flat = (tokens[:r] + torch.arange(r, device=tokens.device)[:, None, None] * V).reshape(-1)
+    x = W_E.reshape(r * V, -1).index_select(0, flat).reshape(r, B, T, -1)
+    pos_all = params["pos_embed.W_pos"][:, None, :T, :]  # (R, 1, T, D)
     if cfg.positional_embedding_type == "standard":
-        x = x + pos
+        x = x + _compact(pos_all, m, R)
     ln = cfg.normalization_type == "LN"
     for l in range(cfg.n_layers):
         p = f"blocks.{l}."
-        h = _layer_norm(x, params.get(p + "ln1.w"), params.get(p + "ln1.b")) if ln else x
+        names = [n for n in params if n.startswith(p)]
+        m2 = max(m, _free_end(params, names, R))
+        x = _widen(x, m, m2, R)
+        m = m2
+        lp = {n[len(p):]: _compact(params[n], m, R) for n in names}
+        pos = _compact(pos_all, m, R)
+        r = x.shape[0]
+        h = _layer_norm(x, lp.get("ln1.w"), lp.get("ln1.b")) if ln else x
         qk_in = h + pos if cfg.positional_embedding_type == "shortformer" else h
-        q = torch.einsum("rbtd,rhde->rbhte", qk_in, params[p + "attn.W_Q"]) + params[p + "attn.b_Q"][:, None, :, None, :]
-        k = torch.einsum("rbtd,rhde->rbhte", qk_in, params[p + "attn.W_K"]) + params[p + "attn.b_K"][:, None, :, None, :]
-        v = torch.einsum("rbtd,rhde->rbhte", h, params[p + "attn.W_V"]) + params[p + "attn.b_V"][:, None, :, None, :]
-        z = F.scaled_dot_product_attention(q.reshape(R * B, H, T, dh), k.reshape(R * B, H, T, dh),
-                                           v.reshape(R * B, H, T, dh), is_causal=True)
-        z = z.reshape(R, B, H, T, dh)
-        x = x + torch.einsum("rbhte,rhed->rbtd", z, params[p + "attn.W_O"]) + params[p + "attn.b_O"][:, None, None, :]
+        q = torch.einsum("rbtd,rhde->rbhte", qk_in, lp["attn.W_Q"]) + lp["attn.b_Q"][:, None, :, None, :]
+        k = torch.einsum("rbtd,rhde->rbhte", qk_in, lp["attn.W_K"]) + lp["attn.b_K"][:, None, :, None, :]
+        v = torch.einsum("rbtd,rhde->rbhte", h, lp["attn.W_V"]) + lp["attn.b_V"][:, None, :, None, :]
+        z = F.scaled_dot_product_attention(q.reshape(r * B, H, T, dh), k.reshape(r * B, H, T, dh),
+                                           v.reshape(r * B, H, T, dh), is_causal=True)
+        z = z.reshape(r, B, H, T, dh)
+        x = x + torch.einsum("rbhte,rhed->rbtd", z, lp["attn.W_O"]) + lp["attn.b_O"][:, None, None, :]
         if not cfg.attn_only:
-            h2 = _layer_norm(x, params.get(p + "ln2.w"), params.get(p + "ln2.b")) if ln else x
-            pre = torch.einsum("rbtd,rdm->rbtm", h2, params[p + "mlp.W_in"]) + params[p + "mlp.b_in"][:, None, None, :]
+            h2 = _layer_norm(x, lp.get("ln2.w"), lp.get("ln2.b")) if ln else x
+            pre = torch.einsum("rbtd,rdm->rbtm", h2, lp["mlp.W_in"]) + lp["mlp.b_in"][:, None, None, :]
             act = F.relu(pre) if cfg.act_fn == "relu" else F.gelu(pre, approximate="tanh" if cfg.act_fn == "gelu_new" else "none")
-            x = x + torch.einsum("rbtm,rmd->rbtd", act, params[p + "mlp.W_out"]) + params[p + "mlp.b_out"][:, None, None, :]
+            x = x + torch.einsum("rbtm,rmd->rbtd", act, lp["mlp.W_out"]) + lp["mlp.b_out"][:, None, None, :]
+    x = _widen(x, m, R, R)                   # every replica has its own loss
     if ln:
         x = _layer_norm(x, params.get("ln_final.w"), params.get("ln_final.b"))
     x = x[:, :, :-1, :].reshape(R, B * (T - 1), -1)
     targets = tokens[:, :, 1:].reshape(R, B * (T - 1))
-    loss = linear_cross_entropy(x, params["unembed.W_U"], params["unembed.b_U"], targets, ce_chunk)
+    free = getattr(params, "free", None)
+    grad_rows = None
+    if free is not None:
+        rows = [free.get(n, (0, R)) for n in ("unembed.W_U", "unembed.b_U")]
+        grad_rows = (min(a for a, _ in rows), max(b for _, b in rows))
+    loss = linear_cross_entropy(x, params["unembed.W_U"], params["unembed.b_U"], targets, ce_chunk, grad_rows)
     loss = loss.reshape(R, B, T - 1)
     return loss if stacked else loss[0]

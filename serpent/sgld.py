@@ -61,7 +61,7 @@ FP16_LOSS_SCALE = 1024.0
 
 __all__ = [
     "Restriction", "make_restriction", "head_restrictions", "restriction_size", "DrawState", "SGLDResult",
-    "run_sgld", "transformer_loss_fn", "module_loss_fn", "sgld_steps",
+    "run_sgld", "transformer_loss_fn", "module_loss_fn", "sgld_steps", "draw_drift",
 ]
 
 LossFn = Callable[[dict, Any], torch.Tensor]
@@ -179,6 +179,7 @@ def transformer_loss_fn(model_cfg: ModelConfig) -> LossFn:
     def loss_fn(params: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
         return per_token_loss(params, tokens, model_cfg)
 
+    loss_fn.shares_frozen_rows = True    # run_sgld may pass ReplicaParams: per_token_loss shares frozen rows' work
     return loss_fn
 
 
@@ -255,6 +256,25 @@ def sgld_steps(cfg: SamplerConfig) -> int:
     25
     """
     return cfg.burnin + cfg.draws * cfg.steps_between_draws
+
+
+def draw_drift(traces: torch.Tensor, init_loss: float, cfg: SamplerConfig) -> float:
+    """How far the draws' loss still moves: (mean of the second half - mean of the first) / (rise above L(w*)).
+
+    ``traces`` ``(..., steps)`` (a tensor or an array) are minibatch losses at every step (``run_sgld(..., record_traces=True)``), pooled
+    over the leading dimensions (chains). Near 0 when the chains sit on a plateau.
+
+    >>> cfg = SamplerConfig(draws=4, burnin=0)
+    >>> draw_drift(torch.tensor([[1.0, 1.0, 2.0, 2.0]]), init_loss=0.5, cfg=cfg)   # still rising: (2-1)/(1.5-0.5)
+    1.0
+    """
+    draws = torch.as_tensor(traces)[..., cfg.burnin::cfg.steps_between_draws][..., :cfg.draws].double()
+    n = draws.shape[-1]
+    half = max(n // 2, 1)
+    first = draws[..., :half].mean()
+    second = draws[..., half:].mean() if n > 1 else draws.mean()
+    rise = max(abs(float(draws.mean()) - init_loss), 1e-12)
+    return float(second - first) / rise
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -350,10 +370,23 @@ def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg
                     parts.append(r.masks[n].to(device=device, dtype=torch.float32).reshape(-1))
             mask[i, 0] = torch.cat(parts)
 
+    # rows (replicas) where each parameter is free: the smallest range covering them; outside it, every row holds
+    # w* (masked steps never move it). A loss function that declares `shares_frozen_rows` gets ReplicaParams and
+    # computes what those rows share once (serpent.model.per_token_loss)
+    free_rows = None
+    if getattr(loss_fn, "shares_frozen_rows", False):
+        from .model import ReplicaParams
+        free_rows = {}
+        for n in init_params:
+            rows = [i for i, r in enumerate(restrictions)
+                    if n in r.masks and (r.masks[n] is None or bool(r.masks[n].any()))]
+            free_rows[n] = (rows[0] * C, (rows[-1] + 1) * C) if rows else (0, 0)
+
     def views(buf: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {n: t.view(R, *s) for n, t, s in zip(active, buf.split(sizes, dim=1), shapes)}
         out.update(frozen)
-        return {n: out[n] for n in init_params}
+        ordered = {n: out[n] for n in init_params}
+        return ReplicaParams(ordered, free_rows) if free_rows is not None else ordered
 
     # ---- initial loss at w*
     one = {k: v.unsqueeze(0) for k, v in w0.items()}

@@ -357,7 +357,7 @@ def sample_susceptibilities(loss_fn, init_params: dict[str, torch.Tensor], batch
     task loss at w*). Returns ``chi (N, C)``, ``chi_se (N, C)`` and a dict of diagnostics.
     """
     from .device import autocast, autocast_dtype, default_device
-    from .sgld import Restriction, make_restriction, run_sgld
+    from .sgld import Restriction, draw_drift, make_restriction, run_sgld
 
     if baseline not in ("init_loss", "task"):
         raise ConfigError(f"baseline: got {baseline!r}; allowed: 'init_loss' (devinterp's) or 'task'")
@@ -394,7 +394,7 @@ def sample_susceptibilities(loss_fn, init_params: dict[str, torch.Tensor], batch
 
     t0 = time.perf_counter()
     res = run_sgld(loss_fn, init_params, batches, cfg, restrictions, on_draw=on_draw,
-                   init_loss_batches=init_loss_batches, device=device, progress=progress)
+                   init_loss_batches=init_loss_batches, record_traces=True, device=device, progress=progress)
     seconds = time.perf_counter() - t0
     bad = ~(torch.isfinite(stats.sum_a) & torch.isfinite(stats.sum_ab).all(1))
     if bad.any():
@@ -413,6 +413,11 @@ def sample_susceptibilities(loss_fn, init_params: dict[str, torch.Tensor], batch
         "mean_batch_loss": {r.name: float(v) for r, v in zip(restrictions, res.by_restriction(res.mean_loss).mean(1))},
         "final_distance": {r.name: float(v) for r, v in
                            zip(restrictions, res.by_restriction(res.final_distance).mean(1))},
+        # how far each restriction's minibatch loss still moves over the draws (0: a plateau). With devinterp's
+        # recipe (no burn-in, a few dozen draws) the chains are still climbing: the estimator is defined on that
+        # trajectory, so this is recorded for the reader, not used to reject a result
+        "drift": {r.name: draw_drift(t, res.init_loss, cfg)
+                  for r, t in zip(restrictions, res.by_restriction(res.traces))},
         "sampling_seconds": round(seconds, 3),
     }
     return chi, se, info
@@ -668,9 +673,16 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     n_comp = mc.n_layers * mc.n_heads + (mc.n_layers if sc.components == "heads+mlp" else 0)
     summary = {"steps": done, "computed": computed, "components": n_comp,
                "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(time.time() - t0, 1),
-               "retried": retried, "diverged": diverged}
+               "retried": retried, "diverged": diverged,
+               "largest_drift": {str(s): _largest_drift(step_path(run, s)) for s in done}}
     run.mark_stage(STAGE, stage_key, time.time() - t0, summary)
     return summary
+
+
+def _largest_drift(path: Path) -> float | None:
+    """The largest |drift| of the draws' loss over a result's restrictions (None for results saved before it)."""
+    drift = SusceptibilityResult.load(path).settings.get("drift")
+    return round(max(abs(v) for v in drift.values()), 3) if drift else None
 
 
 def _tqdm_steps(steps, progress: bool):

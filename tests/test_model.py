@@ -3,8 +3,8 @@ import torch
 
 from serpent.config import ModelConfig
 from serpent.errors import ConfigError
-from serpent.model import (build_model, head_param_names, hooked_per_token_loss, linear_cross_entropy, model_params,
-                           per_token_loss, stack_params, supports_fast_path)
+from serpent.model import (ReplicaParams, build_model, head_param_names, hooked_per_token_loss, linear_cross_entropy,
+                           model_params, per_token_loss, stack_params, supports_fast_path)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -52,6 +52,38 @@ def test_stacked_replicas_are_independent_models(micro_model_cfg):
     tok3 = torch.randint(0, cfg.d_vocab, (3, 2, cfg.n_ctx))
     out3 = per_token_loss(stacked, tok3, cfg)
     torch.testing.assert_close(out3[1], hooked_per_token_loss(model, tok3[1]), atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"positional_embedding_type": "standard"}, {"normalization_type": None},
+                                    {"attn_only": False, "d_mlp": 64}])
+def test_rows_that_share_frozen_weights_share_work_with_the_same_numbers(kwargs):
+    # the layout of a head sweep: rows 0-1 free everywhere ("full"), rows 2-3 move layer 0 only, rows 4-5 layer 1
+    cfg = ModelConfig(n_layers=2, n_heads=4, d_model=16, d_head=4, n_ctx=12, d_vocab=50, **kwargs)
+    torch.manual_seed(0)
+    base = stack_params(model_params(build_model(cfg)), 6)
+    free = {}
+    for name, t in base.items():
+        rows = (0, 6) if name.startswith("blocks.1.") else (0, 4) if name.startswith("blocks.0.") else (0, 2)
+        free[name] = rows
+        with torch.no_grad():
+            t[rows[0]:rows[1]] += 0.3 * torch.randn_like(t[rows[0]:rows[1]])
+    tokens = torch.randint(0, cfg.d_vocab, (3, cfg.n_ctx))
+    plain = {k: v.clone().requires_grad_(True) for k, v in base.items()}
+    shared = ReplicaParams({k: v.clone().requires_grad_(True) for k, v in base.items()}, free)
+    a, b = per_token_loss(plain, tokens, cfg), per_token_loss(shared, tokens, cfg)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    ga = torch.autograd.grad(a.sum(), list(plain.values()))
+    gb = torch.autograd.grad(b.sum(), list(shared.values()), allow_unused=True, materialize_grads=True)
+    for name, x, y in zip(plain, ga, gb):
+        lo, hi = free[name]
+        torch.testing.assert_close(y[lo:hi], x[lo:hi], atol=1e-4, rtol=1e-4, msg=name)
+    # the rows past a parameter's range got no gradient: their work was shared or skipped
+    assert gb[list(shared).index("unembed.W_U")][2:].abs().max() == 0
+    assert gb[list(shared).index("embed.W_E")][2:].abs().max() == 0
+    # tokens that differ between replicas: nothing can be shared, and the answer is still right
+    tok6 = torch.randint(0, cfg.d_vocab, (6, 3, cfg.n_ctx))
+    torch.testing.assert_close(per_token_loss(shared, tok6, cfg), per_token_loss(plain, tok6, cfg), atol=1e-5,
+                               rtol=1e-5)
 
 
 @pytest.mark.parametrize("keep_probs", [True, False])

@@ -114,6 +114,25 @@ def test_batched_restrictions_equal_separate_runs_and_share_noise():
         assert alone.init_loss == pytest.approx(both.init_loss, rel=1e-6)
 
 
+def test_a_head_sweep_shares_frozen_rows_and_gets_the_same_chains():
+    # run_sgld hands transformer_loss_fn ReplicaParams: layer 0 once for the layer-1 heads, no unembedding gradient
+    # for head rows. A loss function that does not declare it gets plain dicts; both runs agree
+    model = build_model(MC)
+    w0 = {k: v.detach() for k, v in model_params(model).items()}
+    toks = torch.randint(0, MC.d_vocab, (10, 3, MC.n_ctx))
+    cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=6, batch_size=3)
+    rs = [make_restriction("full", w0), *head_restrictions(w0, MC.n_layers, MC.n_heads)]
+    fast = transformer_loss_fn(MC)
+    seen = []
+    shared = run_sgld(fast, w0, lambda i: toks[i % 10], cfg, rs, record_traces=True, progress=False,
+                      on_draw=lambda s: seen.append(type(s.params).__name__))
+    plain = run_sgld(lambda p, b: fast(dict(p), b), w0, lambda i: toks[i % 10], cfg, rs, record_traces=True,
+                     progress=False)
+    assert seen and set(seen) == {"ReplicaParams"}
+    torch.testing.assert_close(shared.traces, plain.traces, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(shared.final_distance, plain.final_distance, rtol=1e-4, atol=1e-6)
+
+
 def test_schedule_draw_count_and_on_draw_state():
     cfg = SamplerConfig(epsilon=0.01, gamma=1.0, n_beta=1.0, chains=3, draws=4, burnin=5, steps_between_draws=3,
                         batch_size=1)
