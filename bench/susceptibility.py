@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import commit, machine, sync  # noqa: E402
+from common import commit, count_flops, interleaved, machine, matmul_limit, print_rounds, sync, thread_counts  # noqa: E402
 
 from serpent.config import SamplerConfig, get_preset  # noqa: E402
 from serpent.device import default_device  # noqa: E402
@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--no-devinterp", action="store_true")
+    ap.add_argument("--pairs", type=int, default=3, help="interleaved rounds (serpent, devinterp; order rotating)")
+    ap.add_argument("--threads", default="1,max", help="thread counts, e.g. 1,max")
     args = ap.parse_args()
     mc = get_preset(args.size).model
     device = default_device(args.device)
@@ -67,18 +69,17 @@ def main() -> None:
     print(f"# susceptibilities, {args.size} model ({mc.n_layers}x{mc.n_heads}, d_model {mc.d_model}, n_ctx {mc.n_ctx}),"
           f" full + {len(heads)} heads x {args.chains} chains x {args.draws} draws, batch {B} x {mc.n_ctx}, probe "
           f"{args.probe} x {mc.n_ctx}; {machine()}; commit {commit()}; {datetime.date.today()}")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    rss0 = rss_mb()
-    sync(device)
-    t = time.perf_counter()
-    mine = susceptibilities(model, probe, batches, cfg, components=heads, device=device, progress=False)
-    sync(device)
-    t_ours = time.perf_counter() - t
-    peak = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB GPU" if device.type == "cuda"
-            else f"max RSS {rss_mb():.0f} MB (before: {rss0:.0f} MB)")
-    print(f"serpent   {t_ours:8.1f} s   peak {peak}")
+    result = {}
+
+    def ours():
+        result["mine"] = susceptibilities(model, probe, batches, cfg, components=heads, device=device, progress=False)
+
     if args.no_devinterp:
+        sync(device)
+        t = time.perf_counter()
+        ours()
+        sync(device)
+        print(f"serpent   {time.perf_counter() - t:8.1f} s   peak {rss_mb():.0f} MB RSS")
         return
     from datasets import Dataset
     from devinterp.slt.susceptibilities import susceptibilities as dv_sus
@@ -91,23 +92,30 @@ def main() -> None:
         wrs[f"l{l}h{k}"] = create_param_masks(model, f"l{l}h{k}")
     ds = Dataset.from_dict({"input_ids": data.tolist()}).with_format("torch")
     pds = Dataset.from_dict({"input_ids": probe.tolist()}).with_format("torch")
-    out = tempfile.mkdtemp() + "/samples.zarr"
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tree = dv_sus(model, ds, {"probe": (pds, args.probe // B)} if args.probe % B == 0 else {"probe": pds},
-                      wrs, sampling_task="probe", include_sampling_task=True, lr=cfg.epsilon, n_beta=cfg.n_beta,
-                      localization=cfg.gamma, num_chains=cfg.chains, num_draws=cfg.draws, batch_size=B,
-                      num_init_loss_batches=4, init_seed=cfg.seed, shuffle=False, output_path=out,
-                      device=str(device))
-    sync(device)
-    t_dv = time.perf_counter() - t
-    peak = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB GPU" if device.type == "cuda"
-            else f"max RSS {rss_mb():.0f} MB")
-    print(f"devinterp {t_dv:8.1f} s   peak {peak}")
-    print(f"ratio     {t_dv / t_ours:8.1f} x")
+    def theirs():   # a fresh output folder each time: devinterp reuses samples it finds there
+        result["out"] = out = tempfile.mkdtemp() + "/samples.zarr"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result["tree"] = dv_sus(model, ds, {"probe": (pds, args.probe // B)} if args.probe % B == 0 else
+                                    {"probe": pds}, wrs, sampling_task="probe", include_sampling_task=True,
+                                    lr=cfg.epsilon, n_beta=cfg.n_beta, localization=cfg.gamma, num_chains=cfg.chains,
+                                    num_draws=cfg.draws, batch_size=B, num_init_loss_batches=4, init_seed=cfg.seed,
+                                    shuffle=False, output_path=out, device=str(device))
+
+    variants = {"devinterp 2.0.1 (anchor)": theirs, "serpent": ours}
+    flops = {name: count_flops(fn) for name, fn in variants.items()}   # also the warm-up round
+    R, N, D, V = (len(heads) + 1) * args.chains, B * (mc.n_ctx - 1), mc.d_model, mc.d_vocab
+    for threads in ([None] if device.type == "cuda" else thread_counts(args.threads)):
+        if threads:
+            torch.set_num_threads(threads)
+        limit, shape = matmul_limit([(R * N, D, V), (R * N, V, D), (V, R * N, D)], device)
+        print(f"## {threads or 'GPU'} threads; matmul limit {limit / 1e9:.1f} GFLOP/s (best of the unembedding's "
+              f"shapes, {shape}); GFLOP per run: " + ", ".join(f"{n} {f / 1e9:.0f}" for n, f in flops.items()),
+              flush=True)
+        times, loads = interleaved(variants, args.pairs, device)
+        print_rounds(times, loads, "devinterp 2.0.1 (anchor)", flops, limit)
+    print(f"max RSS {rss_mb():.0f} MB")
+    mine, tree, out = result["mine"], result["tree"], result["out"]
     # agreement within statistical error
     S, T = probe.shape
     perm = random.Random(1337).sample(range(S), S)

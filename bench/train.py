@@ -1,8 +1,12 @@
 """Training throughput: our fast path against TransformerLens ``HookedTransformer`` (eager, and compiled).
 
-Same model, same batch, same AdamW step, side by side in one process; prints the median time per step and ratios.
+Same model, same batch, same AdamW step, in one process and interleaved: each round times every variant once
+(``--steps`` steps), the order rotating, so a load that comes and goes hits both alike. Runs at each thread count of
+``--threads`` (default 1 and all cores); prints each variant's median ms per step with its range, the median of the
+per-round ratios to TransformerLens eager, the achieved GFLOP/s and that as a share of the machine's matmul
+throughput measured at the step's dominant shapes.
 
-    python bench/train.py                      # CPU: the tiny model, batch 16 x 128
+    python bench/train.py                      # CPU: the tiny model (the cpu preset's), batch 16 x 128
     python bench/train.py --size full --batch 100 --device cuda   # the anchor's setting (H100: TL+bf16+compile 23.3 ms)
 """
 from __future__ import annotations
@@ -15,7 +19,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import commit, machine, time_it  # noqa: E402
+from common import commit, count_flops, interleaved, machine, matmul_limit, print_rounds, thread_counts  # noqa: E402
 
 from serpent.config import get_preset  # noqa: E402
 from serpent.device import autocast, autocast_dtype, default_device  # noqa: E402
@@ -27,7 +31,9 @@ def main() -> None:
     ap.add_argument("--size", default="tiny", choices=["tiny", "full"])
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=7, help="interleaved rounds")
+    ap.add_argument("--steps", type=int, default=5, help="steps per variant per round")
+    ap.add_argument("--threads", default="1,max", help="thread counts, e.g. 1,max")
     ap.add_argument("--compile", default="auto", choices=["auto", "yes", "no"],
                     help="also time torch.compile variants (auto: on GPU only)")
     args = ap.parse_args()
@@ -59,14 +65,26 @@ def main() -> None:
                      step(lambda: cmodel(tokens, return_type="loss", loss_per_token=True).mean())))
         cfast = torch.compile(lambda p, t: per_token_loss(p, t, cfg).mean())
         rows.append(("serpent fast path + torch.compile", step(lambda: cfast(params, tokens))))
-    print(f"# training step, {args.size} model, batch {batch} x {cfg.n_ctx}, {str(dtype)[6:]}, AdamW")
+    print(f"# training step, {args.size} model, batch {batch} x {cfg.n_ctx}, {str(dtype)[6:]}, AdamW; "
+          f"{args.pairs} interleaved rounds of {args.steps} steps")
     print(f"# {machine()}, commit {commit()}, {datetime.date.today()}")
-    base = None
-    print(f"{'variant':45s} {'ms/step':>9s} {'tokens/s':>12s} {'vs TL eager':>12s}")
-    for name, fn in rows:
-        t = time_it(fn, device, warmup=2, repeats=args.repeats)
-        base = base or t
-        print(f"{name:45s} {t * 1e3:9.1f} {batch * cfg.n_ctx / t:12,.0f} {base / t:11.2f}x")
+    variants = dict(rows)
+    for fn in variants.values():   # warm-up (and compilation)
+        fn(), fn()
+    flops = {name: count_flops(fn) for name, fn in variants.items()}
+    D, V, N = cfg.d_model, cfg.d_vocab, batch * cfg.n_ctx
+    for threads in ([None] if device.type == "cuda" else thread_counts(args.threads)):
+        if threads:
+            torch.set_num_threads(threads)
+        limit, shape = matmul_limit([(N, D, V), (N, V, D), (V, N, D)], device, dtype if device.type == "cuda"
+                                    else torch.float32)
+        print(f"## {threads or 'GPU'} threads; matmul limit {limit / 1e9:.1f} GFLOP/s (best of the unembedding's "
+              f"shapes, {shape}); {flops[rows[1][0]] / 1e9:.2f} GFLOP per step (ours)")
+        steps = args.steps
+        runs = {name: (lambda fn=fn: [fn() for _ in range(steps)]) for name, fn in variants.items()}
+        times, loads = interleaved(runs, args.pairs, device)
+        times = {n: [t / steps for t in ts] for n, ts in times.items()}
+        print_rounds(times, loads, rows[0][0], flops, limit, unit=1e-3, unit_name="ms/step")
     if args.size == "full" and device.type == "cuda":
         print("anchor (platform.md §6, one H100, batch 100 x 1024): TL eager fp32 126 ms, TL bf16 eager 107 ms, "
               "TL bf16 + compile 23.3 ms; goal <= 8 ms")
