@@ -28,6 +28,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from common import matmul_limit  # noqa: E402
+
 from serpent.config import ModelConfig, SamplerConfig  # noqa: E402
 from serpent.device import autocast_dtype, default_device, describe_device  # noqa: E402
 from serpent.llc import estimate_llc  # noqa: E402
@@ -50,21 +53,9 @@ def step_flops(mc: ModelConfig, batch: int, ctx: int, replicas: int) -> float:
 
 
 def matmul_ceiling(device: torch.device, dtype: torch.dtype) -> float:
-    """Measured dense matmul throughput (FLOP/s) of the device in ``dtype``."""
+    """Measured dense matmul throughput (FLOP/s) of the device in ``dtype`` (square matrices)."""
     n = 8192 if device.type == "cuda" else 1024
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    reps = 20 if device.type == "cuda" else 5
-    for _ in range(2):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+    return matmul_limit([(n, n, n)], device, dtype, repeats=20 if device.type == "cuda" else 5)[0]
 
 
 def run_devinterp(model, data, args, device) -> dict:

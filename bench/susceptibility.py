@@ -2,8 +2,10 @@
 
 Same model (random weights, preset architecture), same minibatches (devinterp with ``shuffle=False`` reads the rows
 in order, as our ``batches(i)`` does), same probe sequences (also the sampling task), same ε, γ, nβ, chains, draws;
-only the SGLD noise differs. Prints seconds, the ratio, peak memory, and how far the two estimates differ relative
-to their standard errors (devinterp's from its stored traces).
+only the SGLD noise differs. The two run in interleaved rounds (the order rotating), at each thread count of
+``--threads``; prints each side's median seconds and range, the median of the per-round ratios, the load average,
+GFLOP/s as a share of the matmul limit measured at the unembedding's shapes, peak memory, and how far the two
+estimates differ relative to their standard errors (devinterp's from its stored traces).
 
     python bench/susceptibility.py                       # CPU: tiny model, 4 heads, 2 chains x 10 draws, 8 x 128
     python bench/susceptibility.py --heads all --draws 20
@@ -103,6 +105,8 @@ def main() -> None:
                                     shuffle=False, output_path=out, device=str(device))
 
     variants = {"devinterp 2.0.1 (anchor)": theirs, "serpent": ours}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     flops = {name: count_flops(fn) for name, fn in variants.items()}   # also the warm-up round
     R, N, D, V = (len(heads) + 1) * args.chains, B * (mc.n_ctx - 1), mc.d_model, mc.d_vocab
     for threads in ([None] if device.type == "cuda" else thread_counts(args.threads)):
@@ -114,7 +118,8 @@ def main() -> None:
               flush=True)
         times, loads = interleaved(variants, args.pairs, device)
         print_rounds(times, loads, "devinterp 2.0.1 (anchor)", flops, limit)
-    print(f"max RSS {rss_mb():.0f} MB")
+    print(f"peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB GPU (the larger of the two)"
+          if device.type == "cuda" else f"max RSS {rss_mb():.0f} MB (process, both)")
     mine, tree, out = result["mine"], result["tree"], result["out"]
     # agreement within statistical error
     S, T = probe.shape

@@ -619,14 +619,16 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     from .llc import RETRY_EPSILON_FACTORS
     from .rundir import atomic_write_json, read_json
 
-    done, computed, diverged, retried = [], [], {}, []
+    done, computed, diverged, retried, drift = [], [], {}, [], {}
     for step in _tqdm_steps(chosen, progress):
         path = step_path(run, step)
         marker = path.with_suffix(".diverged.json")
         if path.exists():
             try:
-                if SusceptibilityResult.load(path).settings.get("key") == key:
+                kept = SusceptibilityResult.load(path).settings
+                if kept.get("key") == key:
                     done.append(step)
+                    drift[str(step)] = _largest_drift(kept)
                     continue
             except SerpentError:
                 pass
@@ -667,6 +669,7 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
         res.save(path)
         done.append(step)
         computed.append(step)
+        drift[str(step)] = _largest_drift(res.settings)
     if not done:
         raise DivergenceError(f"susceptibilities: SGLD diverged at every chosen checkpoint ({chosen}); "
                               f"{next(iter(diverged.values()))}")
@@ -674,14 +677,14 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     summary = {"steps": done, "computed": computed, "components": n_comp,
                "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(time.time() - t0, 1),
                "retried": retried, "diverged": diverged,
-               "largest_drift": {str(s): _largest_drift(step_path(run, s)) for s in done}}
+               "largest_drift": drift}
     run.mark_stage(STAGE, stage_key, time.time() - t0, summary)
     return summary
 
 
-def _largest_drift(path: Path) -> float | None:
+def _largest_drift(settings: dict) -> float | None:
     """The largest |drift| of the draws' loss over a result's restrictions (None for results saved before it)."""
-    drift = SusceptibilityResult.load(path).settings.get("drift")
+    drift = settings.get("drift")
     return round(max(abs(v) for v in drift.values()), 3) if drift else None
 
 
