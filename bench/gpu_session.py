@@ -226,7 +226,7 @@ def main() -> int:
             if llc_done:   # the table and charts over every checkpoint done (reused, not estimated again)
                 stage("llc", lambda: llc_stage(run, steps=llc_done, progress=False), None)
         if "susceptibility" not in args.skip:
-            one_at_a_time("susceptibility", select_steps(run.checkpoint_steps(), cfg.susceptibility_checkpoints),
+            one_at_a_time("susceptibility", select_steps(run.checkpoint_steps(), cfg.susceptibility.sampler.checkpoints),
                           lambda s: susceptibility_stage(run, steps=[s], progress=False), 0.0)
 
     arm_watchdog(left())                     # from here on, the deadline's reserve interrupts whatever is running

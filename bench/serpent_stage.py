@@ -1,7 +1,7 @@
 """Benchmark: the serpent stage (labels, aligned UMAP, separation, PNGs, explorer page) at the sizes of the presets.
 
 Builds a run directory with a BPE tokenizer trained on standard-library text and synthetic susceptibilities of the
-preset's size (probe sequences x probe length tokens per checkpoint, ``susceptibility_checkpoints`` checkpoints),
+preset's size (probe sequences x probe length tokens per checkpoint, ``susceptibility.sampler.checkpoints`` checkpoints),
 then times ``serpent_stage`` in this fresh process, so UMAP's numba warm-up is counted. Prints the time per phase.
 
     python bench/serpent_stage.py                    # tiny preset: 16 x 127 tokens x 4 checkpoints
@@ -38,7 +38,7 @@ def main() -> None:
     cfg = get_preset(args.preset)
     S = cfg.susceptibility.probe_sequences
     L = cfg.susceptibility.probe_length or cfg.model.n_ctx
-    K = cfg.susceptibility_checkpoints
+    K = cfg.susceptibility.sampler.checkpoints
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp()) / "run"
     run = Run.create(out, cfg)
     src = Path(os.__file__).parent

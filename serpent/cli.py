@@ -36,8 +36,8 @@ def parse_overrides(items: list[str]) -> dict:
 
     >>> parse_overrides(["train.steps=100", "model.normalization_type=null", "susceptibility.sampler.draws=10"])
     {'train': {'steps': 100}, 'model': {'normalization_type': None}, 'susceptibility': {'sampler.draws': 10}}
-    >>> parse_overrides(["susceptibility_checkpoints=12"])
-    {'susceptibility_checkpoints': 12}
+    >>> parse_overrides(["preset=mine"])
+    {'preset': 'mine'}
     """
     out: dict = {}
     for item in items:
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=None, help="a JSON file with a whole RunConfig (instead of --preset)")
     r.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override one config field, e.g. --set train.steps=500 --set susceptibility.sampler.draws=50 "
-                        "--set susceptibility_checkpoints=4 (repeatable)")
+                        "--set susceptibility.sampler.checkpoints=4 (repeatable)")
     r.add_argument("--out", default=None, help="run directory (default runs/<preset>); an existing one is resumed")
     r.add_argument("--stages", nargs="+", default=None,
                    help="only these stages (data train induction llc susceptibility serpent)")

@@ -71,6 +71,7 @@ class _Section:
     def from_dict(cls, d: dict):
         if not isinstance(d, dict):
             raise ConfigError(f"{cls._name}: expected a mapping of fields, got {type(d).__name__}")
+        d = _migrated(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -237,7 +238,7 @@ class SusceptibilityConfig(_Section):
 
     _name = "susceptibility"
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(
-        epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=4, draws=200, batch_size=32))
+        epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=4, draws=200, batch_size=32, checkpoints=6))
     probe_sequences: int = 96
     probe_length: Optional[int] = None
     components: str = "heads"
@@ -348,7 +349,6 @@ class RunConfig(_Section):
     induction: InductionConfig = field(default_factory=InductionConfig)
     susceptibility: SusceptibilityConfig = field(default_factory=SusceptibilityConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    susceptibility_checkpoints: int = 6
 
     def __post_init__(self):
         for name, cls in _SECTIONS.items():
@@ -357,7 +357,6 @@ class RunConfig(_Section):
                 object.__setattr__(self, name, cls.from_dict(v))
             elif not isinstance(v, cls):
                 raise ConfigError(f"run.{name}: expected {cls.__name__}, got {type(v).__name__}")
-        _int_at_least("run", "susceptibility_checkpoints", self.susceptibility_checkpoints, 1)
         if self.susceptibility.probe_length is not None and self.susceptibility.probe_length > self.model.n_ctx:
             raise ConfigError(f"susceptibility.probe_length: got {self.susceptibility.probe_length}; must be at most "
                               f"model.n_ctx = {self.model.n_ctx} (sequences longer than the context cannot be scored)")
@@ -369,9 +368,13 @@ class RunConfig(_Section):
         """
         new = {}
         for name, changes in sections.items():
-            if name not in _SECTIONS and name not in ("preset", "susceptibility_checkpoints"):
-                raise ConfigError(f"run: unknown section {name!r}; allowed: {sorted(_SECTIONS)} and the fields "
-                                  f"'preset', 'susceptibility_checkpoints'")
+            if name == _MOVED:
+                raise ConfigError(f"run: {_MOVED} is now susceptibility.sampler.checkpoints (one `checkpoints` per "
+                                  f"sampler, as llc.checkpoints); set that instead, e.g. "
+                                  f"--set susceptibility.sampler.checkpoints={changes}")
+            if name not in _SECTIONS and name != "preset":
+                raise ConfigError(f"run: unknown section {name!r}; allowed: {sorted(_SECTIONS)} and the field "
+                                  f"'preset'")
             if name in _SECTIONS:
                 if isinstance(changes, _SECTIONS[name]):
                     new[name] = changes
@@ -390,6 +393,7 @@ class RunConfig(_Section):
     def from_dict(cls, d: dict) -> "RunConfig":
         if not isinstance(d, dict):
             raise ConfigError(f"run: expected a mapping, got {type(d).__name__}")
+        d = _migrated(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -398,6 +402,32 @@ class RunConfig(_Section):
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+_MOVED = "susceptibility_checkpoints"
+
+
+def _migrated(d: dict) -> dict:
+    """A run config written before ``susceptibility_checkpoints`` moved into ``susceptibility.sampler.checkpoints``.
+
+    Run directories and JSON files written by earlier versions keep loading, with the same meaning:
+
+    >>> _migrated({"susceptibility_checkpoints": 8, "susceptibility": {"sampler": {"draws": 40}}})
+    {'susceptibility': {'sampler': {'draws': 40, 'checkpoints': 8}}}
+    """
+    if _MOVED not in d:
+        return d
+    d = dict(d)
+    k = d.pop(_MOVED)
+    sus = dict(d.get("susceptibility") or {})
+    sampler = sus.get("sampler")
+    if isinstance(sampler, SamplerConfig):
+        sampler = sampler.to_dict()
+    sampler = dict(sampler or SusceptibilityConfig().sampler.to_dict())
+    sampler["checkpoints"] = k
+    sus["sampler"] = sampler
+    d["susceptibility"] = sus
+    return d
 
 
 def config_hash(section: Any) -> str:
@@ -424,10 +454,10 @@ def _tiny() -> RunConfig:
         llc=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, burnin=80, batch_size=16,
                           checkpoints=8),
         susceptibility=SusceptibilityConfig(
-            sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=4, draws=30, batch_size=4),
+            sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=4, draws=30, batch_size=4,
+                                  checkpoints=4),
             probe_sequences=12, probe_length=None),
         embedding=EmbeddingConfig(n_neighbors=15, min_dist=0.1),
-        susceptibility_checkpoints=4,
     )
 
 
@@ -443,8 +473,7 @@ def _cpu() -> RunConfig:
         train={"steps": 42_000, "warmup_steps": 100, "log_checkpoints": 16, "linear_checkpoints": 42,
                "eval_every": 500, "eval_batches": 8},
         llc={"chains": 4, "draws": 50, "burnin": 100, "checkpoints": 16},
-        susceptibility={"sampler.draws": 40},
-        susceptibility_checkpoints=8,
+        susceptibility={"sampler.draws": 40, "sampler.checkpoints": 8},
     )
 
 
@@ -457,9 +486,9 @@ def _full() -> RunConfig:
         llc=SamplerConfig(epsilon=3e-3, gamma=300.0, n_beta=21.71, chains=4, draws=200, batch_size=32,
                           checkpoints=24),
         susceptibility=SusceptibilityConfig(
-            sampler=SamplerConfig(epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=4, draws=200, batch_size=32),
+            sampler=SamplerConfig(epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=4, draws=200, batch_size=32,
+                                  checkpoints=12),
             probe_sequences=32, probe_length=1024),
-        susceptibility_checkpoints=12,
     )
 
 
@@ -471,8 +500,8 @@ def _colab() -> RunConfig:
         train={"steps": 12_000, "batch_size": 64, "log_checkpoints": 30, "linear_checkpoints": 30},
         llc={"chains": 2, "draws": 100, "batch_size": 16, "checkpoints": 12},
         susceptibility={"sampler": SamplerConfig(epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=2, draws=100,
-                                                 batch_size=16), "probe_sequences": 32, "probe_length": 512},
-        susceptibility_checkpoints=6,
+                                                 batch_size=16, checkpoints=6),
+                        "probe_sequences": 32, "probe_length": 512},
     )
 
 
@@ -485,8 +514,7 @@ def _paper() -> RunConfig:
                           linear_checkpoints=500),
         llc=SamplerConfig(epsilon=3e-3, gamma=300.0, n_beta=21.71, chains=20, draws=200, batch_size=100,
                           checkpoints=0),
-        susceptibility_checkpoints=12,
-    )
+    ).with_overrides(susceptibility={"sampler.checkpoints": 12})
 
 
 PRESETS = {"tiny": _tiny, "cpu": _cpu, "full": _full, "colab": _colab, "paper": _paper}

@@ -96,7 +96,7 @@ def micro_config(preset: str = "tiny") -> RunConfig:
     """
     base = get_preset(preset)
     s = base.susceptibility.sampler.to_dict()
-    s.update(chains=2, draws=6, batch_size=4)
+    s.update(chains=2, draws=6, batch_size=4, checkpoints=2)
     return base.with_overrides(
         preset=f"{base.preset}-fast",
         model={"n_ctx": min(64, base.model.n_ctx)},
@@ -105,7 +105,6 @@ def micro_config(preset: str = "tiny") -> RunConfig:
         llc={"chains": 2, "draws": 12, "burnin": 36, "batch_size": 8, "checkpoints": 4},
         susceptibility={"sampler": s, "probe_sequences": 4, "probe_length": min(64, base.model.n_ctx)},
         embedding={"n_neighbors": 10, "max_points_page": 400},
-        susceptibility_checkpoints=2,
     )
 
 

@@ -551,21 +551,13 @@ def susceptibilities(model, probe_tokens, batches, cfg, *, task_tokens=None, com
 # The pipeline stage
 # ----------------------------------------------------------------------------------------------------------------
 
-def _select_steps(available: list[int], k: int) -> list[int]:
-    try:
-        from .llc import select_steps
-        return list(select_steps(available, k))
-    except ImportError:
-        if k <= 0 or k >= len(available):
-            return list(available)
-        idx = np.unique(np.round(np.linspace(0, len(available) - 1, k)).astype(int))
-        return [available[i] for i in idx]
-
-
 def _stage_key(cfg) -> str:
+    """The settings a checkpoint's result depends on; which checkpoints are analysed is not one of them (it is
+    written as 0, the value it had before ``susceptibility.sampler.checkpoints`` existed, so older results stay valid)."""
     from .config import config_hash
-    return config_hash({"model": cfg.model.to_dict(), "data": cfg.data.to_dict(),
-                        "susceptibility": cfg.susceptibility.to_dict(), "v": 1})
+    sus = cfg.susceptibility.to_dict()
+    sus["sampler"]["checkpoints"] = 0
+    return config_hash({"model": cfg.model.to_dict(), "data": cfg.data.to_dict(), "susceptibility": sus, "v": 1})
 
 
 def step_path(run, step: int) -> Path:
@@ -574,7 +566,7 @@ def step_path(run, step: int) -> Path:
 
 
 def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None, progress: bool = True) -> dict:
-    """Susceptibilities at ``run.config.susceptibility_checkpoints`` checkpoints (or the given ``steps``).
+    """Susceptibilities at ``run.config.susceptibility.sampler.checkpoints`` checkpoints (or the given ``steps``).
 
     Probe windows: ``probe_sequences`` fixed windows of ``probe_length`` tokens (default ``n_ctx``) from the held-out
     split (seed ``probe_seed``), with their document names; SGLD minibatches from the training split; results in
@@ -591,7 +583,8 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     if not available:
         raise CheckpointError(f"{run.path} has no checkpoints; train first (`python -m serpent run --out {run.path}`)")
     if steps is None:
-        chosen = _select_steps(available, cfg.susceptibility_checkpoints)
+        from .llc import select_steps
+        chosen = select_steps(available, sc.sampler.checkpoints)
     else:
         chosen = sorted({int(s) for s in steps})
         missing = [s for s in chosen if s not in available]

@@ -394,8 +394,7 @@ def test_gpu_session_end_to_end_then_a_second_call_fills_in_and_reexports(tmp_pa
     cfg = micro_run_config.with_overrides(
         llc={"checkpoints": 3, "chains": 1, "draws": 4, "batch_size": 2},
         susceptibility={"probe_sequences": 2, "probe_length": 32, "sampler.chains": 1, "sampler.draws": 4,
-                        "sampler.batch_size": 2},
-        susceptibility_checkpoints=2)
+                        "sampler.batch_size": 2, "sampler.checkpoints": 2})
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     root = Path(__file__).parents[1]
     env = {**os.environ, "SERPENT_COMMIT": "0123abc", "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}

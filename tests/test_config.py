@@ -76,9 +76,9 @@ def test_overrides_and_cli_parsing():
 
 def test_nested_and_top_level_overrides():
     cfg = get_preset("tiny", **parse_overrides(["susceptibility.sampler.draws=9", "susceptibility.probe_sequences=3",
-                                                "susceptibility_checkpoints=5"]))
+                                                "susceptibility.sampler.checkpoints=5"]))
     assert cfg.susceptibility.sampler.draws == 9 and cfg.susceptibility.probe_sequences == 3
-    assert cfg.susceptibility_checkpoints == 5
+    assert cfg.susceptibility.sampler.checkpoints == 5
     assert cfg.susceptibility.sampler.chains == get_preset("tiny").susceptibility.sampler.chains  # others kept
     with pytest.raises(ConfigError, match=r"susceptibility.sampler: unknown field.*'drawz'.*allowed fields.*draws"):
         get_preset("tiny", susceptibility={"sampler.drawz": 9})
@@ -101,7 +101,7 @@ def test_cpu_preset_reaches_the_predicted_induction_onset_without_memorising():
     assert budget >= 3 * predicted_induction_onset(t.batch_size, cpu.model.n_ctx)
     # ~0.36 tokens per byte with the 2k BPE on Python source (measured: 91 M tokens from 250 MB)
     assert budget <= 1.2 * 0.36 * cpu.data.max_bytes * (1 - cpu.data.test_fraction)
-    assert cpu.llc.checkpoints >= 16 and cpu.susceptibility_checkpoints >= 8
+    assert cpu.llc.checkpoints >= 16 and cpu.susceptibility.sampler.checkpoints >= 8
 
 
 def test_reading_note_warns_before_training_when_the_sample_is_read_many_times():
@@ -129,3 +129,30 @@ def test_induction_settings_are_a_section_of_the_run_config(tmp_path):
     old = get_preset("tiny").to_dict()
     del old["induction"]
     assert RunConfig.from_dict(old).induction == InductionConfig()
+
+
+def test_one_checkpoints_field_per_sampler_and_older_configs_still_load():
+    """Issue 19 item 4: how many checkpoints the susceptibility stage analyses is `susceptibility.sampler.checkpoints`,
+    as the LLC's is `llc.checkpoints`. Configs written before (the committed cpu artifacts) load with the same
+    meaning, and the old override name says which one replaced it."""
+    import json
+    from pathlib import Path
+    from serpent.config import RunConfig
+    from serpent.susceptibility import _stage_key
+
+    old = json.loads((Path(__file__).parents[1] / "artifacts" / "cpu" / "config.json").read_text())
+    assert old["susceptibility_checkpoints"] == 8          # written by an earlier version
+    cfg = RunConfig.from_dict(old)
+    assert cfg.susceptibility.sampler.checkpoints == 8 and cfg == get_preset("cpu")
+    assert "susceptibility_checkpoints" not in cfg.to_dict()
+    with pytest.raises(ConfigError, match=r"susceptibility\.sampler\.checkpoints=3"):
+        get_preset("tiny", **parse_overrides(["susceptibility_checkpoints=3"]))
+    with pytest.raises(ConfigError, match="checkpoints"):
+        get_preset("tiny", susceptibility={"sampler.checkpoints": -1})
+    # which checkpoints are analysed does not change one checkpoint's result: its cache key ignores the count
+    tiny = get_preset("tiny")
+    assert _stage_key(tiny) == _stage_key(tiny.with_overrides(susceptibility={"sampler.checkpoints": 9}))
+    assert _stage_key(tiny) != _stage_key(tiny.with_overrides(susceptibility={"sampler.draws": 9}))
+    from serpent.susceptibility import SusceptibilityResult       # and results computed before the move stay valid
+    kept = sorted((Path(__file__).parents[1] / "artifacts" / "cpu" / "susceptibility").glob("step_*.safetensors"))
+    assert kept and SusceptibilityResult.load(kept[-1]).settings["key"] == _stage_key(cfg)

@@ -53,7 +53,7 @@ def test_root_fast_flag_and_micro_recipe(tmp_path, monkeypatch):
     assert is_fast({"SERPENT_FAST": "true"}) and not is_fast({"SERPENT_FAST": "0"})
     m, t = micro_config(), get_preset("tiny")
     assert m.model.n_ctx <= t.model.n_ctx and m.train.steps < t.train.steps / 5
-    assert m.susceptibility_checkpoints >= 2  # the serpent needs more than one checkpoint
+    assert m.susceptibility.sampler.checkpoints >= 2  # the serpent needs more than one checkpoint
     with pytest.raises(SerpentError):
         course_run("nope", root=tmp_path)
 

@@ -270,8 +270,8 @@ def _trained_micro_run(tmp_path, micro_run_config, checkpoints):
 
     cfg = micro_run_config.with_overrides(
         model={"n_heads": 2},
-        susceptibility={"sampler": _sampler(draws=4, batch_size=4), "probe_sequences": 3, "probe_length": 16},
-        susceptibility_checkpoints=checkpoints)
+        susceptibility={"sampler": _sampler(draws=4, batch_size=4, checkpoints=checkpoints), "probe_sequences": 3,
+                        "probe_length": 16})
     run = Run.create(tmp_path / "run", cfg)
     data_stage(run, progress=False)
     train_stage(run, progress=False)
@@ -403,7 +403,8 @@ def test_stage_retries_a_diverged_checkpoint_records_it_and_goes_on(tmp_path, mi
     from serpent.errors import DivergenceError
 
     run, cfg = _trained_micro_run(tmp_path, micro_run_config, 3)
-    chosen = sus._select_steps(run.checkpoint_steps(), 3)
+    from serpent.llc import select_steps
+    chosen = select_steps(run.checkpoint_steps(), 3)
     eps0 = cfg.susceptibility.sampler.epsilon
     real, calls = sus.susceptibilities, []
 

@@ -62,9 +62,8 @@ def _micro_config(tmp_path, corpus: str) -> Path:
                "eval_batches": 1, "warmup_steps": 5},
         llc={"checkpoints": 2, "chains": 1, "draws": 4, "burnin": 0, "batch_size": 2},
         susceptibility={"probe_sequences": 2, "probe_length": 32, "sampler.chains": 1, "sampler.draws": 4,
-                        "sampler.batch_size": 2},
-        embedding={"n_neighbors": 5},
-        susceptibility_checkpoints=2)
+                        "sampler.batch_size": 2, "sampler.checkpoints": 2},
+        embedding={"n_neighbors": 5})
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg.to_dict()))
     return path
