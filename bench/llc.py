@@ -2,11 +2,12 @@
 
 Same model (random-init 3M tetrahedron architecture, or a tiny one), same random-token data in the same order
 (devinterp with ``shuffle=False``), same hyperparameters (epsilon, gamma, n_beta, chains, draws, batch, init-loss
-batches), both in this process on the same device. Prints a table: seconds, ms per SGLD step (all chains),
-LLC estimate ± std over chains, speed ratio, and the fraction of the device's matmul ceiling our run reaches.
+batches), both in this process on the same device, in interleaved rounds (the order rotating) at each thread count of
+``--threads``. Prints each side's median seconds and range, the median of the per-round ratios, the load average,
+our GFLOP/s as a share of the matmul limit measured at the unembedding's shapes, and both LLC estimates.
 
     python bench/llc.py                          # CPU default: 3M model, batch 8 x 256, 2 chains x 20 draws
-    python bench/llc.py --size tiny --draws 100  # a quick one
+    python bench/llc.py --size tiny --chains 4 --draws 50   # a quick one (context 128, the tiny model's)
     python bench/llc.py --device cuda --batch 32 --ctx 1024 --chains 4 --draws 200   # the platform.md anchor
 
 Anchor (platform.md §6, one H100): devinterp takes ~63 ms per SGLD step on the 3M model at batch 32 x 1024, so
@@ -17,6 +18,9 @@ attention counted at half the T^2 terms).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import io
 import math
 import os
 import sys
@@ -29,7 +33,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import matmul_limit  # noqa: E402
+from common import commit, interleaved, machine, matmul_limit, print_rounds, thread_counts  # noqa: E402
 
 from serpent.config import ModelConfig, SamplerConfig  # noqa: E402
 from serpent.device import autocast_dtype, default_device, describe_device  # noqa: E402
@@ -52,17 +56,11 @@ def step_flops(mc: ModelConfig, batch: int, ctx: int, replicas: int) -> float:
     return 3.0 * per_token * batch * ctx * replicas
 
 
-def matmul_ceiling(device: torch.device, dtype: torch.dtype) -> float:
-    """Measured dense matmul throughput (FLOP/s) of the device in ``dtype`` (square matrices)."""
-    n = 8192 if device.type == "cuda" else 1024
-    return matmul_limit([(n, n, n)], device, dtype, repeats=20 if device.type == "cuda" else 5)[0]
-
-
 def run_devinterp(model, data, args, device) -> dict:
     from datasets import Dataset
     from devinterp.slt.llc import llc as devinterp_llc
     ds = Dataset.from_dict({"input_ids": data.tolist()}).with_format("torch")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):   # quiet: its per-chain bars
         warnings.simplefilter("ignore")
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -100,7 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", choices=sorted(SIZES), default="3m")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--ctx", type=int, default=256, help="sequence length (at most the model's n_ctx)")
+    ap.add_argument("--ctx", type=int, default=None, help="sequence length (default: 256, at most the model's n_ctx)")
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--epsilon", type=float, default=3e-3)
@@ -108,54 +106,56 @@ def main(argv=None) -> int:
     ap.add_argument("--n-beta", type=float, default=21.71)
     ap.add_argument("--init-batches", type=int, default=4)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--threads", default="1,max", help="CPU thread counts, run one after the other, e.g. 1,max")
+    ap.add_argument("--pairs", type=int, default=3, help="interleaved rounds (serpent, devinterp; order rotating)")
     ap.add_argument("--check-every", type=int, default=50, help="host sync for divergence checks every k steps")
     ap.add_argument("--skip-devinterp", action="store_true")
-    ap.add_argument("--repeat", type=int, default=1, help="time our run this many times, report the best")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = default_device(args.device)
     mc = SIZES[args.size]
+    args.ctx = args.ctx or min(256, mc.n_ctx)
     if args.ctx > mc.n_ctx:
         ap.error(f"--ctx {args.ctx} exceeds the model's n_ctx {mc.n_ctx}")
     torch.manual_seed(0)
     model = build_model(mc, device=device)
     n_seq = args.batch * max(args.init_batches, 8)
     data = torch.randint(0, mc.d_vocab, (n_seq, args.ctx))
-    steps = args.draws
-    R = args.chains
+    steps, R = args.draws, args.chains
     dtype = autocast_dtype(device, args.precision)
-    print(f"device: {describe_device(device)}; model {args.size} ({sum(p.numel() for p in model.parameters()):,} "
-          f"params); batch {args.batch} x {args.ctx}; {args.chains} chains x {args.draws} draws; eps {args.epsilon}, "
-          f"gamma {args.gamma}, n_beta {args.n_beta}; our compute dtype {str(dtype).replace('torch.', '')}",
-          flush=True)
+    print(f"# LLC, model {args.size} ({sum(p.numel() for p in model.parameters()):,} params); batch {args.batch} x "
+          f"{args.ctx}; {R} chains x {steps} draws; eps {args.epsilon}, gamma {args.gamma}, n_beta {args.n_beta}; "
+          f"our compute dtype {str(dtype).replace('torch.', '')}; {machine()}; commit {commit()}; "
+          f"{datetime.date.today()}", flush=True)
 
-    ours = None
-    for _ in range(args.repeat):
-        o = run_ours(model, data, args, device)
-        ours = o if ours is None or o["seconds"] < ours["seconds"] else ours
-    theirs = None if args.skip_devinterp else run_devinterp(model, data, args, device)
-
-    flops = step_flops(mc, args.batch, args.ctx, R)
-    ceiling = matmul_ceiling(device, dtype if device.type == "cuda" else torch.float32)
-    achieved = flops / (ours["loop_seconds"] / steps)
-    rows = [("serpent (batched)", ours)] + ([("devinterp 2.0.1", theirs)] if theirs else [])
-    print()
-    print("| implementation | seconds (total) | ms per SGLD step per chain | LLC mean ± std | init loss |")
-    print("|---|---|---|---|---|")
-    for name, r in rows:
-        ms = 1000 * r.get("loop_seconds", r["seconds"]) / (steps * R)
-        print(f"| {name} | {r['seconds']:.2f} | {ms:.1f} | {r['mean']:.2f} ± {r['std']:.2f} | {r['init_loss']:.4f} |")
+    result = {}
+    variants = {"serpent (batched)": lambda: result.__setitem__("ours", run_ours(model, data, args, device))}
+    if not args.skip_devinterp:
+        variants = {"devinterp 2.0.1 (anchor)": lambda: result.__setitem__("theirs", run_devinterp(
+            model, data, args, device)), **variants}
+    reference = next(iter(variants))
+    flops = {"serpent (batched)": step_flops(mc, args.batch, args.ctx, R) * steps}
+    for name, fn in variants.items():   # the warm-up round
+        fn()
+    N, D, V = R * args.batch * args.ctx, mc.d_model, mc.d_vocab
+    limit_dtype = dtype if device.type == "cuda" else torch.float32
+    for threads in ([None] if device.type == "cuda" else thread_counts(args.threads)):
+        if threads:
+            torch.set_num_threads(threads)
+        limit, shape = matmul_limit([(N, D, V), (N, V, D), (V, N, D)], device, limit_dtype)
+        print(f"## {threads or 'GPU'} threads; matmul limit {limit / 1e9:.1f} GFLOP/s (best of the unembedding's "
+              f"shapes, {shape}); our run {flops['serpent (batched)'] / 1e9:.0f} GFLOP (counted analytically)",
+              flush=True)
+        times, loads = interleaved(variants, args.pairs, device)
+        print_rounds(times, loads, reference, flops, limit)
+    ours, theirs = result["ours"], result.get("theirs")
+    print(f"LLC (last round): serpent {ours['mean']:.2f} ± {ours['std']:.2f} (init loss {ours['init_loss']:.4f})"
+          + (f"; devinterp {theirs['mean']:.2f} ± {theirs['std']:.2f} (init loss {theirs['init_loss']:.4f})"
+             if theirs else ""))
     if theirs:
-        print(f"\nspeed-up (total seconds, devinterp / serpent): {theirs['seconds'] / ours['seconds']:.1f}x")
         se = math.sqrt(ours["std"] ** 2 / R + theirs["std"] ** 2 / R)
         same = abs(ours["mean"] - theirs["mean"]) <= 1e-4 * max(1.0, abs(theirs["mean"]))
         print(f"estimate difference: {ours['mean'] - theirs['mean']:+.4f} (combined standard error {se:.2f})"
               + ("; the chains coincide: same seeds give devinterp's noise streams on this device" if same else ""))
-    print(f"our SGLD step: {flops / 1e9:.1f} GFLOP, {achieved / 1e12:.3f} TFLOP/s = "
-          f"{100 * achieved / ceiling:.1f}% of the measured {('bf16' if dtype == torch.bfloat16 else str(dtype))} "
-          f"matmul ceiling ({ceiling / 1e12:.3f} TFLOP/s)")
     return 0
 
 

@@ -139,12 +139,12 @@ def stack_params(params: dict[str, torch.Tensor], replicas: int) -> dict[str, to
 
 
 def _layer_norm(x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, eps: float = 1e-5) -> torch.Tensor:
-    # x: (R, B, T, D); w, b: (R, D)
-    x = x - x.mean(-1, keepdim=True)
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    if w is not None:
-        x = x * w[:, None, None, :] + b[:, None, None, :]
-    return x
+    # x: (R, B, T, D); w, b: (R, D). torch's fused layer norm (one pass forward, one backward); the per-replica
+    # scale and shift after it when there are several replicas.
+    if w is not None and x.shape[0] == 1:
+        return F.layer_norm(x, x.shape[-1:], w[0], b[0], eps)
+    x = F.layer_norm(x, x.shape[-1:], eps=eps)
+    return x if w is None else x * w[:, None, None, :] + b[:, None, None, :]
 
 
 _KEEP_PROBS_ELEMENTS = 2 ** 26  # 256 MB of fp32 probabilities
@@ -168,8 +168,9 @@ def _ce_blocks(R: int, N: int, V: int, chunk: int):
 
 
 def _logits_into(buf: torch.Tensor, b, x, W, r0, r1, n0, n1) -> torch.Tensor:
-    """``x[r0:r1, n0:n1] @ W[r0:r1] + b[r0:r1]`` as fp32, written into the front of ``buf``."""
-    out = buf[:(r1 - r0) * (n1 - n0) * W.shape[-1]].view(r1 - r0, n1 - n0, W.shape[-1])
+    """``x[r0:r1, n0:n1] @ W[r0:r1] + b[r0:r1]`` as fp32, written into the front of ``buf`` (flat, or already a
+    contiguous ``(r1 - r0, n1 - n0, V)`` block)."""
+    out = buf.view(-1)[:(r1 - r0) * (n1 - n0) * W.shape[-1]].view(r1 - r0, n1 - n0, W.shape[-1])
     if x.dtype == torch.float32 and W.dtype == torch.float32 and b.dtype == torch.float32:
         torch.baddbmm(b[r0:r1, None, :], x[r0:r1, n0:n1], W[r0:r1], out=out)
     else:                                   # mixed precision: compute in x's dtype, keep the softmax in fp32
@@ -188,14 +189,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         V = W.shape[-1]
         loss = torch.empty(R, N, device=x.device, dtype=torch.float32)
         lse_all = torch.empty(R, N, device=x.device, dtype=torch.float32)
-        # Keep the probabilities for the backward pass when they are small; otherwise recompute them there.
+        # When they are small, keep exp(logit - max) for the backward pass (the logits are computed straight into
+        # it, and the softmax's 1/sum is folded into the backward's one multiplication); else recompute there.
         keep = any(ctx.needs_input_grad[:3]) and R * N * V <= _KEEP_PROBS_ELEMENTS
-        probs = torch.empty(R, N, V, device=x.device, dtype=torch.float32) if keep else None
+        exps = torch.empty(R, N, V, device=x.device, dtype=torch.float32) if keep else None
+        inv_total = torch.empty(R, N, device=x.device, dtype=torch.float32) if keep else None
         blocks = list(_ce_blocks(R, N, V, chunk))
-        size = max((r1 - r0) * (n1 - n0) for r0, r1, n0, n1 in blocks) * V
-        buf = torch.empty(size, device=x.device, dtype=torch.float32)
+        buf = None if keep else torch.empty(max((r1 - r0) * (n1 - n0) for r0, r1, n0, n1 in blocks) * V,
+                                            device=x.device, dtype=torch.float32)
         for r0, r1, n0, n1 in blocks:
-            logits = _logits_into(buf, b, x, W, r0, r1, n0, n1)
+            out = exps[r0:r1, n0:n1] if keep else buf
+            logits = _logits_into(out, b, x, W, r0, r1, n0, n1)
             top = logits.amax(-1, keepdim=True)
             tgt = logits.gather(-1, targets[r0:r1, n0:n1, None]).squeeze(-1)
             total = logits.sub_(top).exp_().sum(-1)          # logits now hold exp(logit - top)
@@ -203,33 +207,35 @@ class _LinearCrossEntropy(torch.autograd.Function):
             loss[r0:r1, n0:n1] = lse - tgt
             lse_all[r0:r1, n0:n1] = lse
             if keep:
-                torch.div(logits, total[..., None], out=probs[r0:r1, n0:n1])   # the softmax
-        ctx.save_for_backward(x, W, b, targets, lse_all, probs)
+                inv_total[r0:r1, n0:n1] = total.reciprocal()
+        ctx.save_for_backward(x, W, b, targets, lse_all)
+        ctx.exps, ctx.inv_total = exps, inv_total     # not saved tensors: the backward consumes them in place
         ctx.chunk = chunk
         ctx.grad_rows = grad_rows if grad_rows is not None else (0, R)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        x, W, b, targets, lse_all, probs = ctx.saved_tensors
-        ctx.probs_consumed = getattr(ctx, "probs_consumed", False)
+        x, W, b, targets, lse_all = ctx.saved_tensors
+        exps, inv_total = ctx.exps, ctx.inv_total
         R, N, _ = x.shape
         V = W.shape[-1]
         Wc = W.to(x.dtype)
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         gW = torch.zeros(W.shape, device=W.device, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         gb = torch.zeros(b.shape, device=b.device, dtype=torch.float32) if ctx.needs_input_grad[2] else None
-        reuse = probs is not None and not ctx.probs_consumed
+        reuse = exps is not None
         blocks = list(_ce_blocks(R, N, V, ctx.chunk))
         buf = None if reuse else torch.empty(max((r1 - r0) * (n1 - n0) for r0, r1, n0, n1 in blocks) * V,
                                              device=x.device, dtype=torch.float32)
+        grad_loss = grad_loss.float()
         for r0, r1, n0, n1 in blocks:
-            if reuse:
-                p = probs[r0:r1, n0:n1]  # turned into the gradient in place: saves a copy
+            gl = grad_loss[r0:r1, n0:n1, None]
+            if reuse:   # softmax x dloss = exp(logit - max) x (dloss / sum), in place: turned into the gradient
+                g = exps[r0:r1, n0:n1].mul_(gl * inv_total[r0:r1, n0:n1, None])
             else:
-                p = _logits_into(buf, b, x, W, r0, r1, n0, n1).sub_(lse_all[r0:r1, n0:n1, None]).exp_()
-            p.scatter_add_(-1, targets[r0:r1, n0:n1, None], torch.full_like(p[..., :1], -1.0))
-            g = p.mul_(grad_loss[r0:r1, n0:n1, None].float())
+                g = _logits_into(buf, b, x, W, r0, r1, n0, n1).sub_(lse_all[r0:r1, n0:n1, None]).exp_().mul_(gl)
+            g.scatter_add_(-1, targets[r0:r1, n0:n1, None], gl.neg())          # minus dloss at the target
             if gx is not None:
                 gx[r0:r1, n0:n1] = torch.bmm(g.to(x.dtype), Wc[r0:r1].transpose(1, 2))
             ra, rb = max(r0, ctx.grad_rows[0]), min(r1, ctx.grad_rows[1])   # rows whose W and b are free
@@ -237,7 +243,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 gW[ra:rb] += torch.bmm(x[ra:rb, n0:n1].transpose(1, 2).float(), g[ra - r0:rb - r0])
             if gb is not None and ra < rb:
                 gb[ra:rb] += g[ra - r0:rb - r0].sum(1)
-        ctx.probs_consumed = True  # a second backward (retain_graph) recomputes the logits
+        ctx.exps = ctx.inv_total = None  # consumed (and freed): a second backward (retain_graph) recomputes them
         return gx, (gW.to(W.dtype) if gW is not None else None), (gb.to(b.dtype) if gb is not None else None), \
             None, None, None
 
