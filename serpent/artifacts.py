@@ -46,7 +46,8 @@ import numpy as np
 
 from .config import config_hash
 from .errors import SerpentError
-from .rundir import Run, atomic_write_bytes, atomic_write_json, read_json
+from .io import atomic_write_bytes, atomic_write_json, find_root, read_json, write_parquet
+from .rundir import Run
 
 __all__ = ["ArtifactError", "export_artifacts", "verify_artifacts", "load_artifacts", "fetch_artifacts",
            "artifacts_dir", "FORMAT"]
@@ -65,8 +66,7 @@ class ArtifactError(SerpentError):
 
 
 def artifacts_dir(root: Optional[str | os.PathLike] = None) -> Path:
-    """``ROOT/artifacts``, where committed artifact folders live (ROOT: :func:`serpent.course.find_root`)."""
-    from .course import find_root
+    """``ROOT/artifacts``, where committed artifact folders live (ROOT: :func:`serpent.io.find_root`)."""
     return Path(root if root is not None else find_root()) / "artifacts"
 
 
@@ -127,9 +127,7 @@ def _export_map(src: Path, dst: Path) -> None:
     the susceptibility files and the tokenizer (:func:`serpent.embedding.serpent_frame`)."""
     import pandas as pd
     frame = pd.read_parquet(src, columns=["step", "point", "x", "y"])
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False, compression="zstd")
-    atomic_write_bytes(dst, buf.getvalue())
+    write_parquet(frame, dst, compression="zstd")
 
 
 def _versions() -> dict:
@@ -324,9 +322,7 @@ def _unpack(src: Path, dst: Path, manifest: dict, manifest_sha: str) -> None:
         run = Run.open(tmp)
         frame = serpent_frame(pd.read_parquet(tmp / "serpent" / "map.parquet"),
                               label_results(load_susceptibilities(run), run.tokenizer()))
-        buf = io.BytesIO()
-        frame.to_parquet(buf, index=False)
-        atomic_write_bytes(tmp / "serpent" / "embedding.parquet", buf.getvalue())
+        write_parquet(frame, tmp / "serpent" / "embedding.parquet")
     atomic_write_json(tmp / "artifact.json", {"sha256": manifest_sha, "source": str(src)})
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
@@ -344,8 +340,7 @@ def load_artifacts(path_or_name: str | os.PathLike, *, into: Optional[str | os.P
     src = _resolve(path_or_name, root)
     manifest = verify_artifacts(src)
     if into is None:
-        from .course import find_root
-        into = Path(root if root is not None else find_root()) / "runs" / f"{manifest.get('name', src.name)}-artifacts"
+            into = Path(root if root is not None else find_root()) / "runs" / f"{manifest.get('name', src.name)}-artifacts"
     into = Path(into)
     stamp = into / "artifact.json"
     want = _sha256(src / "manifest.json")

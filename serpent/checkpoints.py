@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save
 
 from .config import ModelConfig
 from .errors import CheckpointError
-from .rundir import atomic_write_bytes
+from .io import atomic_write_bytes
 
 __all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_schedule", "save_resume", "load_resume",
            "expected_shapes", "load_timaeus_checkpoint", "download_timaeus_checkpoint"]

@@ -33,13 +33,13 @@ Every notebook starts with ``run = course_run()``. Design:
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Mapping, Optional
 
 from .config import RunConfig, get_preset
 from .errors import ConfigError, SerpentError
+from .io import find_root, in_colab
 
 __all__ = ["course_run", "default_preset", "is_fast", "find_root", "micro_config", "run_is_complete",
            "published_artifacts_url", "live_settings", "toy_cache_dir"]
@@ -52,28 +52,6 @@ def is_fast(env: Optional[Mapping[str, str]] = None) -> bool:
     """True when ``SERPENT_FAST`` is set to ``1``/``true``/``yes`` (in ``env``, default ``os.environ``)."""
     env = os.environ if env is None else env
     return str(env.get(FAST_ENV, "0")).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _in_colab() -> bool:
-    return "google.colab" in sys.modules
-
-
-def find_root(start: Optional[str | os.PathLike] = None) -> Path:
-    """The folder that holds (or will hold) ``runs/``: the first folder at or above ``start`` (default: the current
-    directory) containing ``runs/`` or ``pyproject.toml``; ``/content`` in Colab; else ``start`` itself.
-
-    >>> import tempfile; d = Path(tempfile.mkdtemp())
-    >>> _ = (d / "pyproject.toml").write_text(""); (d / "a" / "b").mkdir(parents=True)
-    >>> find_root(d / "a" / "b") == d
-    True
-    """
-    here = Path(start if start is not None else os.getcwd()).resolve()
-    for p in (here, *here.parents):
-        if (p / "runs").is_dir() or (p / "pyproject.toml").is_file():
-            return p
-    if _in_colab():
-        return Path("/content")
-    return here
 
 
 def toy_cache_dir(root: Optional[str | os.PathLike] = None) -> Path:
@@ -112,7 +90,8 @@ def run_is_complete(path: str | os.PathLike) -> bool:
     """True when ``path`` is a run directory whose every available pipeline stage has run and whose training
     reached ``train.steps``."""
     from .pipeline import available_stages
-    from .rundir import Run, read_json
+    from .io import read_json
+    from .rundir import Run
 
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "stages.json").is_file():
@@ -175,7 +154,7 @@ def published_artifacts_url(env: Optional[Mapping[str, str]] = None) -> Optional
     from .artifacts import ARTIFACTS_URL_ENV
     env = os.environ if env is None else env
     url = str(env.get(ARTIFACTS_URL_ENV, "")).strip()
-    online = _in_colab() or str(env.get(ONLINE_ENV, "0")).strip().lower() in ("1", "true", "yes", "on")
+    online = in_colab() or str(env.get(ONLINE_ENV, "0")).strip().lower() in ("1", "true", "yes", "on")
     return url.rstrip("/") if url and online and not is_fast(env) else None
 
 

@@ -615,10 +615,9 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     small-multiples ``serpent/serpent.png`` and ``explorer.html`` at the top of the run directory. ``device`` is
     unused (CPU work). Returns a summary with the separation at the first and last checkpoint.
     """
-    import io
     from tqdm.auto import tqdm
     from .patterns import label_results, pattern_counts
-    from .rundir import atomic_write_bytes, atomic_write_json
+    from .io import atomic_write_json, write_parquet
     from .susceptibility import load_susceptibilities
 
     t0 = time.time()
@@ -645,9 +644,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     phase["separation"], tick = time.time() - tick, time.time()
     frame = serpent_frame(emb, labels)
 
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    atomic_write_bytes(out_dir / "embedding.parquet", buf.getvalue())
+    write_parquet(frame, out_dir / "embedding.parquet")
     atomic_write_json(out_dir / "separation.json", {"measure": MEASURES, "headline": HEADLINE,
                                                      "steps": {str(s): v for s, v in sep.items()}})
 
@@ -666,7 +663,8 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     title = f"serpent explorer: {run.path.name}"
     if missing:   # checkpoints whose susceptibilities could not be sampled: said on the page itself
         title += f" (no susceptibilities at step {', '.join(sorted(missing, key=int))}: SGLD diverged)"
-    write_explorer(frame, explorer_path, max_points=cfg.max_points_page, separation=sep, title=title)
+    write_explorer(frame, explorer_path, max_points=cfg.max_points_page,
+                   separation={s: v[HEADLINE] for s, v in sep.items()}, title=title)
     phase["explorer"] = time.time() - tick
 
     steps = sorted(sep)

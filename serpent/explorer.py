@@ -53,22 +53,23 @@ def _frame_of(run_or_frame: Any) -> tuple[pd.DataFrame, Optional[dict], str]:
     if hasattr(run_or_frame, "path") and hasattr(run_or_frame, "config"):
         run = run_or_frame
         pq = Path(run.path) / "serpent" / "embedding.parquet"
-        if not pq.exists():
-            from .embedding import serpent_stage
-            serpent_stage(run)
+        if not pq.exists():   # the explorer renders a frame; computing it is the serpent stage's work
+            raise SerpentError(f"{run.path} has no serpent yet ({pq} is missing); compute it with "
+                               f"`python -m serpent run --out {run.path} --stages serpent`, then write the explorer")
         frame = pd.read_parquet(pq)
         sep = None
         sj = Path(run.path) / "serpent" / "separation.json"
         if sj.exists():
-            sep = {int(k): v for k, v in json.loads(sj.read_text())["steps"].items()}
+            js = json.loads(sj.read_text())
+            sep = {int(k): _headline(v, js.get("headline", "map")) for k, v in js["steps"].items()}
         return frame, sep, f"serpent explorer: {Path(run.path).name}"
     raise SerpentError(f"write_explorer needs a run directory, a Run or the serpent frame, got "
                        f"{type(run_or_frame).__name__}")
 
 
-def _headline(row: Mapping) -> Optional[float]:
-    from .embedding import HEADLINE
-    v = row.get(HEADLINE, row.get("map"))
+def _headline(row: Mapping | float | None, name: str) -> Optional[float]:
+    """The headline measure ``name`` of one row of ``separation.json`` (or the number itself)."""
+    v = row.get(name, row.get("map")) if isinstance(row, Mapping) else row
     return None if v is None or not np.isfinite(v) else float(v)
 
 
@@ -111,8 +112,7 @@ def _payload(frame: pd.DataFrame, max_points: Optional[int], seed: int, separati
                  "chi": _sig(df[comps].to_numpy()) if comps else []},
         "domain": {"x": [float(df["x"].min()), float(df["x"].max())], "y": [float(df["y"].min()), float(df["y"].max())]},
         "total_points": int(frame["point"].nunique()),
-        "separation": {str(k): (None if v is None else (_headline(v) if isinstance(v, dict) else float(v)))
-                       for k, v in (separation or {}).items()},
+        "separation": {str(k): _headline(v, "map") for k, v in (separation or {}).items()},
     }
     return payload
 
@@ -355,13 +355,13 @@ def write_explorer(run_or_frame: Any, path=None, *, max_points: Optional[int] = 
                    separation: Optional[Mapping] = None, title: Optional[str] = None, seed: int = 0) -> Path:
     """Write the explorer page; returns its path.
 
-    ``run_or_frame``: a run directory (path or :class:`~serpent.rundir.Run`; its serpent stage runs first if it
-    has not) or the serpent frame (columns ``step, point, x, y, pattern`` plus ``token, context, n_prev_spaces`` and
+    ``run_or_frame``: a run directory (path or :class:`~serpent.rundir.Run`) whose serpent stage has run (the
+    explorer only renders; it never computes) or the serpent frame (columns ``step, point, x, y, pattern`` plus ``token, context, n_prev_spaces`` and
     the χ columns). ``path`` defaults to ``RUN_DIR/explorer.html``. ``max_points`` tokens per checkpoint at most
-    (default: the run's ``embedding.max_points_page``, else 4,000). ``separation`` maps step → number or the
-    rows of ``separation.json``.
+    (default: the run's ``embedding.max_points_page``, else 4,000). ``separation`` maps step → a number (the
+    headline separation; a run directory's is read from its ``separation.json``).
     """
-    from .rundir import atomic_write_bytes
+    from .io import atomic_write_bytes
     frame, sep, default_title = _frame_of(run_or_frame)
     run_path = getattr(run_or_frame, "path", None) if not isinstance(run_or_frame, (str, Path)) else Path(run_or_frame)
     if path is None:

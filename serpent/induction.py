@@ -45,7 +45,6 @@ True
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from typing import Iterable, Optional, Sequence
@@ -417,7 +416,7 @@ def induction_stage(run, *, device=None, progress: bool = True) -> dict:
     already ran with the same settings and checkpoints. Returns a short summary.
     """
     from .config import config_hash
-    from .rundir import atomic_write_bytes, atomic_write_json
+    from .io import atomic_write_json, write_parquet
 
     t0 = time.time()
     settings = _settings(run)
@@ -427,9 +426,7 @@ def induction_stage(run, *, device=None, progress: bool = True) -> dict:
     if (done := run.current_summary("induction", key, [out / "heads.json"])) is not None:
         return {**done, "skipped": True}
     df = scores_over_checkpoints(run, settings=settings, device=device, progress=progress)
-    buf = io.BytesIO()
-    pd.DataFrame(df).to_parquet(buf, index=False)
-    atomic_write_bytes(out / "scores.parquet", buf.getvalue())
+    write_parquet(pd.DataFrame(df), out / "scores.parquet")
     heads = classify_heads(df, prev_threshold=settings.prev_threshold, prefix_threshold=settings.prefix_threshold,
                            chance_factor=settings.chance_factor)
     heads["settings"] = settings.to_dict()

@@ -38,7 +38,6 @@ True
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ import pandas as pd
 import torch
 
 from .config import ModelConfig, SamplerConfig, config_hash
+from .io import write_parquet
 from .errors import ConfigError, DivergenceError
 from .sgld import (Restriction, SGLDResult, draw_drift, make_restriction, module_loss_fn, run_sgld,
                    transformer_loss_fn)
@@ -94,13 +94,14 @@ def _resolve_loss(model_or_loss_fn, params, loss):
         if params is None:
             params = {k: v.detach() for k, v in module.named_parameters()}
         if loss is None:
-            from .model import model_config_of, supports_fast_path
+            from .model import fast_model_config
             try:
                 from transformer_lens import HookedTransformer
             except ImportError:  # pragma: no cover
                 HookedTransformer = ()
-            if isinstance(module, HookedTransformer) and supports_fast_path(module):
-                return transformer_loss_fn(model_config_of(module)), params
+            # the same guard as the susceptibility and induction code: the fast path only where it is exact
+            if isinstance(module, HookedTransformer) and (cfg := fast_model_config(module)) is not None:
+                return transformer_loss_fn(cfg), params
             raise ConfigError("loss: required for a generic nn.Module; pass loss(output, batch) -> per-sample "
                               "losses, or use a HookedTransformer of the serpent architecture")
         return module_loss_fn(module, loss), params
@@ -264,13 +265,6 @@ def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerCo
     return pd.DataFrame(rows), pd.concat(trace_rows, ignore_index=True)
 
 
-def _write_parquet(df: pd.DataFrame, path) -> None:
-    from .rundir import atomic_write_bytes
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _step_file(out, step: int):
     return out / "steps" / f"step_{step:07d}.json"
 
@@ -290,7 +284,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
 
     from .device import default_device
     from .errors import CheckpointError, SerpentError
-    from .rundir import atomic_write_json, read_json
+    from .io import atomic_write_json, read_json
 
     cfg = run.config.llc
     available = run.checkpoint_steps()
@@ -349,8 +343,8 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     table = table[["step", "mean", "std", "init_loss", *chains, "epsilon", "burnin", "drift", "note", "seconds",
                    "ms_per_step"]]
     traces = pd.concat([results[s][1] for s in good], ignore_index=True)
-    _write_parquet(table, out / "llc.parquet")
-    _write_parquet(traces, out / "traces.parquet")
+    write_parquet(table, out / "llc.parquet")
+    write_parquet(traces, out / "traces.parquet")
     if charts:
         from .charts.llc import llc_curve_chart, loss_trace_chart, save_chart
         save_chart(llc_curve_chart(table), out / "llc")
@@ -491,7 +485,7 @@ def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None
                     progress=progress)
     cal.insert(0, "step", int(step))
     out = run.stage_dir("llc")
-    _write_parquet(cal, out / "calibration.parquet")
+    write_parquet(cal, out / "calibration.parquet")
     from .charts.llc import calibration_chart, save_chart
     save_chart(calibration_chart(cal), out / "calibration")
     return cal

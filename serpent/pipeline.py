@@ -12,7 +12,8 @@ from typing import Callable
 
 from .config import RunConfig, config_hash
 from .corpus import cache_dir
-from .rundir import Run, atomic_write_json
+from .io import atomic_write_json
+from .rundir import Run
 
 __all__ = ["STAGES", "run_pipeline", "data_stage", "train_stage", "available_stages", "corpus_notes", "reading_note"]
 

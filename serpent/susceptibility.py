@@ -610,7 +610,7 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     batches = lambda i: batch_at(train, i, s_cfg.batch_size, mc.n_ctx, s_cfg.seed, tok.bos_id)
     from .config import SamplerConfig
     from .llc import RETRY_EPSILON_FACTORS
-    from .rundir import atomic_write_json, read_json
+    from .io import atomic_write_json, read_json
 
     done, computed, diverged, retried, drift = [], [], {}, [], {}
     for step in _tqdm_steps(chosen, progress):

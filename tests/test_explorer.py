@@ -82,6 +82,25 @@ def test_explorer_rejects_bad_frames(tmp_path):
         write_explorer(synthetic_frame(n=20, steps=(0,)))
 
 
+def test_explorer_renders_a_run_and_never_computes_it(tmp_path):
+    """Issue 19 item 2: the explorer renders the serpent stage's files; a run without them gets the command that
+    computes them (it used to run the stage itself, an import circle with serpent.embedding)."""
+    import json
+    from serpent.config import get_preset
+    from serpent.rundir import Run
+    run = Run.create(tmp_path / "r", get_preset("tiny"))
+    with pytest.raises(SerpentError, match=r"no serpent yet.*--stages serpent"):
+        write_explorer(run)
+    frame = synthetic_frame(n=20, steps=(0, 5000))
+    (run.path / "serpent").mkdir()
+    frame.to_parquet(run.path / "serpent" / "embedding.parquet", index=False)
+    rows = {"0": {"map": 0.3, "cross_token": 0.1}, "5000": {"map": 0.9, "cross_token": 0.7}}
+    (run.path / "serpent" / "separation.json").write_text(json.dumps({"headline": "cross_token", "steps": rows}))
+    path = write_explorer(run)
+    assert path == run.path / "explorer.html"
+    assert _payload(path.read_text(encoding="utf-8"))["separation"] == {"0": 0.1, "5000": 0.7}      # the headline named in separation.json
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # headless Chromium
 # ---------------------------------------------------------------------------------------------------------------
