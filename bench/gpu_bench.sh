@@ -20,13 +20,13 @@ run() {   # run NAME LIMIT_SECONDS COMMAND...: output to $OUT/bench_NAME.txt, a 
   tail -n 25 "$OUT/bench_$name.txt"
 }
 if [ "${BENCH_CPU:-0}" = 1 ]; then
-  run train 120 python3 bench/train.py --repeats 3
-  run llc 120 python3 bench/llc.py --size tiny --ctx 128 --draws 20
+  run train 120 python3 bench/train.py --pairs 3
+  run llc 120 python3 bench/llc.py --size tiny --ctx 128 --draws 20 --pairs 2
   run susceptibility 180 python3 bench/susceptibility.py --draws 5
 else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/bench_gpu.txt" 2>&1
   run train 150 python3 bench/train.py --size full --batch 100 --device cuda
-  run llc 120 python3 bench/llc.py --device cuda --batch 32 --ctx 1024 --chains 4 --draws 50
+  run llc 120 python3 bench/llc.py --device cuda --batch 32 --ctx 1024 --chains 4 --draws 50 --pairs 2
   run susceptibility 240 python3 bench/susceptibility.py --size full --heads all --chains 4 --draws 10 --batch 32 \
     --probe 96 --device cuda --precision auto
 fi

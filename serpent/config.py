@@ -71,7 +71,6 @@ class _Section:
     def from_dict(cls, d: dict):
         if not isinstance(d, dict):
             raise ConfigError(f"{cls._name}: expected a mapping of fields, got {type(d).__name__}")
-        d = _migrated(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -420,12 +419,7 @@ def _migrated(d: dict) -> dict:
     d = dict(d)
     k = d.pop(_MOVED)
     sus = dict(d.get("susceptibility") or {})
-    sampler = sus.get("sampler")
-    if isinstance(sampler, SamplerConfig):
-        sampler = sampler.to_dict()
-    sampler = dict(sampler or SusceptibilityConfig().sampler.to_dict())
-    sampler["checkpoints"] = k
-    sus["sampler"] = sampler
+    sus["sampler"] = {**(sus.get("sampler") or SusceptibilityConfig().sampler.to_dict()), "checkpoints": k}
     d["susceptibility"] = sus
     return d
 

@@ -61,15 +61,15 @@ def _frame_of(run_or_frame: Any) -> tuple[pd.DataFrame, Optional[dict], str]:
         sj = Path(run.path) / "serpent" / "separation.json"
         if sj.exists():
             js = json.loads(sj.read_text())
-            sep = {int(k): _headline(v, js.get("headline", "map")) for k, v in js["steps"].items()}
+            name = js.get("headline", "map")
+            sep = {int(k): row.get(name, row.get("map")) for k, row in js["steps"].items()}
         return frame, sep, f"serpent explorer: {Path(run.path).name}"
     raise SerpentError(f"write_explorer needs a run directory, a Run or the serpent frame, got "
                        f"{type(run_or_frame).__name__}")
 
 
-def _headline(row: Mapping | float | None, name: str) -> Optional[float]:
-    """The headline measure ``name`` of one row of ``separation.json`` (or the number itself)."""
-    v = row.get(name, row.get("map")) if isinstance(row, Mapping) else row
+def _finite(v: Optional[float]) -> Optional[float]:
+    """A separation for the page: a float, or None where there is none (missing, NaN or infinite)."""
     return None if v is None or not np.isfinite(v) else float(v)
 
 
@@ -112,7 +112,7 @@ def _payload(frame: pd.DataFrame, max_points: Optional[int], seed: int, separati
                  "chi": _sig(df[comps].to_numpy()) if comps else []},
         "domain": {"x": [float(df["x"].min()), float(df["x"].max())], "y": [float(df["y"].min()), float(df["y"].max())]},
         "total_points": int(frame["point"].nunique()),
-        "separation": {str(k): _headline(v, "map") for k, v in (separation or {}).items()},
+        "separation": {str(k): _finite(v) for k, v in (separation or {}).items()},
     }
     return payload
 
@@ -356,8 +356,8 @@ def write_explorer(run_or_frame: Any, path=None, *, max_points: Optional[int] = 
     """Write the explorer page; returns its path.
 
     ``run_or_frame``: a run directory (path or :class:`~serpent.rundir.Run`) whose serpent stage has run (the
-    explorer only renders; it never computes) or the serpent frame (columns ``step, point, x, y, pattern`` plus ``token, context, n_prev_spaces`` and
-    the χ columns). ``path`` defaults to ``RUN_DIR/explorer.html``. ``max_points`` tokens per checkpoint at most
+    explorer only renders; it never computes) or the serpent frame (columns ``step, point, x, y, pattern`` plus
+    ``token, context, n_prev_spaces`` and the χ columns). ``path`` defaults to ``RUN_DIR/explorer.html``. ``max_points`` tokens per checkpoint at most
     (default: the run's ``embedding.max_points_page``, else 4,000). ``separation`` maps step → a number (the
     headline separation; a run directory's is read from its ``separation.json``).
     """

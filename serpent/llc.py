@@ -48,8 +48,8 @@ import pandas as pd
 import torch
 
 from .config import ModelConfig, SamplerConfig, config_hash
-from .io import write_parquet
 from .errors import ConfigError, DivergenceError
+from .io import write_parquet
 from .sgld import (Restriction, SGLDResult, draw_drift, make_restriction, module_loss_fn, run_sgld,
                    transformer_loss_fn)
 

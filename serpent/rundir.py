@@ -36,9 +36,9 @@ import torch
 
 from .config import RunConfig
 from .errors import CheckpointError, ConfigError, SerpentError
-from .io import atomic_write_bytes, atomic_write_json, read_json  # noqa: F401 - also reached as rundir.*
+from .io import atomic_write_json, read_json
 
-__all__ = ["Run", "atomic_write_bytes", "atomic_write_json", "read_json"]
+__all__ = ["Run"]
 
 
 class Run:

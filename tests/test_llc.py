@@ -295,7 +295,8 @@ def test_a_diverging_checkpoint_is_retried_with_a_smaller_step_then_recorded_and
     import serpent.llc as llc
     from serpent.errors import DivergenceError
     from serpent.pipeline import data_stage, train_stage
-    from serpent.rundir import Run, read_json
+    from serpent.io import read_json
+    from serpent.rundir import Run
 
     cfg = micro_run_config.with_overrides(llc={"chains": 2, "draws": 8, "batch_size": 4, "checkpoints": 3,
                                                "epsilon": 1e-3, "gamma": 100.0, "n_beta": 10.0})

@@ -31,7 +31,7 @@ def chart_bytes(chart: alt.TopLevelMixin, fmt: str, scale: float = 2.0) -> bytes
 def save_chart(chart: alt.TopLevelMixin, base: str | Path, png_scale: float = 2.0,
                formats: tuple[str, ...] = ("png", "html")) -> list[Path]:
     """Write ``base.png`` and ``base.html`` (self-contained, works offline) atomically; returns the paths."""
-    from ..rundir import atomic_write_bytes
+    from ..io import atomic_write_bytes
     base = Path(base)
     paths = []
     for fmt in formats:

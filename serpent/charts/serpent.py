@@ -247,7 +247,7 @@ def token_bars(values, components: Optional[Sequence[str]] = None, *, title: str
 
 def save_png(chart: alt.TopLevelMixin, path, scale: float = 2.0) -> Path:
     """Render ``chart`` to a PNG file offline (vl-convert), atomically; returns the path."""
-    from ..rundir import atomic_write_bytes
+    from ..io import atomic_write_bytes
     path = Path(path)
     atomic_write_bytes(path, chart_bytes(chart, "png", scale))
     return path
@@ -255,7 +255,7 @@ def save_png(chart: alt.TopLevelMixin, path, scale: float = 2.0) -> Path:
 
 def save_svg(chart: alt.TopLevelMixin, path) -> Path:
     """Render ``chart`` to an SVG file offline (vl-convert), atomically; returns the path."""
-    from ..rundir import atomic_write_bytes
+    from ..io import atomic_write_bytes
     path = Path(path)
     atomic_write_bytes(path, chart_bytes(chart, "svg"))
     return path
