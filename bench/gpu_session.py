@@ -178,7 +178,7 @@ def main() -> int:
         save_log()
         return out
 
-    from serpent.pipeline import STAGES
+    from serpent.stages import STAGES
     if "train" in args.skip and not (Path(args.out) / "checkpoints").is_dir():
         print(f"{args.out} has no checkpoints and --skip train was given: this machine is not the one that trained "
               f"(it was handed back); nothing to do", flush=True)
@@ -195,8 +195,8 @@ def main() -> int:
         steps = run.checkpoint_steps()
         return {"checkpoints": len(steps), "last_step": steps[-1] if steps else None, "target": cfg.train.steps}
 
-    from serpent.llc import llc_stage, select_steps
-    from serpent.susceptibility import susceptibility_stage
+    from serpent.llc import select_steps
+    from serpent.stages import llc_stage, susceptibility_stage
 
     def one_at_a_time(name: str, steps: list[int], fn, until: float) -> list[int]:
         """``fn(step)`` for ``steps`` in coarse-to-fine order while the time left stays above ``until``; a step

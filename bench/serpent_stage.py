@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from serpent.config import get_preset
-    from serpent.embedding import serpent_stage
+    from serpent.stages import serpent_stage
     from serpent.patterns import PATTERNS, classify_ids
     from serpent.rundir import Run
     from serpent.susceptibility import SusceptibilityResult

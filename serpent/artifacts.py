@@ -193,7 +193,7 @@ def _export_into(run: Run, tmp: Path, out: Path, steps: list[int], keep: list[in
                  train_tokens: int, test_tokens: int, max_mb: float, charts: bool) -> dict:
     import torch
     from .checkpoints import load_checkpoint, save_checkpoint
-    from .susceptibility import load_susceptibilities
+    from .stages import load_susceptibilities
 
     src = run.path
     for rel in _COPY + _TABLES:
@@ -318,7 +318,7 @@ def _unpack(src: Path, dst: Path, manifest: dict, manifest_sha: str) -> None:
         import pandas as pd
         from .embedding import serpent_frame
         from .patterns import label_results
-        from .susceptibility import load_susceptibilities
+        from .stages import load_susceptibilities
         run = Run.open(tmp)
         frame = serpent_frame(pd.read_parquet(tmp / "serpent" / "map.parquet"),
                               label_results(load_susceptibilities(run), run.tokenizer()))

@@ -91,7 +91,7 @@ def _summary_lines(run, results: dict) -> list[str]:
 
 
 def _cmd_run(args) -> int:
-    from .pipeline import run_pipeline
+    from .stages import run_pipeline
     from .rundir import Run
     cfg = _config_from_args(args)
     out = args.out or f"runs/{cfg.preset}"
@@ -108,7 +108,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_stage(stage: str):
     def cmd(args) -> int:
-        from .pipeline import STAGES
+        from .stages import STAGES
         from .rundir import Run
         run = Run.open(args.run_dir)
         kwargs = {"device": args.device, "progress": not args.quiet}

@@ -13,7 +13,7 @@ Every notebook starts with ``run = course_run()``. Design:
   (:func:`serpent.artifacts.fetch_artifacts`); if that fails, the notebook says why and goes on with ``tiny``.
 * **What.** ``course_run("tiny")`` returns ``runs/tiny`` when that run is *complete* (every available pipeline stage
   recorded in its ``stages.json`` and training finished); else, when committed artifacts ``ROOT/artifacts/<preset>``
-  exist (:mod:`serpent.artifacts`), their unpacked run directory; otherwise it runs :func:`serpent.pipeline.run_pipeline`
+  exist (:mod:`serpent.artifacts`), their unpacked run directory; otherwise it runs :func:`serpent.stages.run_pipeline`
   on it, which resumes whatever is missing. A complete run is returned without touching it, so a notebook opens in
   seconds when the run exists (refresh it from the command line with ``python -m serpent run --out runs/tiny``).
 * **Fast mode** (:func:`is_fast`: the environment variable ``SERPENT_FAST=1``, set by the tests, CI and the fast
@@ -89,7 +89,7 @@ def micro_config(preset: str = "tiny") -> RunConfig:
 def run_is_complete(path: str | os.PathLike) -> bool:
     """True when ``path`` is a run directory whose every available pipeline stage has run and whose training
     reached ``train.steps``."""
-    from .pipeline import available_stages
+    from .stages import STAGES
     from .io import read_json
     from .rundir import Run
 
@@ -101,7 +101,7 @@ def run_is_complete(path: str | os.PathLike) -> bool:
         stages = read_json(path / "stages.json")
     except (SerpentError, ConfigError):
         return False
-    if not all(s in stages for s in available_stages()):
+    if not all(s in stages for s in STAGES):
         return False
     return run.config.train.steps in run.checkpoint_steps()
 
@@ -235,7 +235,7 @@ def course_run(preset: Optional[str] = None, fast: Optional[bool] = None, *,
         print("note: the 'cpu' preset takes about 1.75 hours on a 2-core CPU (the command line shows time left: "
               "`python -m serpent run --preset cpu`); preset='tiny' takes minutes")
     print(f"building the run {path} ({cfg.preset} recipe): this happens once, later notebooks load it")
-    from .pipeline import run_pipeline
+    from .stages import run_pipeline
     t0 = time.time()
     run = Run.create(path, cfg)
     run_pipeline(run, device=device, progress=progress, echo=print if progress else (lambda s: None))

@@ -34,8 +34,9 @@ Design choices (the papers do not publish their pre-processing or UMAP settings)
   −0.01 to 0.02 while plain purity peaks in the first steps and falls back; 0.02 is about one null standard
   deviation: the tiny run has little pattern structure beyond token identity.
 
-The stage :func:`serpent_stage` chains it all on a run directory: labels (:mod:`serpent.patterns`) → embedding →
-separation → one PNG per checkpoint (:mod:`serpent.charts.serpent`) → the explorer page (:mod:`serpent.explorer`).
+The ``serpent`` stage (:mod:`serpent.stages.serpent`) chains it all on a run directory: labels
+(:mod:`serpent.patterns`) → embedding → separation → one PNG per checkpoint (:mod:`serpent.charts.serpent`) → the
+explorer page (:mod:`serpent.explorer`).
 
 >>> rng = np.random.default_rng(0)
 >>> X = rng.normal(size=(200, 4)) * [1, 10, 100, 1000]
@@ -49,23 +50,20 @@ separation → one PNG per checkpoint (:mod:`serpent.charts.serpent`) → the ex
 
 from __future__ import annotations
 
-import hashlib
-import time
 import warnings
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .config import EmbeddingConfig, config_hash
+from .config import EmbeddingConfig
 from .errors import ConfigError, SerpentError
 
 __all__ = ["PREPROCESS", "ALIGNMENTS", "HEADLINE", "MEASURES", "preprocess", "umap_2d", "procrustes_align",
            "embed_checkpoints", "separation", "cross_token_null", "pattern_separation", "separation_table",
-           "procrustes_r", "compare_serpents", "serpent_frame", "serpent_stage"]
+           "procrustes_r", "compare_serpents", "serpent_frame"]
 
 PREPROCESS = ("raw", "standardize", "normalize", "whiten")
 ALIGNMENTS = ("warm", "procrustes", "aligned_umap", "none")
-STAGE = "serpent"
 HEADLINE = "cross_token"
 MEASURES = {
     "map": "chance-corrected kNN purity of patterns (k=15) in the 2-D map",
@@ -588,16 +586,6 @@ def compare_serpents(frame_a, frame_b, *, k: int = 15, preprocess_method: str = 
 # The stage
 # ----------------------------------------------------------------------------------------------------------------
 
-def _fingerprint(results: Mapping[int, Any]) -> str:
-    h = hashlib.sha256()
-    for s in sorted(results):
-        r = results[s]
-        h.update(str(int(s)).encode())
-        h.update(np.ascontiguousarray(_as_chi(r), dtype=np.float32).tobytes())
-        h.update(np.ascontiguousarray(getattr(r, "probe_tokens", np.zeros(0))).tobytes())
-    return h.hexdigest()[:16]
-
-
 def serpent_frame(embedding, labels):
     """The serpent frame: the maps of :func:`embed_checkpoints` (``step, point, x, y``) joined with the token
     labels and χ columns of :func:`serpent.patterns.label_results`, one row per token and checkpoint (what
@@ -605,83 +593,3 @@ def serpent_frame(embedding, labels):
     frame = embedding[["step", "point", "x", "y"]].merge(labels, on=["step", "point"], how="left")
     first = ["step", "point", "seq", "pos", "x", "y"]
     return frame[first + [c for c in frame.columns if c not in first]]
-
-
-def serpent_stage(run, *, device=None, progress: bool = True, force: bool = False) -> dict:
-    """The serpent of a run: labels, aligned UMAP, separation, a PNG per checkpoint and the explorer page.
-
-    Reads ``susceptibility/step_*.safetensors``; writes ``serpent/embedding.parquet`` (one row per token and
-    checkpoint: x, y, pattern, token, context, χ), ``serpent/separation.json``, ``serpent/step_XXXXXXX.png``, a
-    small-multiples ``serpent/serpent.png`` and ``explorer.html`` at the top of the run directory. ``device`` is
-    unused (CPU work). Returns a summary with the separation at the first and last checkpoint.
-    """
-    from tqdm.auto import tqdm
-    from .patterns import label_results, pattern_counts
-    from .io import atomic_write_json, write_parquet
-    from .susceptibility import load_susceptibilities
-
-    t0 = time.time()
-    cfg: EmbeddingConfig = run.config.embedding
-    results = load_susceptibilities(run)
-    if not results:
-        raise SerpentError(f"{run.path}: no susceptibilities yet; run `python -m serpent run --out {run.path}` "
-                           "(or the susceptibility stage) first")
-    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 4})
-    out_dir = run.stage_dir(STAGE)
-    explorer_path = run.path / "explorer.html"
-    if not force and (done := run.current_summary(STAGE, key, [explorer_path])) is not None:
-        return done
-
-    phase: dict[str, float] = {}
-    tick = time.time()
-    tok = run.tokenizer()
-    labels = label_results(results, tok)
-    phase["labels"], tick = time.time() - tick, time.time()
-    emb = embed_checkpoints(results, cfg, progress=progress)
-    phase["umap"], tick = time.time() - tick, time.time()
-    feats = {s: preprocess(r.chi, cfg.preprocess) for s, r in results.items()}
-    sep = separation_table(emb, labels, feats, seed=cfg.seed, progress=progress)
-    phase["separation"], tick = time.time() - tick, time.time()
-    frame = serpent_frame(emb, labels)
-
-    write_parquet(frame, out_dir / "embedding.parquet")
-    atomic_write_json(out_dir / "separation.json", {"measure": MEASURES, "headline": HEADLINE,
-                                                     "steps": {str(s): v for s, v in sep.items()}})
-
-    from .charts.serpent import save_png, serpent_snapshot, small_multiples
-    from .explorer import write_explorer
-    pngs = []
-    domain = ((float(frame["x"].min()), float(frame["x"].max())), (float(frame["y"].min()), float(frame["y"].max())))
-    by_step = frame.groupby("step", sort=True)
-    for s, g in tqdm(by_step, total=by_step.ngroups, desc="serpent PNGs", unit="ckpt", disable=not progress):
-        p = out_dir / f"step_{int(s):07d}.png"
-        save_png(serpent_snapshot(g, domain=domain), p)
-        pngs.append(p.name)
-    save_png(small_multiples(frame), out_dir / "serpent.png")
-    phase["pngs"], tick = time.time() - tick, time.time()
-    missing = run.stage_summary("susceptibility").get("summary", {}).get("diverged", {}) or {}
-    title = f"serpent explorer: {run.path.name}"
-    if missing:   # checkpoints whose susceptibilities could not be sampled: said on the page itself
-        title += f" (no susceptibilities at step {', '.join(sorted(missing, key=int))}: SGLD diverged)"
-    write_explorer(frame, explorer_path, max_points=cfg.max_points_page,
-                   separation={s: v[HEADLINE] for s, v in sep.items()}, title=title)
-    phase["explorer"] = time.time() - tick
-
-    steps = sorted(sep)
-    summary = {
-        "steps": steps, "tokens_per_step": int(len(frame) // max(1, len(steps))),
-        "separation_first": sep[steps[0]][HEADLINE], "separation_last": sep[steps[-1]][HEADLINE],
-        "separation_null_last": [sep[steps[-1]].get("cross_token_null_mean"),
-                                 sep[steps[-1]].get("cross_token_null_sd")],
-        "separation_map_first": sep[steps[0]]["map"], "separation_map_last": sep[steps[-1]]["map"],
-        "pattern_counts": pattern_counts(labels[labels["step"] == steps[-1]]["pattern"].astype(str)),
-        "explorer": str(explorer_path), "pngs": len(pngs), "missing_steps": sorted(int(k) for k in missing),
-        "seconds": {k: round(v, 2) for k, v in phase.items()},
-    }
-    run.mark_stage(STAGE, key, time.time() - t0, summary)
-    if progress:
-        m, sd = summary["separation_null_last"]
-        print(f"serpent: cross-token separation {summary['separation_first']:.3f} (step {steps[0]}) -> "
-              f"{summary['separation_last']:.3f} (step {steps[-1]}; no-pattern null {m:.3f} ± {sd:.3f}); "
-              f"explorer page: {explorer_path}")
-    return summary

@@ -122,7 +122,7 @@ def book_numbers(run: Run) -> dict:
     llc_summary = run.stage_summary("llc")["summary"]
     sep = _separation(run)
     s_last = sep[max(sep)]
-    from .susceptibility import load_susceptibilities
+    from .stages import load_susceptibilities
     chi_results = load_susceptibilities(run)
     chi_steps = sorted(chi_results)
     chi_last = chi_results[chi_steps[-1]]
@@ -262,7 +262,7 @@ def chi_tokens_figure(run: Run, heads: Optional[list[str]] = None, seq: int = 0,
     """A probe sequence at the last checkpoint with susceptibilities (default: one coloured by χ of the best
     prefix head, one by χ of the circuit's previous-token head)."""
     from .charts.tokens import token_strip
-    from .susceptibility import load_susceptibilities
+    from .stages import load_susceptibilities
     results = load_susceptibilities(run)
     res = results[max(results) if step is None else step]
     if heads is None:
@@ -281,7 +281,8 @@ def response_figure(run: Run, step: Optional[int] = None) -> alt.HConcatChart:
     """The response matrix (mean χ per head and pattern) at the last checkpoint, beside the heads in its PCA."""
     from .charts.susceptibility import response_matrix_chart, response_pca_chart
     from .patterns import PATTERNS, label_result
-    from .susceptibility import load_susceptibilities, response_matrix, response_pca
+    from .stages import load_susceptibilities
+    from .susceptibility import response_matrix, response_pca
     results = load_susceptibilities(run)
     res = results[max(results) if step is None else step]
     labels = label_result(res, run.tokenizer())["pattern"].astype(str)

@@ -26,9 +26,8 @@ Every measurement runs the model on a fixed, seeded probe and reads only what it
 
 Output is a tidy ``pandas.DataFrame`` with columns ``head, score, value``: rows with head ``"L:H"`` for the per-head
 scores (``prev_token``, ``prefix``) and rows with head ``"model"`` for model-level numbers (losses, ICL, chance
-levels). :func:`scores_over_checkpoints` adds a ``step`` column over every checkpoint of a run, reusing one model
-object; :func:`classify_heads` labels heads at one step with thresholds stated in its output; :func:`induction_stage`
-is the pipeline stage (``RUN/induction/{scores.parquet, heads.json, *.png, *.html}``).
+levels); :func:`classify_heads` labels heads at one step with thresholds stated in its output. The scores over a
+run's checkpoints are the ``induction`` stage (:mod:`serpent.stages.induction`).
 
 :func:`planted_induction_model` builds, by hand, a 2-layer attention-only model whose head 0:A copies the previous
 token into the residual stream and whose head 1:B attends to the token after the earlier occurrence of the current
@@ -46,7 +45,6 @@ True
 from __future__ import annotations
 
 import math
-import time
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -59,7 +57,7 @@ from .errors import ConfigError, CorpusError, SerpentError
 
 __all__ = [
     "InductionConfig", "repeated_random_tokens", "icl_windows", "icl_positions", "chance_scores",
-    "induction_scores", "scores_over_checkpoints", "classify_heads", "planted_induction_model", "induction_stage",
+    "induction_scores", "classify_heads", "planted_induction_model",
     "PER_HEAD_SCORES", "MODEL_SCORES",
 ]
 
@@ -323,7 +321,7 @@ def classify_heads(scores: pd.DataFrame, *, step: Optional[int] = None, prev_thr
     missing = set(PER_HEAD_SCORES) - set(df["score"])
     if missing:
         raise SerpentError(f"classify_heads: the table has no {sorted(missing)} rows; compute it with "
-                           f"induction_scores or scores_over_checkpoints")
+                           f"induction_scores or serpent.stages.scores_over_checkpoints")
     model_rows = df[df["head"] == "model"].set_index("score")["value"]
     chance_prev = float(model_rows.get("chance_prev_token", 0.0))
     chance_prefix = float(model_rows.get("chance_prefix", 0.0))
@@ -353,112 +351,6 @@ def classify_heads(scores: pd.DataFrame, *, step: Optional[int] = None, prev_thr
                        "chance_prefix": chance_prefix, "chance_prev_token": chance_prev},
         "induction": ind, "previous_token": prev, "heads": heads,
     }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# a run's checkpoints
-# ---------------------------------------------------------------------------------------------------------------
-
-def _run_bos_id(run) -> int:
-    try:
-        return int(run.tokenizer().bos_id)
-    except SerpentError:  # no tokenizer saved (e.g. a hand-made run): our tokenizers put <|endoftext|> at id 0
-        return 0
-
-
-def _settings(run) -> InductionConfig:
-    return run.config.induction
-
-
-def scores_over_checkpoints(run, steps: Optional[Sequence[int]] = None, *, settings: Optional[InductionConfig] = None,
-                            device=None, progress: bool = True) -> pd.DataFrame:
-    """:func:`induction_scores` at every checkpoint of ``run`` (or at ``steps``): a tidy frame with columns
-    ``step, head, score, value``. The probe and the held-out ICL windows (from ``run.tokens("test")``) are seeded
-    and identical for every checkpoint; one model object is reused and only its weights are swapped.
-    """
-    from tqdm.auto import tqdm
-    from .device import default_device
-
-    settings = settings or _settings(run)
-    all_steps = run.checkpoint_steps()
-    steps = list(all_steps if steps is None else steps)
-    if not steps:
-        raise SerpentError(f"{run.path} has no checkpoints; train first (`python -m serpent run --out {run.path}`)")
-    dev = default_device(device)
-    bos = _run_bos_id(run)
-    mcfg = run.config.model
-    L = min(settings.half_len, (mcfg.n_ctx - 1) // 2)
-    probe = repeated_random_tokens(settings.n_seqs, L, mcfg.d_vocab, bos_id=bos, seed=settings.seed)
-    windows = None
-    try:
-        test = run.tokens("test")
-    except SerpentError:
-        test = None
-    if test is not None and len(test) >= mcfg.n_ctx - 1:
-        windows = icl_windows(test, settings.icl_windows, mcfg.n_ctx, bos_id=bos, seed=settings.icl_seed)
-    model = run.load_model(steps[0], device=dev)
-    frames = []
-    for step in tqdm(steps, desc="induction scores", unit="ckpt", disable=not progress):
-        model.load_state_dict(run.load_params(step, device=dev), strict=False)
-        df = induction_scores(model, probe=probe, bos_id=bos, text_tokens=windows)
-        df.insert(0, "step", int(step))
-        frames.append(df)
-    out = pd.concat(frames, ignore_index=True)
-    out.attrs.update(half_len=L, bos_id=bos, n_seqs=settings.n_seqs)
-    return out
-
-
-def induction_stage(run, *, device=None, progress: bool = True) -> dict:
-    """Pipeline stage ``induction``: scores over all checkpoints, head classes at the last one, and charts.
-
-    Writes into ``run.stage_dir("induction")``: ``scores.parquet`` (step, head, score, value), ``heads.json``
-    (:func:`classify_heads` output plus the settings) and ``scores.{png,html}``, ``icl.{png,html}``. Skipped when it
-    already ran with the same settings and checkpoints. Returns a short summary.
-    """
-    from .config import config_hash
-    from .io import atomic_write_json, write_parquet
-
-    t0 = time.time()
-    settings = _settings(run)
-    steps = run.checkpoint_steps()
-    key = config_hash({"v": 1, "settings": settings.to_dict(), "steps": steps, "model": run.config.model.to_dict()})
-    out = run.stage_dir("induction")
-    if (done := run.current_summary("induction", key, [out / "heads.json"])) is not None:
-        return {**done, "skipped": True}
-    df = scores_over_checkpoints(run, settings=settings, device=device, progress=progress)
-    write_parquet(pd.DataFrame(df), out / "scores.parquet")
-    heads = classify_heads(df, prev_threshold=settings.prev_threshold, prefix_threshold=settings.prefix_threshold,
-                           chance_factor=settings.chance_factor)
-    heads["settings"] = settings.to_dict()
-    heads["half_len"] = int(df.attrs.get("half_len", settings.half_len))
-    heads["bos_id"] = int(df.attrs.get("bos_id", 0))
-    atomic_write_json(out / "heads.json", heads)
-
-    from .charts.induction import icl_chart, induction_scores_chart, save_chart
-    save_chart(induction_scores_chart(df, top=settings.top_heads, thresholds=heads["thresholds"]), out / "scores")
-    if "icl_score" in set(df["score"]) or "induction_loss_diff" in set(df["score"]):
-        save_chart(icl_chart(df), out / "icl")
-
-    last = df[df["step"] == df["step"].max()]
-    model_last = last[last["head"] == "model"].set_index("score")["value"]
-    per_head = last[last["head"] != "model"]
-
-    def best(score):
-        r = per_head[per_head["score"] == score].sort_values("value").iloc[-1]
-        return {"head": r["head"], "value": round(float(r["value"]), 4)}
-
-    summary = {
-        "checkpoints": len(steps), "final_step": int(steps[-1]),
-        "previous_token_heads": heads["previous_token"], "induction_heads": heads["induction"],
-        "best_prev_token": best("prev_token"), "best_prefix": best("prefix"),
-        "induction_loss_diff": round(float(model_last["induction_loss_diff"]), 4),
-    }
-    if "icl_score" in model_last:
-        summary["icl_score"] = round(float(model_last["icl_score"]), 4)
-    seconds = time.time() - t0
-    run.mark_stage("induction", key, seconds, summary)
-    summary["seconds"] = round(seconds, 2)
-    return summary
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -116,6 +116,10 @@ class Run:
         return self._stages().get(name, {})
 
     # -- data -----------------------------------------------------------------------------------------------------
+    def forget_cached(self) -> None:
+        """Forget the tokenizer and token streams read so far (after the data stage rewrote them)."""
+        self._cache.clear()
+
     def tokenizer(self):
         """The run's tokenizer."""
         if "tokenizer" not in self._cache:

@@ -62,14 +62,12 @@ from .errors import ConfigError, DivergenceError, SerpentError
 
 __all__ = [
     "SusceptibilityResult", "SusceptibilityStats", "susceptibility_from_traces", "sample_susceptibilities",
-    "susceptibilities", "component_specs", "load_susceptibilities", "response_matrix", "response_pca",
-    "susceptibility_stage", "SIGN_CONVENTION",
+    "susceptibilities", "component_specs", "response_matrix", "response_pca", "SIGN_CONVENTION",
 ]
 
 SIGN_CONVENTION = "chi < 0: the component expresses the token; chi > 0: it suppresses it"
 
 _FORMAT = "serpent.susceptibility/1"
-STAGE = "susceptibility"
 
 
 @dataclass
@@ -141,16 +139,6 @@ class SusceptibilityResult:
                    chi_se=f32(a["chi_se"]), probe_tokens=i64(a["probe_tokens"]), seq_index=i64(a["seq_index"]),
                    position=i64(a["position"]), doc_names=json.loads(meta["doc_names"]),
                    settings=json.loads(meta["settings"]))
-
-
-def load_susceptibilities(run) -> dict[int, SusceptibilityResult]:
-    """All saved results of a run directory, by training step (``susceptibility/step_{step:07d}.safetensors``)."""
-    d = Path(run.path) / STAGE
-    out = {}
-    for p in sorted(d.glob("step_*.safetensors")) if d.is_dir() else []:
-        r = SusceptibilityResult.load(p)
-        out[r.step] = r
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -545,142 +533,3 @@ def susceptibilities(model, probe_tokens, batches, cfg, *, task_tokens=None, com
                                 probe_tokens=probe.cpu().numpy().astype(np.int64), seq_index=seq_index,
                                 position=position, doc_names=list(doc_names) if doc_names is not None else
                                 [f"probe_{i}" for i in range(S)], settings=all_settings)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The pipeline stage
-# ----------------------------------------------------------------------------------------------------------------
-
-def _stage_key(cfg) -> str:
-    """The settings a checkpoint's result depends on; which checkpoints are analysed is not one of them (it is
-    written as 0, the value it had before ``susceptibility.sampler.checkpoints`` existed, so older results stay valid)."""
-    from .config import config_hash
-    sus = cfg.susceptibility.to_dict()
-    sus["sampler"]["checkpoints"] = 0
-    return config_hash({"model": cfg.model.to_dict(), "data": cfg.data.to_dict(), "susceptibility": sus, "v": 1})
-
-
-def step_path(run, step: int) -> Path:
-    """Where the result of checkpoint ``step`` lives: ``RUN/susceptibility/step_{step:07d}.safetensors``."""
-    return run.stage_dir(STAGE) / f"step_{step:07d}.safetensors"
-
-
-def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None, progress: bool = True) -> dict:
-    """Susceptibilities at ``run.config.susceptibility.sampler.checkpoints`` checkpoints (or the given ``steps``).
-
-    Probe windows: ``probe_sequences`` fixed windows of ``probe_length`` tokens (default ``n_ctx``) from the held-out
-    split (seed ``probe_seed``), with their document names; SGLD minibatches from the training split; results in
-    ``RUN/susceptibility/step_{step:07d}.safetensors``. A step whose file was written with the same settings is
-    skipped, so an interrupted stage continues where it stopped.
-    """
-    from .config import config_hash
-    from .errors import CheckpointError
-    from .tokens import batch_at, document_of, fixed_windows
-
-    cfg = run.config
-    sc, mc = cfg.susceptibility, cfg.model
-    available = run.checkpoint_steps()
-    if not available:
-        raise CheckpointError(f"{run.path} has no checkpoints; train first (`python -m serpent run --out {run.path}`)")
-    if steps is None:
-        from .llc import select_steps
-        chosen = select_steps(available, sc.sampler.checkpoints)
-    else:
-        chosen = sorted({int(s) for s in steps})
-        missing = [s for s in chosen if s not in available]
-        if missing:
-            raise CheckpointError(f"no checkpoint at step(s) {missing}; available: {available}")
-    key = _stage_key(cfg)
-    stage_key = config_hash({"key": key, "steps": chosen})
-    if (done := run.current_summary(STAGE, stage_key, [step_path(run, s) for s in chosen])) is not None:
-        return done
-    length = sc.probe_length or mc.n_ctx
-    if length > mc.n_ctx:
-        raise ConfigError(f"susceptibility.probe_length: got {length}; must be at most model.n_ctx = {mc.n_ctx}")
-    t0 = time.time()
-    tok = run.tokenizer()
-    test, train = run.tokens("test"), run.tokens("train")
-    probe, offsets = fixed_windows(test, sc.probe_sequences, length, sc.probe_seed, tok.bos_id)
-    starts, names = run.documents("test")
-    docs = [names[i] if 0 <= i < len(names) else "?" for i in document_of(starts, offsets)]
-    task = None
-    if sc.task_sequences:
-        task, _ = fixed_windows(train, sc.task_sequences, length, sc.probe_seed + 1, tok.bos_id)
-    s_cfg = sc.sampler
-    batches = lambda i: batch_at(train, i, s_cfg.batch_size, mc.n_ctx, s_cfg.seed, tok.bos_id)
-    from .config import SamplerConfig
-    from .llc import RETRY_EPSILON_FACTORS
-    from .io import atomic_write_json, read_json
-
-    done, computed, diverged, retried, drift = [], [], {}, [], {}
-    for step in _tqdm_steps(chosen, progress):
-        path = step_path(run, step)
-        marker = path.with_suffix(".diverged.json")
-        if path.exists():
-            try:
-                kept = SusceptibilityResult.load(path).settings
-                if kept.get("key") == key:
-                    done.append(step)
-                    drift[str(step)] = _largest_drift(kept)
-                    continue
-            except SerpentError:
-                pass
-        if marker.exists():
-            try:
-                kept = read_json(marker)
-                if kept.get("key") == key:
-                    diverged[str(step)] = kept["note"]
-                    continue
-            except SerpentError:
-                pass
-        model = run.load_model(step, device="cpu")
-        res, failures = None, []
-        for factor in (1.0, *RETRY_EPSILON_FACTORS):     # a diverged checkpoint: retried with smaller steps
-            c = SamplerConfig(**{**s_cfg.to_dict(), "epsilon": s_cfg.epsilon * factor})
-            try:
-                res = susceptibilities(model, probe, batches, c, task_tokens=task, components=sc.components,
-                                       doc_names=docs, step=step, baseline=sc.baseline, device=device,
-                                       progress=progress and factor == 1.0,
-                                       settings={"key": key, "probe_seed": sc.probe_seed,
-                                                 "probe_offsets": offsets.tolist(), "epsilon": c.epsilon})
-                break
-            except DivergenceError as e:
-                failures.append(f"{c.epsilon:.2g}: {str(e).split(';')[0]}")
-        if res is None:
-            note = (f"SGLD diverged at every step size tried ({'; '.join(failures)}); choose susceptibility."
-                    f"sampler.epsilon with serpent.llc.calibrate_run(serpent.Run.open('{run.path}')) (notebook 4), "
-                    "or a larger gamma")
-            atomic_write_json(marker, {"key": key, "note": note})
-            diverged[str(step)] = note
-            if progress:
-                from tqdm.auto import tqdm
-                tqdm.write(f"susceptibilities at step {step}: {note}; going on without it")
-            continue
-        if failures:
-            retried.append(step)
-        marker.unlink(missing_ok=True)
-        res.save(path)
-        done.append(step)
-        computed.append(step)
-        drift[str(step)] = _largest_drift(res.settings)
-    if not done:
-        raise DivergenceError(f"susceptibilities: SGLD diverged at every chosen checkpoint ({chosen}); "
-                              f"{next(iter(diverged.values()))}")
-    n_comp = mc.n_layers * mc.n_heads + (mc.n_layers if sc.components == "heads+mlp" else 0)
-    summary = {"steps": done, "computed": computed, "components": n_comp,
-               "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(time.time() - t0, 1),
-               "retried": retried, "diverged": diverged,
-               "largest_drift": drift}
-    run.mark_stage(STAGE, stage_key, time.time() - t0, summary)
-    return summary
-
-
-def _largest_drift(settings: dict) -> float | None:
-    """The largest |drift| of the draws' loss over a result's restrictions (None for results saved before it)."""
-    drift = settings.get("drift")
-    return round(max(abs(v) for v in drift.values()), 3) if drift else None
-
-
-def _tqdm_steps(steps, progress: bool):
-    from tqdm.auto import tqdm
-    return tqdm(steps, desc="susceptibilities", disable=not progress or len(steps) < 2)

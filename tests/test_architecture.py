@@ -1,5 +1,6 @@
 """The house's shape: the package's modules import one another without circles (issue 19 item 2)."""
 import ast
+import re
 from pathlib import Path
 
 PKG = Path(__file__).parents[1] / "serpent"
@@ -69,3 +70,36 @@ def test_no_import_circles():
     assert "serpent.io" in graph["serpent.rundir"] and "serpent.model" in graph["serpent.sgld"]   # edges are read
     assert graph["serpent.io"] <= {"serpent.errors"}, "serpent.io is the ground floor: it imports only errors"
     assert _circles(graph) == []
+
+
+#: Modules that compute: they take tensors or frames and return results, and know nothing of run directories.
+SCIENCE = ["model", "sgld", "llc", "susceptibility", "induction", "circuits", "induction_toy", "patterns",
+           "embedding", "patterning", "corpus", "tokenizer", "tokens"]
+
+
+def test_science_modules_know_nothing_of_run_directories_or_stages():
+    """Issue 19 item 1: the stages (serpent/stages/) feed a run's checkpoints to the science modules and keep what
+    they return; no science module reaches back into a run directory or a stage."""
+    graph = _import_graph()
+    for name in SCIENCE:
+        bad = {t for t in graph[f"serpent.{name}"] if t == "serpent.rundir" or t.startswith("serpent.stages")}
+        assert not bad, f"serpent.{name} imports {sorted(bad)}"
+        text = (PKG / f"{name}.py").read_text(encoding="utf-8")
+        assert not re.search(r"^def \w+_stage\(", text, re.M) and "mark_stage" not in text, name
+
+
+def test_every_stage_uses_the_shared_bookkeeping():
+    """One way to choose checkpoints, key a stage, keep per-checkpoint results and record the stage as done."""
+    from serpent.stages import STAGES
+    for name, fn in STAGES.items():
+        source = (PKG / "stages" / f"{fn.__module__.rsplit('.', 1)[1]}.py").read_text(encoding="utf-8")
+        assert "Stage(run" in source and "stage.done(" in source, name
+        assert "mark_stage" not in source and "._cache" not in source, name
+
+
+def test_the_public_api_is_grouped_and_every_name_resolves():
+    import serpent
+    names = [n for group in serpent.API.values() for n in group]
+    assert len(names) == len(set(names)) and serpent.__all__ == names
+    assert all(hasattr(serpent, n) for n in names)
+    assert {"course_run", "run_pipeline", "susceptibilities", "estimate_llc", "load_susceptibilities"} <= set(names)

@@ -22,9 +22,10 @@ def finished_run(tmp_path_factory):
     from serpent.config import get_preset
     from serpent.embedding import serpent_frame
     from serpent.patterns import label_results
-    from serpent.pipeline import run_pipeline
+    from serpent.stages import run_pipeline
     from serpent.rundir import Run
-    from serpent.susceptibility import SusceptibilityResult, load_susceptibilities
+    from serpent.stages import load_susceptibilities
+    from serpent.susceptibility import SusceptibilityResult
     from serpent.tokens import fixed_windows
 
     root = tmp_path_factory.mktemp("art")
@@ -91,7 +92,7 @@ def test_export_writes_a_manifest_that_matches_every_file(finished_run, tmp_path
 
 def test_loaded_artifacts_are_a_run_with_the_same_results(finished_run, tmp_path):
     from serpent.course import course_run, run_is_complete
-    from serpent.susceptibility import load_susceptibilities
+    from serpent.stages import load_susceptibilities
 
     root = tmp_path / "root"
     export_artifacts(finished_run, root / "artifacts" / "tiny")
@@ -351,7 +352,7 @@ def test_gpu_session_helpers_order_steps_and_pack_parts(tmp_path, monkeypatch):
 def test_committed_artifacts_verify_load_and_match_their_manifest(tmp_path):
     """Every committed artifact folder passes its manifest and loads; the README says which exist."""
     from pathlib import Path
-    from serpent.susceptibility import load_susceptibilities
+    from serpent.stages import load_susceptibilities
     root = Path(__file__).resolve().parents[1]
     folders = sorted(p.parent for p in (root / "artifacts").glob("*/manifest.json"))
     readme = (root / "README.md").read_text()

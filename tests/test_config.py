@@ -105,7 +105,7 @@ def test_cpu_preset_reaches_the_predicted_induction_onset_without_memorising():
 
 
 def test_reading_note_warns_before_training_when_the_sample_is_read_many_times():
-    from serpent.pipeline import reading_note
+    from serpent.stages import reading_note
     cfg = get_preset("tiny")                                  # 2.46 M training tokens a run
     assert not reading_note(cfg, 2_000_000).startswith("warning")           # 1.2 passes
     note = reading_note(cfg, 100_000)                                        # 24.6 passes: memorised
@@ -118,7 +118,7 @@ def test_induction_settings_are_a_section_of_the_run_config(tmp_path):
     values are named, and a config saved before the section existed still loads with the defaults."""
     from serpent.cli import parse_overrides
     from serpent.config import InductionConfig
-    from serpent.induction import _settings
+    from serpent.stages.induction import _settings
     from serpent.rundir import Run
     cfg = get_preset("tiny").with_overrides(**parse_overrides(["induction.n_seqs=8", "induction.half_len=20"]))
     assert (cfg.induction.n_seqs, cfg.induction.half_len) == (8, 20)
@@ -138,7 +138,7 @@ def test_one_checkpoints_field_per_sampler_and_older_configs_still_load():
     import json
     from pathlib import Path
     from serpent.config import RunConfig
-    from serpent.susceptibility import _stage_key
+    from serpent.stages.susceptibility import _stage_key
 
     old = json.loads((Path(__file__).parents[1] / "artifacts" / "cpu" / "config.json").read_text())
     assert old["susceptibility_checkpoints"] == 8          # written by an earlier version

@@ -9,14 +9,14 @@ import pytest
 from serpent.config import get_preset
 from serpent.course import course_run, find_root, is_fast, micro_config, run_is_complete
 from serpent.errors import SerpentError
-from serpent.pipeline import available_stages
+from serpent.stages import STAGES
 from serpent.rundir import Run
 
 
 def _fake_complete(path, cfg):
     run = Run.create(path, cfg)
     (run.path / "stages.json").write_text(json.dumps({s: {"key": "x", "seconds": 0, "summary": {}}
-                                                      for s in available_stages()}))
+                                                      for s in STAGES}))
     (run.path / "checkpoints").mkdir()
     (run.path / "checkpoints" / f"step_{cfg.train.steps:07d}.safetensors").write_bytes(b"")
     return run

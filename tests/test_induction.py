@@ -12,8 +12,8 @@ import torch
 from serpent.config import ModelConfig, RunConfig
 from serpent.errors import ConfigError, CorpusError, SerpentError
 from serpent.induction import (InductionConfig, chance_scores, classify_heads, icl_positions, icl_windows,
-                               induction_scores, induction_stage, planted_induction_model, repeated_random_tokens,
-                               scores_over_checkpoints)
+                               induction_scores, planted_induction_model, repeated_random_tokens)
+from serpent.stages.induction import induction_stage, scores_over_checkpoints
 from serpent.induction_toy import repeated_segments
 from serpent.model import build_model, model_params, per_token_loss
 

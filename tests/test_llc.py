@@ -198,8 +198,8 @@ def test_calibration_flags_divergence_and_the_chart_renders(tmp_path):
 
 
 def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_config, monkeypatch):
-    from serpent.llc import llc_stage
-    from serpent.pipeline import data_stage, train_stage
+    from serpent.stages.llc import llc_stage
+    from serpent.stages import data_stage, train_stage
     from serpent.rundir import Run
 
     cfg = micro_run_config.with_overrides(llc={"chains": 2, "draws": 8, "batch_size": 4, "checkpoints": 3,
@@ -207,8 +207,8 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
     run = Run.create(tmp_path / "run", cfg)
     data_stage(run, progress=False)
     train_stage(run, progress=False)
-    import serpent.llc
-    monkeypatch.setattr(serpent.llc, "FLAT_TOLERANCE", math.inf)  # caching and resume here; 8 draws always drift
+    import serpent.stages.llc
+    monkeypatch.setattr(serpent.stages.llc, "FLAT_TOLERANCE", math.inf)  # caching and resume here; 8 draws always drift
     summary = llc_stage(run, progress=False)
     out = run.stage_dir("llc")
     table = pd.read_parquet(out / "llc.parquet")
@@ -226,11 +226,11 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
     again = llc_stage(run, progress=False)
     assert again.get("skipped") and (out / "llc.parquet").stat().st_mtime_ns == mtime
     # each checkpoint's result is kept as soon as it is computed: a subset reuses them, nothing is estimated again
-    import serpent.llc
+    import serpent.stages.llc
     calls = []
-    real = serpent.llc._llc_at
+    real = serpent.stages.llc._llc_at
     monkey = lambda *a, **k: calls.append(a[1]) or real(*a, **k)  # noqa: E731
-    monkeypatch.setattr(serpent.llc, "_llc_at", monkey)
+    monkeypatch.setattr(serpent.stages.llc, "_llc_at", monkey)
     sub = llc_stage(run, steps=[table["step"].iloc[-1], table["step"].iloc[0]], charts=False, progress=False)
     assert calls == [] and sub["reused"] == 2 and sub["computed"] == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out / "llc.parquet"),
@@ -242,10 +242,10 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
         if len(calls) == 1:
             raise KeyboardInterrupt
         return monkey(*a, **k)
-    monkeypatch.setattr(serpent.llc, "_llc_at", fail_second)
+    monkeypatch.setattr(serpent.stages.llc, "_llc_at", fail_second)
     with pytest.raises(KeyboardInterrupt):
         llc_stage(run, steps=extra + table["step"].tolist(), progress=False)
-    monkeypatch.setattr(serpent.llc, "_llc_at", monkey)
+    monkeypatch.setattr(serpent.stages.llc, "_llc_at", monkey)
     resumed = llc_stage(run, steps=extra + table["step"].tolist(), progress=False)
     assert calls == [extra[0], extra[1]] and resumed["computed"] == 1 and resumed["reused"] == 4
     both = pd.read_parquet(out / "llc.parquet").set_index("step")
@@ -253,18 +253,24 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
     assert len(pd.read_parquet(out / "traces.parquet")) == 5 * 2 * 8
     with pytest.raises(SerpentError, match="no checkpoint at step"):
         llc_stage(run, steps=[7777], progress=False)
-    # a checkpoint written again (a new training run in the same folder) is estimated again
+    # a checkpoint is known by its bytes: a copied (touched) file is reused, one written again (a new training run
+    # in the same folder) is estimated again
     import os
+    from serpent.checkpoints import save_checkpoint
     f = run.checkpoint_path(steps[1])
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     calls.clear()
+    touched = llc_stage(run, steps=extra + table["step"].tolist(), charts=False, progress=False)
+    assert calls == [] and touched["reused"] == 5
+    params = run.load_params(steps[1])
+    save_checkpoint(f, {k: v * 1.001 for k, v in params.items()}, steps[1], run.config.model)
     again = llc_stage(run, steps=[steps[1], table["step"].iloc[0]], charts=False, progress=False)
     assert calls == [steps[1]] and again["computed"] == 1 and again["reused"] == 1
     from serpent.cli import main                                   # the command line takes the same steps
     assert main(["llc", str(run.path), "--steps", str(steps[1]), "--quiet"]) == 0
     assert pd.read_parquet(out / "llc.parquet")["step"].tolist() == [steps[1]]
     # calibration at the last checkpoint: a table over the grid and its chart
-    from serpent.llc import calibrate_run
+    from serpent.stages import calibrate_run
     cal = calibrate_run(run, epsilons=[1e-4, 1e-3], n_betas=[10.0], progress=False)
     assert len(cal) == 2 and (cal["step"] == steps[-1]).all() and not cal["diverged"].any()
     assert (out / "calibration.parquet").exists() and (out / "calibration.png").stat().st_size > 1000
@@ -292,9 +298,9 @@ def test_a_diverging_checkpoint_is_retried_with_a_smaller_step_then_recorded_and
     """Issue 21: divergence at one checkpoint no longer stops the run. The stage retries with epsilon/3, /10, /30
     (largest first, the calibration recipe's test of a flat trace), records what it used, and when every step size
     fails it records the checkpoint as diverged, with the advice, and keeps the others."""
-    import serpent.llc as llc
+    import serpent.stages.llc as llc
     from serpent.errors import DivergenceError
-    from serpent.pipeline import data_stage, train_stage
+    from serpent.stages import data_stage, train_stage
     from serpent.io import read_json
     from serpent.rundir import Run
 

@@ -14,7 +14,7 @@ from serpent.patterns import PATTERNS, classify_ids
 
 @pytest.mark.slow
 def test_serpent_stage_on_a_synthetic_run(tmp_path):
-    from serpent.embedding import serpent_stage
+    from serpent.stages import serpent_stage
     from serpent.rundir import Run
     from serpent.susceptibility import SusceptibilityResult
     from serpent.tokenizer import train_bpe

@@ -265,7 +265,7 @@ def test_bad_input_gives_clear_errors():
 
 def _trained_micro_run(tmp_path, micro_run_config, checkpoints):
     """A trained 2-layer x 2-head micro run whose susceptibility stage samples ``checkpoints`` checkpoints."""
-    from serpent.pipeline import data_stage, train_stage
+    from serpent.stages import data_stage, train_stage
     from serpent.rundir import Run
 
     cfg = micro_run_config.with_overrides(
@@ -279,7 +279,7 @@ def _trained_micro_run(tmp_path, micro_run_config, checkpoints):
 
 
 def test_stage_writes_each_step_skips_when_current_and_feeds_the_response_matrix(tmp_path, micro_run_config):
-    from serpent.susceptibility import load_susceptibilities, step_path, susceptibility_stage
+    from serpent.stages.susceptibility import load_susceptibilities, step_path, susceptibility_stage
 
     run, cfg = _trained_micro_run(tmp_path, micro_run_config, 2)
     steps = run.checkpoint_steps()
@@ -300,6 +300,12 @@ def test_stage_writes_each_step_skips_when_current_and_feeds_the_response_matrix
     mid = steps[len(steps) // 2]
     again = susceptibility_stage(run, steps=[mid, steps[-1]], progress=False)
     assert again["computed"] == [mid]
+    # a checkpoint written again (another training run in the same folder) is sampled again, the others are kept
+    from serpent.checkpoints import save_checkpoint
+    params = run.load_params(steps[-1])
+    save_checkpoint(run.checkpoint_path(steps[-1]), {k: v * 1.001 for k, v in params.items()}, steps[-1],
+                    run.config.model)
+    assert susceptibility_stage(run, steps=[mid, steps[-1]], progress=False)["computed"] == [steps[-1]]
     from serpent.errors import CheckpointError
     with pytest.raises(CheckpointError, match="available"):
         susceptibility_stage(run, steps=[10 ** 6], progress=False)
@@ -398,8 +404,8 @@ def test_end_to_end_agrees_with_devinterp_within_statistical_error(tmp_path):
 def test_stage_retries_a_diverged_checkpoint_records_it_and_goes_on(tmp_path, micro_run_config, monkeypatch):
     """Issue 21: a checkpoint whose SGLD diverges is retried with smaller steps; one that still diverges is
     recorded with the advice (not sampled again on resume), the others are kept, and the explorer says so."""
-    import serpent.susceptibility as sus
-    from serpent.embedding import serpent_stage
+    import serpent.stages.susceptibility as sus
+    from serpent.stages import serpent_stage
     from serpent.errors import DivergenceError
 
     run, cfg = _trained_micro_run(tmp_path, micro_run_config, 3)

@@ -6,7 +6,7 @@ import torch
 
 from serpent.cli import main
 from serpent.errors import ConfigError
-from serpent.pipeline import data_stage, train_stage
+from serpent.stages import data_stage, train_stage
 from serpent.rundir import Run
 
 

@@ -1,6 +1,6 @@
 """Charts of induction-head development: per-head scores and the ICL score against training step.
 
-Input is the tidy table of :func:`serpent.induction.scores_over_checkpoints` (columns ``step, head, score,
+Input is the tidy table of :func:`serpent.stages.scores_over_checkpoints` (columns ``step, head, score,
 value``). The step axis is logarithmic (``symlog``, so step 0 is drawn too). Every head gets a line; the ``top``
 heads of each score at the last step are coloured and labelled, the others are drawn in light grey, so the
 chart reads at a glance with 16 heads. Dashed rules mark the classification thresholds when given.

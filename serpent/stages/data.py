@@ -1,21 +1,16 @@
-"""The pipeline: corpus -> tokens -> checkpoints -> induction -> LLC -> susceptibilities -> serpent.
-
-Each stage reads the run directory, writes its outputs there, and records the settings it ran with, so running the
-pipeline again skips what is already current and continues what was interrupted. ``run_pipeline`` is what
-``python -m serpent run`` calls; notebooks call the same stage functions.
+"""The ``data`` stage: read the corpus, train (or fetch) the tokenizer, tokenize, and store the token streams in
+the run (``RUN/tokenizer/``, ``RUN/data/``, ``RUN/corpus.json``); and the notes it prints about the corpus.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Callable
+from ..config import RunConfig, config_hash
+from ..corpus import cache_dir
+from ..io import atomic_write_json
+from ..rundir import Run
+from .stage import Stage
 
-from .config import RunConfig, config_hash
-from .corpus import cache_dir
-from .io import atomic_write_json
-from .rundir import Run
-
-__all__ = ["STAGES", "run_pipeline", "data_stage", "train_stage", "available_stages", "corpus_notes", "reading_note"]
+__all__ = ["data_stage", "training_tokens", "reading_note", "corpus_notes", "MANY_EPOCHS"]
 
 
 def _data_key(cfg: RunConfig) -> str:
@@ -24,16 +19,16 @@ def _data_key(cfg: RunConfig) -> str:
 
 def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
     """Read the corpus, train (or fetch) the tokenizer, tokenize, and store the token streams in the run."""
-    from .corpus import open_corpus
-    from .tokenizer import build_tokenizer
-    from .tokens import tokenize_corpus
-    from .train import unigram_entropy
+    from ..corpus import open_corpus
+    from ..tokenizer import build_tokenizer
+    from ..tokens import tokenize_corpus
+    from ..train import unigram_entropy
 
     cfg = run.config
+    stage = Stage(run, "data")
     key = _data_key(cfg)
-    if run.stage_is_current("data", key):
-        return run.stage_summary("data")["summary"]
-    t0 = time.time()
+    if (done := stage.current(key)) is not None:
+        return done
     dc = cfg.data
     corpus = open_corpus(dc.corpus, max_bytes=dc.max_bytes, test_fraction=dc.test_fraction)
     tokenizer = build_tokenizer(dc.tokenizer, corpus, cfg.model.d_vocab, dc.tokenizer_train_bytes, progress=progress)
@@ -42,7 +37,7 @@ def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
     data.save(run.path / "data")
     fingerprint = corpus.fingerprint()
     atomic_write_json(run.path / "corpus.json", {**fingerprint, "skipped": dict(corpus.skipped)})
-    run._cache.clear()
+    run.forget_cached()        # the tokenizer and token streams were rewritten
     summary = {"corpus": dc.corpus, "bytes": fingerprint.get("bytes"), "documents": fingerprint.get("files"),
                "train_tokens": int(len(data.train)), "test_tokens": int(len(data.test)),
                "vocab_size": tokenizer.vocab_size,
@@ -51,7 +46,7 @@ def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
     summary["skipped"] = {k: v for k, v in corpus.skipped.items() if v}
     if data.meta.get("carved"):
         summary["test_split"] = f"the last {data.meta['carved']['test_tokens']:,} tokens of {data.meta['carved']['document']}"
-    run.mark_stage("data", key, time.time() - t0, summary)
+    stage.done(key, summary=summary)
     return summary
 
 
@@ -97,70 +92,9 @@ def corpus_notes(summary: dict) -> list[str]:
     lines = []
     skipped = summary.get("skipped") or {}
     if skipped:
-        from .corpus import SKIP_ADVICE
+        from ..corpus import SKIP_ADVICE
         parts = "; ".join(f"{n} {SKIP_ADVICE.get(k, k)}" for k, n in skipped.items())
         lines.append(f"skipped {sum(skipped.values())} of {summary.get('documents', '?')} files: {parts}")
     if summary.get("test_split"):
         lines.append(f"held out for testing: {summary['test_split']} (the split is by document, and one split had none)")
     return lines
-
-
-def train_stage(run: Run, *, device=None, progress: bool = True) -> dict:
-    """Train the model (resuming when interrupted); skipped when the run already reached ``train.steps``."""
-    from .train import train, train_key
-    key = train_key(run)
-    if run.stage_is_current("train", key) and run.config.train.steps in run.checkpoint_steps():
-        return run.stage_summary("train")["summary"]
-    t0 = time.time()
-    summary = train(run, device=device, progress=progress)
-    if summary["steps"] >= run.config.train.steps:
-        run.mark_stage("train", key, time.time() - t0, summary)
-    return summary
-
-
-def _lazy(module: str, name: str) -> Callable:
-    def call(run, **kw):
-        import importlib
-        return getattr(importlib.import_module(f"serpent.{module}"), name)(run, **kw)
-    call.__name__ = name
-    return call
-
-
-STAGES: dict[str, Callable] = {
-    "data": data_stage,
-    "train": train_stage,
-    "induction": _lazy("induction", "induction_stage"),
-    "llc": _lazy("llc", "llc_stage"),
-    "susceptibility": _lazy("susceptibility", "susceptibility_stage"),
-    "serpent": _lazy("embedding", "serpent_stage"),
-}
-
-
-def available_stages() -> list[str]:
-    """Stages whose module exists in this installation (in pipeline order)."""
-    import importlib.util
-    mods = {"induction": "induction", "llc": "llc", "susceptibility": "susceptibility", "serpent": "embedding"}
-    return [s for s in STAGES if s not in mods or importlib.util.find_spec(f"serpent.{mods[s]}") is not None]
-
-
-def run_pipeline(run: Run, stages: list[str] | None = None, *, device=None, progress: bool = True,
-                 echo: Callable[[str], None] = print) -> dict[str, dict]:
-    """Run ``stages`` (default: every available stage) in order; returns each stage's summary."""
-    stages = stages or available_stages()
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        from .errors import ConfigError
-        raise ConfigError(f"stages: unknown {unknown}; allowed: {list(STAGES)}")
-    out = {}
-    for name in STAGES:
-        if name not in stages:
-            continue
-        t0 = time.time()
-        echo(f"[{name}] ...")
-        out[name] = STAGES[name](run, device=device, progress=progress)
-        echo(f"[{name}] done in {time.time() - t0:.1f} s")
-        if name == "data":
-            for line in corpus_notes(out[name]):
-                echo(line)
-            echo(reading_note(run.config, out[name]["train_tokens"]))
-    return out

@@ -1,0 +1,239 @@
+"""The ``llc`` stage: the local learning coefficient over a run's checkpoints (:mod:`serpent.llc` estimates it).
+
+Every checkpoint is estimated with the same minibatches (so differences between checkpoints are not data noise), and
+made to fit it: a diverging chain is retried with smaller steps, drifting draws get a longer burn-in, and what still
+fails is kept with a note. Each checkpoint's result is kept in ``llc/steps/`` as soon as it is computed, stamped with
+the settings and the checkpoint it came from (:class:`serpent.stages.stage.Stage`), so an interrupted stage resumes
+and asking for other checkpoints estimates only the new ones. :func:`calibrate_run` sweeps ``epsilon x n_beta`` at
+one checkpoint of the run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import SamplerConfig
+from ..errors import CheckpointError, DivergenceError, SerpentError
+from ..io import atomic_write_json, read_json, write_parquet
+from ..llc import INIT_LOSS_BATCHES, calibrate, estimate_llc, trace_drift
+from .stage import Stage
+
+__all__ = ["llc_stage", "llc_over_checkpoints", "calibrate_run", "RETRY_EPSILON_FACTORS", "FLAT_TOLERANCE"]
+
+STAGE = "llc"
+
+
+def _run_batches(run, cfg: SamplerConfig) -> Callable[[int], torch.Tensor]:
+    from ..tokens import batch_at
+    tokens = run.tokens("train")
+    bos = run.tokenizer().bos_id
+    n_ctx = run.config.model.n_ctx
+    return lambda i: batch_at(tokens, i, cfg.batch_size, n_ctx, cfg.seed, bos)
+
+
+def _llc_at(run, step: int, cfg: SamplerConfig, batches, init_loss_batches: int, device, progress: bool
+            ) -> tuple[dict, pd.DataFrame]:
+    """The LLC at one checkpoint: its table row and its loss traces."""
+    params = run.load_params(step, device=device)
+    try:
+        r = estimate_llc(run.config.model, params, batches, cfg, init_loss_batches=init_loss_batches,
+                         record_traces=True, device=device, progress=progress)
+    except DivergenceError as e:
+        raise DivergenceError(f"checkpoint step {step}: {e} (run `calibrate` to choose epsilon and n_beta; set "
+                              "them with --set llc.epsilon=... --set llc.gamma=...)") from None
+    row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss, "epsilon": cfg.epsilon,
+           "drift": trace_drift(r, cfg)}
+    row.update({f"chain_{c}": float(v) for c, v in enumerate(r.per_chain)})
+    row.update({"seconds": r.seconds, "ms_per_step": r.ms_per_step})
+    C, S = r.traces.shape
+    trace = pd.DataFrame({"step": int(step), "chain": np.repeat(np.arange(C), S),
+                          "sgld_step": np.tile(np.arange(S), C), "loss": r.traces.reshape(-1).astype(np.float64)})
+    return row, trace
+
+
+def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerConfig | None = None, *,
+                         init_loss_batches: int = INIT_LOSS_BATCHES, device=None, progress: bool = True
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """LLC at each of ``steps`` (default: ``select_steps`` of the run's config). Returns ``(table, traces)``.
+
+    ``table`` columns: ``step, mean, std, init_loss, chain_0 .. chain_{C-1}, seconds, ms_per_step``;
+    ``traces`` columns: ``step, chain, sgld_step, loss`` (the minibatch loss at every SGLD step).
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or run.config.llc
+    steps = Stage(run, STAGE).steps(cfg.checkpoints, steps)
+    batches = _run_batches(run, cfg)
+    from ..device import default_device
+    dev = default_device(device)
+    rows, trace_rows = [], []
+    for step in tqdm(steps, desc="LLC over checkpoints", disable=not progress):
+        row, trace = _llc_at(run, step, cfg, batches, init_loss_batches, dev, progress)
+        rows.append(row)
+        trace_rows.append(trace)
+    return pd.DataFrame(rows), pd.concat(trace_rows, ignore_index=True)
+
+
+def _step_file(out, step: int):
+    return out / "steps" / f"step_{step:07d}.json"
+
+
+def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, device=None,
+              progress: bool = True) -> dict:
+    """Pipeline stage ``llc``: the LLC over the run's checkpoints, with charts.
+
+    ``steps``: the checkpoints (default :func:`~serpent.llc.select_steps` of ``run.config.llc.checkpoints``). Writes
+    into ``RUN/llc/``: ``llc.parquet`` (step, mean, std, init_loss, chain_*, epsilon, burnin, drift, note),
+    ``traces.parquet`` (step, chain, sgld_step, loss), ``llc.{png,html}`` (LLC across training) and
+    ``traces.{png,html}`` (loss traces; ``charts=False`` leaves both out), and one ``steps/step_*.json`` per
+    checkpoint. Skipped when it already ran with the same settings and checkpoints. Returns a short summary.
+    """
+    from tqdm.auto import tqdm
+
+    from ..device import default_device
+
+    cfg = run.config.llc
+    # which checkpoints are analysed does not change one checkpoint's estimate: the count is not a setting
+    stage = Stage(run, STAGE, {"v": 3, "llc": {**cfg.to_dict(), "checkpoints": 0},
+                               "model": run.config.model.to_dict()})
+    steps = stage.steps(cfg.checkpoints, steps)
+    key = stage.key(steps=steps, charts=charts)
+    out = stage.dir
+    if (done := stage.current(key, [out / "llc.parquet"])) is not None:
+        return {**done, "skipped": True}
+
+    results, todo = {}, []
+    for step in steps:
+        f = _step_file(out, step)
+        try:
+            kept = read_json(f) if f.is_file() else None
+        except SerpentError:                                # unreadable: estimate that checkpoint again
+            kept = None
+        if stage.is_current(step, kept) and "checkpoint" in kept:
+            results[step] = kept["diverged"] if "diverged" in kept else (kept["row"], pd.DataFrame(kept["traces"]))
+        else:
+            todo.append(step)
+    batches = _run_batches(run, cfg) if todo else None
+    dev = default_device(device)
+    for step in tqdm(todo, desc="LLC over checkpoints", disable=not progress):
+        row, trace, note = _llc_with_retry(run, step, cfg, batches, dev, progress)
+        record = stage.stamp(step)
+        if note is None:
+            record.update(row=row, traces=trace.to_dict(orient="list"))
+        else:
+            record.update(diverged=note)
+            if progress:
+                tqdm.write(f"LLC at step {step}: {note}; going on without it")
+        atomic_write_json(_step_file(out, step), record)
+        results[step] = (row, trace) if note is None else note
+    diverged = {s: results[s] for s in steps if isinstance(results[s], str)}
+    good = [s for s in steps if s not in diverged]
+    if not good:
+        raise DivergenceError(f"SGLD diverged at every analysed checkpoint ({', '.join(map(str, steps))}); "
+                              f"{diverged[steps[-1]]}")
+    table = pd.DataFrame([results[s][0] for s in good])
+    chains = sorted((c for c in table.columns if c.startswith("chain_")), key=lambda c: int(c.split("_")[1]))
+    table = table[["step", "mean", "std", "init_loss", *chains, "epsilon", "burnin", "drift", "note", "seconds",
+                   "ms_per_step"]]
+    traces = pd.concat([results[s][1] for s in good], ignore_index=True)
+    write_parquet(table, out / "llc.parquet")
+    write_parquet(traces, out / "traces.parquet")
+    if charts:
+        from ..charts.llc import llc_curve_chart, loss_trace_chart, save_chart
+        save_chart(llc_curve_chart(table), out / "llc")
+        save_chart(loss_trace_chart(traces, table), out / "traces")
+    last = table.iloc[-1]
+    summary = {"checkpoints": len(table), "final_step": int(last["step"]), "final_llc": round(float(last["mean"]), 3),
+               "final_llc_std": round(float(last["std"]), 3), "min_llc": round(float(table["mean"].min()), 3),
+               "max_llc": round(float(table["mean"].max()), 3),
+               "ms_per_sgld_step": round(float(table["ms_per_step"].mean()), 2),
+               "computed": len(todo), "reused": len(steps) - len(todo),
+               "retried": table.loc[table["epsilon"] != cfg.epsilon, "step"].astype(int).tolist(),
+               "lengthened": table.loc[table["burnin"] != cfg.burnin, "step"].astype(int).tolist(),
+               "not_at_equilibrium": table.loc[table["note"].str.contains(_NOT_AT_EQUILIBRIUM), "step"]
+                                      .astype(int).tolist(),
+               "diverged": {str(s): note for s, note in diverged.items()}}
+    stage.done(key, summary=summary)
+    summary["seconds"] = round(time.time() - stage.t0, 2)
+    return summary
+
+
+#: Step sizes the llc stage retries a diverged checkpoint with, as fractions of the configured epsilon (largest first).
+RETRY_EPSILON_FACTORS = (1 / 3, 1 / 10, 1 / 30)
+#: A trace whose draws still move by this share of the loss rise (:func:`trace_drift`) is not at equilibrium.
+FLAT_TOLERANCE = 0.1
+_NOT_AT_EQUILIBRIUM = "not at equilibrium"   # how a row's note flags a trace that still drifts (read by the summary)
+
+
+def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progress: bool):
+    """:func:`_llc_at`, made to fit the checkpoint (the sampling guide's recipe at the configured ``n_beta`` and
+    ``gamma``): if the chains diverge, the largest retry step size that does not; if the draws still drift (the
+    loss has not reached its plateau), chains three times as long at the same step size, the extra steps as burn-in.
+    A trace that still drifts is kept, with a note saying so. Returns ``(row, traces, None)``, or
+    ``(None, None, note)`` when every step size diverged."""
+    tried, failure = [], ""
+    for i, eps in enumerate([cfg.epsilon] + [cfg.epsilon * f for f in RETRY_EPSILON_FACTORS]):
+        c = SamplerConfig(**{**cfg.to_dict(), "epsilon": eps})
+        try:
+            row, trace = _llc_at(run, step, c, batches, INIT_LOSS_BATCHES, device, progress and i == 0)
+            break
+        except DivergenceError as e:
+            failure = failure or str(e).split(" (run")[0]
+            tried.append(f"{eps:.2g}")
+    else:
+        note = (f"diverged at epsilon {cfg.epsilon:g} ({failure}); retried with {', '.join(tried[1:])}, which "
+                f"diverged too. Sweep epsilon and n_beta with serpent.calibrate_run(serpent.Run.open('{run.path}')) "
+                "(notebook 4), set llc.epsilon / llc.n_beta (smaller n_beta or larger gamma localise the chains more)")
+        return None, None, note
+    notes = [f"retried: epsilon {cfg.epsilon:g} diverged, {c.epsilon:.2g} did not"] if tried else []
+    if abs(row["drift"]) >= FLAT_TOLERANCE:
+        moved = row["drift"]
+        longer = SamplerConfig(**{**c.to_dict(), "burnin": c.burnin + 2 * (c.burnin + c.draws)})
+        try:
+            row, trace = _llc_at(run, step, longer, batches, INIT_LOSS_BATCHES, device, False)
+            c = longer
+            if abs(row["drift"]) < FLAT_TOLERANCE:
+                notes.append(f"lengthened: the draws still moved (drift {moved:+.2f}); a burn-in of {c.burnin} "
+                             "steps reached the plateau")
+            else:
+                notes.append(f"{_NOT_AT_EQUILIBRIUM}: drift {row['drift']:+.2f} after a burn-in of {c.burnin} steps; "
+                             "raise llc.burnin or see serpent.calibrate_run")
+        except DivergenceError:
+            notes.append(f"{_NOT_AT_EQUILIBRIUM}: drift {moved:+.2f}, and a longer chain diverged; see "
+                         "serpent.calibrate_run")
+    row["burnin"] = c.burnin
+    row["note"] = "; ".join(notes)
+    return row, trace, None
+
+
+def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None = None,
+                  n_betas: Sequence[float] | None = None, *, device=None, progress: bool = True) -> pd.DataFrame:
+    """:func:`serpent.llc.calibrate` at one checkpoint of a run (default: the last) around ``run.config.llc``.
+
+    Default grid: ``epsilon`` x {1/10, 1/3, 1, 3, 10} and ``n_beta`` x {1/3, 1, 3}. Writes
+    ``llc/calibration.parquet`` and ``llc/calibration.{png,html}``; returns the table.
+    """
+    from ..device import default_device
+    cfg = run.config.llc
+    steps = run.checkpoint_steps()
+    if not steps:
+        raise CheckpointError(f"{run.path} has no checkpoints to calibrate on; train first "
+                              f"(`python -m serpent run --out {run.path}`)")
+    step = steps[-1] if step is None else step
+    epsilons = list(epsilons) if epsilons else [cfg.epsilon * f for f in (0.1, 1 / 3, 1.0, 3.0, 10.0)]
+    n_betas = list(n_betas) if n_betas else [cfg.n_beta * f for f in (1 / 3, 1.0, 3.0)]
+    dev = default_device(device)
+    params = run.load_params(step, device=dev)
+    cal = calibrate(run.config.model, params, _run_batches(run, cfg), cfg, epsilons, n_betas, device=dev,
+                    progress=progress)
+    cal.insert(0, "step", int(step))
+    out = run.stage_dir("llc")
+    write_parquet(cal, out / "calibration.parquet")
+    from ..charts.llc import calibration_chart, save_chart
+    save_chart(calibration_chart(cal), out / "calibration")
+    return cal

@@ -1,0 +1,166 @@
+"""The ``susceptibility`` stage: χ per token and head at a run's checkpoints (:mod:`serpent.susceptibility`
+estimates it), and :func:`load_susceptibilities`, which reads them back.
+
+Probe windows are fixed windows of held-out text (seeded), SGLD minibatches come from the training split, and each
+checkpoint's result is written as soon as it is computed, stamped with the settings and the checkpoint it came from
+(:class:`serpent.stages.stage.Stage`), so an interrupted stage resumes. A checkpoint whose chains diverge is retried
+with smaller steps; one that diverges at every step size is left out with a note saying what to do.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..config import SamplerConfig, config_hash
+from ..errors import ConfigError, DivergenceError, SerpentError
+from ..io import atomic_write_json, read_json
+from ..susceptibility import SusceptibilityResult, susceptibilities
+from .llc import RETRY_EPSILON_FACTORS
+from .stage import Stage
+
+__all__ = ["susceptibility_stage", "load_susceptibilities", "step_path"]
+
+STAGE = "susceptibility"
+
+
+def load_susceptibilities(run) -> dict[int, SusceptibilityResult]:
+    """All saved results of a run directory, by training step (``susceptibility/step_{step:07d}.safetensors``)."""
+    d = Path(run.path) / STAGE
+    out = {}
+    for p in sorted(d.glob("step_*.safetensors")) if d.is_dir() else []:
+        r = SusceptibilityResult.load(p)
+        out[r.step] = r
+    return out
+
+
+def _settings(cfg) -> dict:
+    """What a checkpoint's result depends on; which checkpoints are analysed is not part of it (written as 0, the
+    value it had before ``susceptibility.sampler.checkpoints`` existed, so older results stay valid)."""
+    sus = cfg.susceptibility.to_dict()
+    sus["sampler"]["checkpoints"] = 0
+    return {"model": cfg.model.to_dict(), "data": cfg.data.to_dict(), "susceptibility": sus, "v": 1}
+
+
+def _stage_key(cfg) -> str:
+    """The settings key stored in every result (``settings["key"]``)."""
+    return config_hash(_settings(cfg))
+
+
+def step_path(run, step: int) -> Path:
+    """Where the result of checkpoint ``step`` lives: ``RUN/susceptibility/step_{step:07d}.safetensors``."""
+    return run.stage_dir(STAGE) / f"step_{step:07d}.safetensors"
+
+
+def _stamp_of(kept: dict) -> dict:
+    """A stored result's settings in :class:`Stage`'s terms (the results keep the key as ``key``)."""
+    return {"settings": kept.get("key"), **({"checkpoint": kept["checkpoint"]} if "checkpoint" in kept else {})}
+
+
+def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None, progress: bool = True) -> dict:
+    """Susceptibilities at ``run.config.susceptibility.sampler.checkpoints`` checkpoints (or the given ``steps``).
+
+    Probe windows: ``probe_sequences`` fixed windows of ``probe_length`` tokens (default ``n_ctx``) from the held-out
+    split (seed ``probe_seed``), with their document names; SGLD minibatches from the training split; results in
+    ``RUN/susceptibility/step_{step:07d}.safetensors``. A step whose file was written with the same settings from
+    the same checkpoint is skipped, so an interrupted stage continues where it stopped.
+    """
+    from ..tokens import batch_at, document_of, fixed_windows
+
+    cfg = run.config
+    sc, mc = cfg.susceptibility, cfg.model
+    stage = Stage(run, STAGE, _settings(cfg))
+    key = stage.settings
+    chosen = stage.steps(sc.sampler.checkpoints, steps)
+    stage_key = stage.key(steps=chosen)
+    if (done := stage.current(stage_key, [step_path(run, s) for s in chosen])) is not None:
+        return done
+    length = sc.probe_length or mc.n_ctx
+    if length > mc.n_ctx:
+        raise ConfigError(f"susceptibility.probe_length: got {length}; must be at most model.n_ctx = {mc.n_ctx}")
+    tok = run.tokenizer()
+    test, train = run.tokens("test"), run.tokens("train")
+    probe, offsets = fixed_windows(test, sc.probe_sequences, length, sc.probe_seed, tok.bos_id)
+    starts, names = run.documents("test")
+    docs = [names[i] if 0 <= i < len(names) else "?" for i in document_of(starts, offsets)]
+    task = None
+    if sc.task_sequences:
+        task, _ = fixed_windows(train, sc.task_sequences, length, sc.probe_seed + 1, tok.bos_id)
+    s_cfg = sc.sampler
+    batches = lambda i: batch_at(train, i, s_cfg.batch_size, mc.n_ctx, s_cfg.seed, tok.bos_id)
+
+    done, computed, diverged, retried, drift = [], [], {}, [], {}
+    for step in _tqdm_steps(chosen, progress):
+        path = step_path(run, step)
+        marker = path.with_suffix(".diverged.json")
+        if path.exists():
+            try:
+                kept = SusceptibilityResult.load(path).settings
+                if stage.is_current(step, _stamp_of(kept)):
+                    done.append(step)
+                    drift[str(step)] = _largest_drift(kept)
+                    continue
+            except SerpentError:
+                pass
+        if marker.exists():
+            try:
+                kept = read_json(marker)
+                if stage.is_current(step, _stamp_of(kept)):
+                    diverged[str(step)] = kept["note"]
+                    continue
+            except SerpentError:
+                pass
+        checkpoint = stage.stamp(step)["checkpoint"]
+        model = run.load_model(step, device="cpu")
+        res, failures = None, []
+        for factor in (1.0, *RETRY_EPSILON_FACTORS):     # a diverged checkpoint: retried with smaller steps
+            c = SamplerConfig(**{**s_cfg.to_dict(), "epsilon": s_cfg.epsilon * factor})
+            try:
+                res = susceptibilities(model, probe, batches, c, task_tokens=task, components=sc.components,
+                                       doc_names=docs, step=step, baseline=sc.baseline, device=device,
+                                       progress=progress and factor == 1.0,
+                                       settings={"key": key, "checkpoint": checkpoint, "probe_seed": sc.probe_seed,
+                                                 "probe_offsets": offsets.tolist(), "epsilon": c.epsilon})
+                break
+            except DivergenceError as e:
+                failures.append(f"{c.epsilon:.2g}: {str(e).split(';')[0]}")
+        if res is None:
+            note = (f"SGLD diverged at every step size tried ({'; '.join(failures)}); choose susceptibility."
+                    f"sampler.epsilon with serpent.calibrate_run(serpent.Run.open('{run.path}')) (notebook 4), "
+                    "or a larger gamma")
+            atomic_write_json(marker, {"key": key, "checkpoint": checkpoint, "note": note})
+            diverged[str(step)] = note
+            if progress:
+                from tqdm.auto import tqdm
+                tqdm.write(f"susceptibilities at step {step}: {note}; going on without it")
+            continue
+        if failures:
+            retried.append(step)
+        marker.unlink(missing_ok=True)
+        res.save(path)
+        done.append(step)
+        computed.append(step)
+        drift[str(step)] = _largest_drift(res.settings)
+    if not done:
+        raise DivergenceError(f"susceptibilities: SGLD diverged at every chosen checkpoint ({chosen}); "
+                              f"{next(iter(diverged.values()))}")
+    n_comp = mc.n_layers * mc.n_heads + (mc.n_layers if sc.components == "heads+mlp" else 0)
+    seconds = time.time() - stage.t0
+    summary = {"steps": done, "computed": computed, "components": n_comp,
+               "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(seconds, 1),
+               "retried": retried, "diverged": diverged,
+               "largest_drift": drift}
+    stage.done(stage_key, seconds, summary)
+    return summary
+
+
+def _largest_drift(settings: dict) -> float | None:
+    """The largest |drift| of the draws' loss over a result's restrictions (None for results saved before it)."""
+    drift = settings.get("drift")
+    return round(max(abs(v) for v in drift.values()), 3) if drift else None
+
+
+def _tqdm_steps(steps, progress: bool):
+    from tqdm.auto import tqdm
+    return tqdm(steps, desc="susceptibilities", disable=not progress or len(steps) < 2)
