@@ -114,6 +114,8 @@ def _cmd_stage(stage: str):
         kwargs = {"device": args.device, "progress": not args.quiet}
         if stage in ("susceptibility", "llc") and getattr(args, "steps", None):
             kwargs["steps"] = args.steps
+        if stage in ("susceptibility", "llc") and getattr(args, "partial", False):
+            kwargs["gather"] = False
         result = STAGES[stage](run, **kwargs)
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -225,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
         if stage in ("susceptibility", "llc"):
             sp.add_argument("--steps", nargs="+", type=int, default=None,
                             help="checkpoint steps to analyse (default: spread over training)")
+            sp.add_argument("--partial", action="store_true",
+                            help="compute and keep these checkpoints' results, write no table: one job of a sweep "
+                                 "split into independent jobs (one checkpoint each); a last run without --partial "
+                                 "gathers them without computing anything again")
         common(sp)
         sp.set_defaults(func=_cmd_stage(stage))
 

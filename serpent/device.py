@@ -93,7 +93,8 @@ def busy_machine(cores: int | None = None, load: float | None = None) -> str | N
 
 
 def configure_cpu_threads(threads: int | None = None, *, echo=print) -> int:
-    """Set torch's CPU thread count from ``threads`` (else ``$SERPENT_THREADS``, else torch's default: every core)
+    """Set torch's CPU thread count from ``threads`` (else ``$SERPENT_THREADS``, else under ``torchrun`` the cores
+    divided among the machine's ranks, else torch's default: every core)
     and say when the machine is already busy (:func:`busy_machine`); returns the count in use.
 
     Measured on 2 cores (BENCHMARKS.md, "Two processes on 2 cores"): the tiny model's training step runs at 30 steps/s
@@ -107,6 +108,9 @@ def configure_cpu_threads(threads: int | None = None, *, echo=print) -> int:
                 threads = int(raw)
             except ValueError:
                 raise ConfigError(f"{THREADS_ENV}: got {raw!r}; give a whole number of threads, e.g. 1") from None
+    if threads is None and int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) > 1:
+        # torchrun's ranks on one machine share its cores (torchrun itself would leave each rank one thread)
+        threads = max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"]))
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"threads: got {threads}; give at least 1")

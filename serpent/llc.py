@@ -49,8 +49,8 @@ from .errors import ConfigError, DivergenceError
 from .sgld import (Restriction, SGLDResult, draw_drift, make_restriction, module_loss_fn, run_sgld,
                    transformer_loss_fn)
 
-__all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "select_steps", "calibrate", "crossing_llc_target",
-           "trace_drift"]
+__all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "combine_chains", "select_steps", "calibrate",
+           "crossing_llc_target", "trace_drift"]
 
 INIT_LOSS_BATCHES = 8  # minibatches averaged for the loss at the checkpoint (devinterp's init_loss)
 
@@ -121,6 +121,32 @@ def llc_from_sgld(res: SGLDResult, convention: str = "draws", restriction_index:
     return LLCResult(mean=float(per_chain.mean()), std=float(per_chain.std(ddof=1)) if len(per_chain) > 1 else 0.0,
                      per_chain=per_chain, init_loss=res.init_loss, traces=traces, n_beta=res.cfg.n_beta,
                      convention=convention, seconds=res.seconds, steps=res.steps, final_distance=dist)
+
+
+def combine_chains(parts: Sequence[LLCResult]) -> LLCResult:
+    """One estimate from the results of disjoint sets of chains at the same checkpoint (run with seeds ``seed + c0``,
+    ``chains`` chains each, in order): what one run of all the chains gives, up to float rounding.
+
+    >>> a = LLCResult(mean=1.0, std=0.0, per_chain=np.array([1.0]), init_loss=2.0, traces=np.zeros((1, 3)), steps=3)
+    >>> b = LLCResult(mean=3.0, std=0.0, per_chain=np.array([3.0]), init_loss=2.0, traces=np.ones((1, 3)), steps=3)
+    >>> r = combine_chains([a, b]); r.mean, round(r.std, 3), r.traces.shape
+    (2.0, 1.414, (2, 3))
+    """
+    parts = list(parts)
+    if not parts:
+        raise ConfigError("combine_chains: no results to combine")
+    if len({p.init_loss for p in parts}) > 1 or len({p.steps for p in parts}) > 1:
+        raise ConfigError("combine_chains: the parts come from different checkpoints, minibatches or chain lengths "
+                          f"(init losses {[p.init_loss for p in parts]}, steps {[p.steps for p in parts]})")
+    per_chain = np.concatenate([p.per_chain for p in parts])
+    traces = None if any(p.traces is None for p in parts) else np.concatenate([p.traces for p in parts])
+    dist = (None if any(p.final_distance is None for p in parts)
+            else np.concatenate([p.final_distance for p in parts]))
+    first = parts[0]
+    return LLCResult(mean=float(per_chain.mean()), std=float(per_chain.std(ddof=1)) if len(per_chain) > 1 else 0.0,
+                     per_chain=per_chain, init_loss=first.init_loss, traces=traces, n_beta=first.n_beta,
+                     convention=first.convention, seconds=max(p.seconds for p in parts), steps=first.steps,
+                     final_distance=dist)
 
 
 def estimate_llc(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches, cfg: SamplerConfig, *,

@@ -108,9 +108,14 @@ class Run:
         return None
 
     def mark_stage(self, name: str, key: str, seconds: float, summary: dict | None = None) -> None:
-        stages = self._stages()
-        stages[name] = {"key": key, "seconds": round(float(seconds), 3), "summary": summary or {}}
-        atomic_write_json(self.path / "stages.json", stages)
+        """Record stage ``name`` as done with settings key ``key``. Processes that share the run directory (jobs of
+        one sweep) take turns: the read-modify-write of ``stages.json`` holds a lock on ``RUN/.stages.lock``."""
+        import fcntl
+        with open(self.path / ".stages.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            stages = self._stages()
+            stages[name] = {"key": key, "seconds": round(float(seconds), 3), "summary": summary or {}}
+            atomic_write_json(self.path / "stages.json", stages)
 
     def stage_summary(self, name: str) -> dict:
         return self._stages().get(name, {})

@@ -62,7 +62,8 @@ from .errors import ConfigError, DivergenceError, SerpentError
 
 __all__ = [
     "SusceptibilityResult", "SusceptibilityStats", "susceptibility_from_traces", "sample_susceptibilities",
-    "susceptibilities", "component_specs", "response_matrix", "response_pca", "SIGN_CONVENTION",
+    "susceptibilities", "component_specs", "combine_components", "response_matrix", "response_pca",
+    "SIGN_CONVENTION",
 ]
 
 SIGN_CONVENTION = "chi < 0: the component expresses the token; chi > 0: it suppresses it"
@@ -139,6 +140,47 @@ class SusceptibilityResult:
                    chi_se=f32(a["chi_se"]), probe_tokens=i64(a["probe_tokens"]), seq_index=i64(a["seq_index"]),
                    position=i64(a["position"]), doc_names=json.loads(meta["doc_names"]),
                    settings=json.loads(meta["settings"]))
+
+
+def combine_components(parts: Sequence[SusceptibilityResult]) -> SusceptibilityResult:
+    """One result from results for disjoint sets of components at the same checkpoint and probe (each sampled with
+    its own unrestricted chains, from the same seeds): what one run over all the components gives, up to float
+    rounding. Columns in the order of ``parts``; per-component settings (φ means, drift, ...) merged.
+
+    >>> z = np.zeros((2, 1), np.float32); tok = np.zeros((1, 3), np.int64)
+    >>> a = SusceptibilityResult(0, ["0:0"], z, z, tok, np.zeros(2, np.int64), np.arange(1, 3), ["d"],
+    ...                          {"init_loss": 1.0, "drift": {"full": 0.1, "0:0": 0.2}, "replicas": 4})
+    >>> b = SusceptibilityResult(0, ["0:1"], z + 1, z, tok, np.zeros(2, np.int64), np.arange(1, 3), ["d"],
+    ...                          {"init_loss": 1.0, "drift": {"full": 0.1, "0:1": 0.3}, "replicas": 4})
+    >>> r = combine_components([a, b]); r.components, r.chi[:, 1].tolist(), r.settings["drift"]
+    (['0:0', '0:1'], [1.0, 1.0], {'full': 0.1, '0:0': 0.2, '0:1': 0.3})
+    """
+    parts = list(parts)
+    if not parts:
+        raise ConfigError("combine_components: no results to combine")
+    first = parts[0]
+    for p in parts[1:]:
+        if (p.step != first.step or not np.array_equal(p.probe_tokens, first.probe_tokens)
+                or p.settings.get("init_loss") != first.settings.get("init_loss")):
+            raise ConfigError("combine_components: the parts come from different checkpoints, probes or minibatches")
+    components = [c for p in parts for c in p.components]
+    if len(set(components)) != len(components):
+        raise ConfigError(f"combine_components: a component appears twice in {components}")
+    settings = dict(first.settings)
+    for p in parts[1:]:
+        for k, v in p.settings.items():
+            if isinstance(v, dict) and isinstance(settings.get(k), dict):
+                settings[k] = {**settings[k], **v}
+    settings["components"] = components
+    if "replicas" in settings:      # what one run over every component would have batched
+        settings["replicas"] = (len(components) + 1) * (settings.get("sampler") or {}).get("chains", 1)
+    if "sampling_seconds" in settings:
+        settings["sampling_seconds"] = max(p.settings.get("sampling_seconds", 0.0) for p in parts)
+    return SusceptibilityResult(step=first.step, components=components,
+                                chi=np.concatenate([p.chi for p in parts], axis=1),
+                                chi_se=np.concatenate([p.chi_se for p in parts], axis=1),
+                                probe_tokens=first.probe_tokens, seq_index=first.seq_index, position=first.position,
+                                doc_names=first.doc_names, settings=settings)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,12 +20,14 @@ import torch
 from ..config import SamplerConfig
 from ..errors import CheckpointError, DivergenceError, SerpentError
 from ..io import atomic_write_json, read_json, write_parquet
-from ..llc import INIT_LOSS_BATCHES, calibrate, estimate_llc, trace_drift
+from ..llc import INIT_LOSS_BATCHES, calibrate, combine_chains, estimate_llc, trace_drift
+from .distributed import World, current_world
 from .stage import Stage
 
 __all__ = ["llc_stage", "llc_over_checkpoints", "calibrate_run", "RETRY_EPSILON_FACTORS", "FLAT_TOLERANCE"]
 
 STAGE = "llc"
+SOLO = World()
 
 
 def _run_batches(run, cfg: SamplerConfig) -> Callable[[int], torch.Tensor]:
@@ -36,16 +38,27 @@ def _run_batches(run, cfg: SamplerConfig) -> Callable[[int], torch.Tensor]:
     return lambda i: batch_at(tokens, i, cfg.batch_size, n_ctx, cfg.seed, bos)
 
 
-def _llc_at(run, step: int, cfg: SamplerConfig, batches, init_loss_batches: int, device, progress: bool
-            ) -> tuple[dict, pd.DataFrame]:
-    """The LLC at one checkpoint: its table row and its loss traces."""
+def _llc_at(run, step: int, cfg: SamplerConfig, batches, init_loss_batches: int, device, progress: bool,
+            world: World = SOLO) -> tuple[dict, pd.DataFrame]:
+    """The LLC at one checkpoint: its table row and its loss traces. With several ranks (``world``), each samples its
+    share of the chains (chain c keeps its seed ``seed + c``) and every rank gets the combined result."""
     params = run.load_params(step, device=device)
-    try:
-        r = estimate_llc(run.config.model, params, batches, cfg, init_loss_batches=init_loss_batches,
-                         record_traces=True, device=device, progress=progress)
-    except DivergenceError as e:
-        raise DivergenceError(f"checkpoint step {step}: {e} (run `calibrate` to choose epsilon and n_beta; set "
-                              "them with --set llc.epsilon=... --set llc.gamma=...)") from None
+    chains = world.part(range(cfg.chains))
+    r, error = None, None
+    if chains:
+        mine = SamplerConfig(**{**cfg.to_dict(), "chains": len(chains), "seed": cfg.seed + chains[0]})
+        try:
+            r = estimate_llc(run.config.model, params, batches, mine, init_loss_batches=init_loss_batches,
+                             record_traces=True, device=device, progress=progress and world.is_main)
+        except DivergenceError as e:
+            error = str(e)
+    if world.size > 1:
+        shares = world.gather((r, error))
+        error = next((e for _, e in shares if e), None)
+        r = None if error else combine_chains([s for s, _ in shares if s is not None])
+    if error:
+        raise DivergenceError(f"checkpoint step {step}: {error} (run `calibrate` to choose epsilon and n_beta; set "
+                              "them with --set llc.epsilon=... --set llc.gamma=...)")
     row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss, "epsilon": cfg.epsilon,
            "drift": trace_drift(r, cfg)}
     row.update({f"chain_{c}": float(v) for c, v in enumerate(r.per_chain)})
@@ -83,8 +96,20 @@ def _step_file(out, step: int):
     return out / "steps" / f"step_{step:07d}.json"
 
 
+def _kept(stage: Stage, step: int):
+    """The kept result of ``step`` (its row and traces, or the note of a checkpoint that diverged), if current."""
+    f = _step_file(stage.dir, step)
+    try:
+        kept = read_json(f) if f.is_file() else None
+    except SerpentError:                                # unreadable: estimate that checkpoint again
+        return None
+    if not (stage.is_current(step, kept) and "checkpoint" in kept):
+        return None
+    return kept["diverged"] if "diverged" in kept else (kept["row"], pd.DataFrame(kept["traces"]))
+
+
 def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, device=None,
-              progress: bool = True) -> dict:
+              progress: bool = True, gather: bool = True) -> dict:
     """Pipeline stage ``llc``: the LLC over the run's checkpoints, with charts.
 
     ``steps``: the checkpoints (default :func:`~serpent.llc.select_steps` of ``run.config.llc.checkpoints``). Writes
@@ -92,11 +117,14 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     ``traces.parquet`` (step, chain, sgld_step, loss), ``llc.{png,html}`` (LLC across training) and
     ``traces.{png,html}`` (loss traces; ``charts=False`` leaves both out), and one ``steps/step_*.json`` per
     checkpoint. Skipped when it already ran with the same settings and checkpoints. Returns a short summary.
+
+    ``gather=False`` (``--partial``): compute and keep these checkpoints' results only, and write no table: one job of
+    a sweep run as independent jobs; a last run without it gathers them, computing nothing again. Under ``torchrun``
+    the ranks share the work (:mod:`serpent.stages.distributed`).
     """
     from tqdm.auto import tqdm
 
-    from ..device import default_device
-
+    world = current_world(device)
     cfg = run.config.llc
     # which checkpoints are analysed does not change one checkpoint's estimate: the count is not a setting
     stage = Stage(run, STAGE, {"v": 3, "llc": {**cfg.to_dict(), "checkpoints": 0},
@@ -104,24 +132,17 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     steps = stage.steps(cfg.checkpoints, steps)
     key = stage.key(steps=steps, charts=charts)
     out = stage.dir
-    if (done := stage.current(key, [out / "llc.parquet"])) is not None:
+    if gather and (done := stage.current(key, [out / "llc.parquet"])) is not None:
         return {**done, "skipped": True}
 
-    results, todo = {}, []
-    for step in steps:
-        f = _step_file(out, step)
-        try:
-            kept = read_json(f) if f.is_file() else None
-        except SerpentError:                                # unreadable: estimate that checkpoint again
-            kept = None
-        if stage.is_current(step, kept) and "checkpoint" in kept:
-            results[step] = kept["diverged"] if "diverged" in kept else (kept["row"], pd.DataFrame(kept["traces"]))
-        else:
-            todo.append(step)
-    batches = _run_batches(run, cfg) if todo else None
-    dev = default_device(device)
-    for step in tqdm(todo, desc="LLC over checkpoints", disable=not progress):
-        row, trace, note = _llc_with_retry(run, step, cfg, batches, dev, progress)
+    todo = [s for s in steps if _kept(stage, s) is None]
+    mine, within = world.share(todo)
+    batches = _run_batches(run, cfg) if mine else None
+    dev = world.device(device)
+    for step in tqdm(mine, desc="LLC over checkpoints", disable=not progress or not world.is_main):
+        row, trace, note = _llc_with_retry(run, step, cfg, batches, dev, progress, world if within else SOLO)
+        if within and not world.is_main:
+            continue
         record = stage.stamp(step)
         if note is None:
             record.update(row=row, traces=trace.to_dict(orient="list"))
@@ -130,7 +151,13 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
             if progress:
                 tqdm.write(f"LLC at step {step}: {note}; going on without it")
         atomic_write_json(_step_file(out, step), record)
-        results[step] = (row, trace) if note is None else note
+    world.barrier()
+    if not gather or not world.is_main:
+        return {"computed": [] if within and not world.is_main else mine, "rank": world.rank,
+                "ranks": world.size, "gathered": False}
+    results = {s: _kept(stage, s) for s in steps}
+    if missing := [s for s in steps if results[s] is None]:
+        raise SerpentError(f"llc: no result kept for step(s) {missing}; run the same command again")
     diverged = {s: results[s] for s in steps if isinstance(results[s], str)}
     good = [s for s in steps if s not in diverged]
     if not good:
@@ -152,7 +179,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
                "final_llc_std": round(float(last["std"]), 3), "min_llc": round(float(table["mean"].min()), 3),
                "max_llc": round(float(table["mean"].max()), 3),
                "ms_per_sgld_step": round(float(table["ms_per_step"].mean()), 2),
-               "computed": len(todo), "reused": len(steps) - len(todo),
+               "computed": len(todo), "reused": len(steps) - len(todo), "ranks": world.size,
                "retried": table.loc[table["epsilon"] != cfg.epsilon, "step"].astype(int).tolist(),
                "lengthened": table.loc[table["burnin"] != cfg.burnin, "step"].astype(int).tolist(),
                "not_at_equilibrium": table.loc[table["note"].str.contains(_NOT_AT_EQUILIBRIUM), "step"]
@@ -170,7 +197,7 @@ FLAT_TOLERANCE = 0.1
 _NOT_AT_EQUILIBRIUM = "not at equilibrium"   # how a row's note flags a trace that still drifts (read by the summary)
 
 
-def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progress: bool):
+def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progress: bool, world: World = SOLO):
     """:func:`_llc_at`, made to fit the checkpoint (the sampling guide's recipe at the configured ``n_beta`` and
     ``gamma``): if the chains diverge, the largest retry step size that does not; if the draws still drift (the
     loss has not reached its plateau), chains three times as long at the same step size, the extra steps as burn-in.
@@ -180,7 +207,8 @@ def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progres
     for i, eps in enumerate([cfg.epsilon] + [cfg.epsilon * f for f in RETRY_EPSILON_FACTORS]):
         c = SamplerConfig(**{**cfg.to_dict(), "epsilon": eps})
         try:
-            row, trace = _llc_at(run, step, c, batches, INIT_LOSS_BATCHES, device, progress and i == 0)
+            row, trace = _llc_at(run, step, c, batches, INIT_LOSS_BATCHES, device, progress and i == 0,
+                                 world=world)
             break
         except DivergenceError as e:
             failure = failure or str(e).split(" (run")[0]
@@ -195,7 +223,7 @@ def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progres
         moved = row["drift"]
         longer = SamplerConfig(**{**c.to_dict(), "burnin": c.burnin + 2 * (c.burnin + c.draws)})
         try:
-            row, trace = _llc_at(run, step, longer, batches, INIT_LOSS_BATCHES, device, False)
+            row, trace = _llc_at(run, step, longer, batches, INIT_LOSS_BATCHES, device, False, world=world)
             c = longer
             if abs(row["drift"]) < FLAT_TOLERANCE:
                 notes.append(f"lengthened: the draws still moved (drift {moved:+.2f}); a burn-in of {c.burnin} "

@@ -17,12 +17,14 @@ from ..config import SamplerConfig, config_hash
 from ..errors import ConfigError, DivergenceError, SerpentError
 from ..io import atomic_write_json, read_json
 from ..susceptibility import SusceptibilityResult, susceptibilities
+from .distributed import World, current_world, susceptibilities_across_ranks
 from .llc import RETRY_EPSILON_FACTORS
 from .stage import Stage
 
 __all__ = ["susceptibility_stage", "load_susceptibilities", "step_path"]
 
 STAGE = "susceptibility"
+SOLO = World()
 
 
 def load_susceptibilities(run) -> dict[int, SusceptibilityResult]:
@@ -53,28 +55,50 @@ def step_path(run, step: int) -> Path:
     return run.stage_dir(STAGE) / f"step_{step:07d}.safetensors"
 
 
+def _kept(stage: Stage, step: int) -> dict | str | None:
+    """What is kept for ``step`` and current: its result's settings, the note of a checkpoint that diverged at every
+    step size, or None (to compute)."""
+    path = step_path(stage.run, step)
+    for f, read in ((path, lambda f: SusceptibilityResult.load(f).settings),
+                    (path.with_suffix(".diverged.json"), read_json)):
+        if f.exists():
+            try:
+                kept = read(f)
+            except SerpentError:                         # unreadable: computed again
+                continue
+            if stage.is_current(step, _stamp_of(kept)):
+                return kept["note"] if f is not path else kept
+    return None
+
+
 def _stamp_of(kept: dict) -> dict:
     """A stored result's settings in :class:`Stage`'s terms (the results keep the key as ``key``)."""
     return {"settings": kept.get("key"), **({"checkpoint": kept["checkpoint"]} if "checkpoint" in kept else {})}
 
 
-def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None, progress: bool = True) -> dict:
+def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None, progress: bool = True,
+                         gather: bool = True) -> dict:
     """Susceptibilities at ``run.config.susceptibility.sampler.checkpoints`` checkpoints (or the given ``steps``).
 
     Probe windows: ``probe_sequences`` fixed windows of ``probe_length`` tokens (default ``n_ctx``) from the held-out
     split (seed ``probe_seed``), with their document names; SGLD minibatches from the training split; results in
     ``RUN/susceptibility/step_{step:07d}.safetensors``. A step whose file was written with the same settings from
     the same checkpoint is skipped, so an interrupted stage continues where it stopped.
+
+    ``gather=False`` (``--partial``): compute and keep these checkpoints' results only, and record no stage: one job
+    of a sweep run as independent jobs; a last run without it gathers them. Under ``torchrun`` the ranks share the
+    work (:mod:`serpent.stages.distributed`).
     """
     from ..tokens import batch_at, document_of, fixed_windows
 
     cfg = run.config
     sc, mc = cfg.susceptibility, cfg.model
+    world = current_world(device)
     stage = Stage(run, STAGE, _settings(cfg))
     key = stage.settings
     chosen = stage.steps(sc.sampler.checkpoints, steps)
     stage_key = stage.key(steps=chosen)
-    if (done := stage.current(stage_key, [step_path(run, s) for s in chosen])) is not None:
+    if gather and (done := stage.current(stage_key, [step_path(run, s) for s in chosen])) is not None:
         return done
     length = sc.probe_length or mc.n_ctx
     if length > mc.n_ctx:
@@ -90,58 +114,56 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     s_cfg = sc.sampler
     batches = lambda i: batch_at(train, i, s_cfg.batch_size, mc.n_ctx, s_cfg.seed, tok.bos_id)
 
-    done, computed, diverged, retried, drift = [], [], {}, [], {}
-    for step in _tqdm_steps(chosen, progress):
+    todo = [s for s in chosen if _kept(stage, s) is None]
+    mine, within = world.share(todo)
+    dev = world.device(device)
+    for step in _tqdm_steps(mine, progress and world.is_main):
         path = step_path(run, step)
         marker = path.with_suffix(".diverged.json")
-        if path.exists():
-            try:
-                kept = SusceptibilityResult.load(path).settings
-                if stage.is_current(step, _stamp_of(kept)):
-                    done.append(step)
-                    drift[str(step)] = _largest_drift(kept)
-                    continue
-            except SerpentError:
-                pass
-        if marker.exists():
-            try:
-                kept = read_json(marker)
-                if stage.is_current(step, _stamp_of(kept)):
-                    diverged[str(step)] = kept["note"]
-                    continue
-            except SerpentError:
-                pass
         checkpoint = stage.stamp(step)["checkpoint"]
         model = run.load_model(step, device="cpu")
         res, failures = None, []
         for factor in (1.0, *RETRY_EPSILON_FACTORS):     # a diverged checkpoint: retried with smaller steps
             c = SamplerConfig(**{**s_cfg.to_dict(), "epsilon": s_cfg.epsilon * factor})
             try:
-                res = susceptibilities(model, probe, batches, c, task_tokens=task, components=sc.components,
-                                       doc_names=docs, step=step, baseline=sc.baseline, device=device,
-                                       progress=progress and factor == 1.0,
-                                       settings={"key": key, "checkpoint": checkpoint, "probe_seed": sc.probe_seed,
-                                                 "probe_offsets": offsets.tolist(), "epsilon": c.epsilon})
+                res = _sample(world if within else SOLO, model, probe, batches, c, task_tokens=task,
+                              components=sc.components, doc_names=docs, step=step, baseline=sc.baseline,
+                              device=dev, progress=progress and factor == 1.0 and world.is_main,
+                              settings={"key": key, "checkpoint": checkpoint, "probe_seed": sc.probe_seed,
+                                        "probe_offsets": offsets.tolist(), "epsilon": c.epsilon})
                 break
             except DivergenceError as e:
                 failures.append(f"{c.epsilon:.2g}: {str(e).split(';')[0]}")
+        if within and not world.is_main:          # rank 0 writes what the ranks computed together
+            continue
         if res is None:
             note = (f"SGLD diverged at every step size tried ({'; '.join(failures)}); choose susceptibility."
                     f"sampler.epsilon with serpent.calibrate_run(serpent.Run.open('{run.path}')) (notebook 4), "
                     "or a larger gamma")
             atomic_write_json(marker, {"key": key, "checkpoint": checkpoint, "note": note})
-            diverged[str(step)] = note
             if progress:
                 from tqdm.auto import tqdm
                 tqdm.write(f"susceptibilities at step {step}: {note}; going on without it")
             continue
-        if failures:
-            retried.append(step)
         marker.unlink(missing_ok=True)
         res.save(path)
-        done.append(step)
-        computed.append(step)
-        drift[str(step)] = _largest_drift(res.settings)
+    world.barrier()
+    if not gather or not world.is_main:
+        return {"computed": [] if within and not world.is_main else mine, "rank": world.rank, "ranks": world.size,
+                "gathered": False}
+
+    done, diverged, drift = [], {}, {}
+    for step in chosen:
+        kept = _kept(stage, step)
+        if kept is None:
+            raise SerpentError(f"susceptibilities: no result kept for step {step}; run the same command again")
+        if isinstance(kept, str):
+            diverged[str(step)] = kept
+        else:
+            done.append(step)
+            drift[str(step)] = _largest_drift(kept)
+    computed = [s for s in todo if s in done]
+    retried = [s for s in computed if _kept(stage, s).get("epsilon", s_cfg.epsilon) != s_cfg.epsilon]
     if not done:
         raise DivergenceError(f"susceptibilities: SGLD diverged at every chosen checkpoint ({chosen}); "
                               f"{next(iter(diverged.values()))}")
@@ -149,8 +171,7 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     seconds = time.time() - stage.t0
     summary = {"steps": done, "computed": computed, "components": n_comp,
                "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(seconds, 1),
-               "retried": retried, "diverged": diverged,
-               "largest_drift": drift}
+               "retried": retried, "diverged": diverged, "largest_drift": drift, "ranks": world.size}
     stage.done(stage_key, seconds, summary)
     return summary
 
@@ -159,6 +180,14 @@ def _largest_drift(settings: dict) -> float | None:
     """The largest |drift| of the draws' loss over a result's restrictions (None for results saved before it)."""
     drift = settings.get("drift")
     return round(max(abs(v) for v in drift.values()), 3) if drift else None
+
+
+def _sample(world: World, model, probe, batches, cfg, *, components, **kw) -> SusceptibilityResult:
+    """:func:`~serpent.susceptibility.susceptibilities` at one checkpoint, its components shared among the ranks
+    when there are several (:func:`~serpent.stages.distributed.susceptibilities_across_ranks`)."""
+    if world.size == 1:
+        return susceptibilities(model, probe, batches, cfg, components=components, **kw)
+    return susceptibilities_across_ranks(model, probe, batches, cfg, components=components, world=world, **kw)
 
 
 def _tqdm_steps(steps, progress: bool):
