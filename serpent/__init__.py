@@ -39,10 +39,11 @@ from .induction_toy import (TOY_MODEL, repeated_segments, copyable_tokens, sgld_
                            GrownCircuit)
 from .sgld import (Restriction, make_restriction, head_restrictions, restriction_size, run_sgld, SGLDResult,
                    DrawState, transformer_loss_fn, module_loss_fn)
-from .llc import estimate_llc, LLCResult, select_steps, calibrate, crossing_llc_target, trace_drift
+from .llc import (estimate_llc, LLCResult, combine_chains, select_steps, calibrate, crossing_llc_target,
+                  trace_drift)
 from .susceptibility import (SusceptibilityResult, SusceptibilityStats, susceptibilities, sample_susceptibilities,
-                             susceptibility_from_traces, component_specs, response_matrix, response_pca,
-                             SIGN_CONVENTION)
+                             susceptibility_from_traces, component_specs, combine_components, response_matrix,
+                             response_pca, SIGN_CONVENTION)
 from .patterns import PATTERNS, PALETTE, classify_tokens, repeated_bigrams, n_prev_spaces, label_result, label_results
 from .embedding import preprocess, embed_checkpoints, separation, pattern_separation, compare_serpents, serpent_frame
 from .patterning import patterning_shift, zero_sum_shift, class_weights, circuit_target
@@ -52,6 +53,7 @@ from .rundir import Run
 from .stages import (STAGES, run_pipeline, corpus_notes, data_stage, train_stage, induction_stage, llc_stage,
                      susceptibility_stage, serpent_stage, scores_over_checkpoints, llc_over_checkpoints,
                      calibrate_run, load_susceptibilities)
+from .stages.distributed import susceptibilities_across_ranks
 from .milestones import milestones
 from .explorer import write_explorer
 from .artifacts import ArtifactError, export_artifacts, verify_artifacts, load_artifacts, fetch_artifacts
@@ -79,17 +81,18 @@ API = {
                 "composition_scores", "TOY_MODEL", "repeated_segments", "copyable_tokens", "sgld_minibatches",
                 "grow_induction_circuit", "GrownCircuit", "Restriction", "make_restriction", "head_restrictions",
                 "restriction_size", "run_sgld", "SGLDResult", "DrawState", "transformer_loss_fn", "module_loss_fn",
-                "estimate_llc", "LLCResult", "select_steps", "calibrate", "crossing_llc_target", "trace_drift",
-                "SusceptibilityResult", "SusceptibilityStats", "susceptibilities", "sample_susceptibilities",
-                "susceptibility_from_traces", "component_specs", "response_matrix", "response_pca",
-                "SIGN_CONVENTION", "PATTERNS", "PALETTE", "classify_tokens", "repeated_bigrams", "n_prev_spaces",
-                "label_result", "label_results", "preprocess", "embed_checkpoints", "separation",
-                "pattern_separation", "compare_serpents", "serpent_frame", "patterning_shift", "zero_sum_shift",
-                "class_weights", "circuit_target"],
+                "estimate_llc", "LLCResult", "combine_chains", "select_steps", "calibrate", "crossing_llc_target",
+                "trace_drift", "SusceptibilityResult", "SusceptibilityStats", "susceptibilities",
+                "sample_susceptibilities", "susceptibility_from_traces", "component_specs", "combine_components",
+                "response_matrix", "response_pca", "SIGN_CONVENTION", "PATTERNS", "PALETTE", "classify_tokens",
+                "repeated_bigrams", "n_prev_spaces", "label_result", "label_results", "preprocess",
+                "embed_checkpoints", "separation", "pattern_separation", "compare_serpents", "serpent_frame",
+                "patterning_shift", "zero_sum_shift", "class_weights", "circuit_target"],
     "runs": ["Run", "STAGES", "run_pipeline", "corpus_notes", "data_stage", "train_stage", "induction_stage",
              "llc_stage", "susceptibility_stage", "serpent_stage", "scores_over_checkpoints", "llc_over_checkpoints",
-             "calibrate_run", "load_susceptibilities", "milestones", "write_explorer", "ArtifactError",
-             "export_artifacts", "verify_artifacts", "load_artifacts", "fetch_artifacts"],
+             "calibrate_run", "load_susceptibilities", "susceptibilities_across_ranks", "milestones",
+             "write_explorer", "ArtifactError", "export_artifacts", "verify_artifacts", "load_artifacts",
+             "fetch_artifacts"],
     "course": ["course_run", "default_preset", "is_fast", "toy_cache_dir", "charts", "checks", "figures"],
 }
 __all__ = [name for group in API.values() for name in group]
