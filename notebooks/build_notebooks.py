@@ -181,7 +181,10 @@ def cells(name: str, solutions: bool = False) -> list[tuple[dict, str | None]]:
     return out
 
 
-def has_exercises(name: str) -> bool:
+def has_exercises(name: str, nb=None) -> bool:
+    """True when the notebook (``nb``, already built, or ``name``'s source) has a solution cell."""
+    if nb is not None:
+        return any("solution" in c.metadata.get("tags", []) for c in nb.cells)
     return any(role == "solution" for _, role in cells(name))
 
 
@@ -221,10 +224,11 @@ def main(names=None) -> None:
         if name not in NOTEBOOKS:
             raise SystemExit(f"no notebooks/src/{name}.md; the notebooks: {', '.join(NOTEBOOKS)}")
         path = ROOT / "notebooks" / f"{name}.ipynb"
-        nbformat.write(build(name), str(path))
+        nb = build(name)
+        nbformat.write(nb, str(path))
         print("wrote", path.relative_to(ROOT))
         path = SOLUTIONS / f"{name}.ipynb"
-        if has_exercises(name):
+        if has_exercises(name, nb):
             SOLUTIONS.mkdir(exist_ok=True)
             nbformat.write(build(name, solutions=True), str(path))
             print("wrote", path.relative_to(ROOT))

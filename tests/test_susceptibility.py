@@ -412,7 +412,8 @@ def test_stage_retries_a_diverged_checkpoint_records_it_and_goes_on(tmp_path, mi
     from serpent.llc import select_steps
     chosen = select_steps(run.checkpoint_steps(), 3)
     eps0 = cfg.susceptibility.sampler.epsilon
-    real, calls = sus.susceptibilities, []
+    import serpent.susceptibility as science
+    real, calls = science.susceptibilities, []
 
     def fragile(model, probe, batches, c, *, step, **kw):
         calls.append((step, c.epsilon))
@@ -420,7 +421,7 @@ def test_stage_retries_a_diverged_checkpoint_records_it_and_goes_on(tmp_path, mi
             raise DivergenceError(f"SGLD diverged at step 2 of 4 in chain 0; use a smaller epsilon")
         return real(model, probe, batches, c, step=step, **kw)
 
-    monkeypatch.setattr(sus, "susceptibilities", fragile)
+    monkeypatch.setattr(science, "susceptibilities", fragile)      # what the stage samples with
     summary = sus.susceptibility_stage(run, progress=False)
     assert summary["steps"] == chosen[:2] and summary["retried"] == [chosen[1]]
     assert list(summary["diverged"]) == [str(chosen[-1])] and "calibrate" in summary["diverged"][str(chosen[-1])]

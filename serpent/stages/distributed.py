@@ -33,13 +33,13 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from ..errors import ConfigError
 
-__all__ = ["World", "current_world", "susceptibilities_across_ranks", "TIMEOUT_ENV"]
+__all__ = ["World", "SOLO", "current_world", "susceptibilities_across_ranks", "TIMEOUT_ENV"]
 
 #: Seconds a rank waits for the others at a collective before giving up (``torch.distributed``'s default is 30 min).
 TIMEOUT_ENV = "SERPENT_DIST_TIMEOUT"
@@ -87,6 +87,23 @@ class World:
         dist.all_gather_object(out, obj)
         return out
 
+    def together(self, compute: Callable[[], Any], combine: Callable[[list], Any]) -> Any:
+        """One piece of work shared by the ranks: ``compute()`` this rank's share (None when it has none), and on
+        every rank ``combine`` of all the shares, in rank order. A DivergenceError on any rank is raised on all of
+        them (so that every rank retries alike). Alone, ``compute()`` itself."""
+        if self.size == 1:
+            return compute()
+        from ..errors import DivergenceError
+        res, error = None, None
+        try:
+            res = compute()
+        except DivergenceError as e:
+            error = str(e)
+        shares = self.gather((res, error))
+        if error := next((e for _, e in shares if e), None):
+            raise DivergenceError(error)
+        return combine([r for r, _ in shares if r is not None])
+
     def barrier(self) -> None:
         """Wait until every rank got here."""
         if self.size > 1:
@@ -100,6 +117,10 @@ class World:
         if dev.type == "cuda" and self.size > 1 and dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)) % torch.cuda.device_count())
         return dev
+
+
+#: One process alone.
+SOLO = World()
 
 
 def current_world(device=None) -> World:
@@ -138,7 +159,6 @@ def susceptibilities_across_ranks(model, probe_tokens, batches, cfg, *, componen
         if current_world().is_main:
             result.save("pythia-1.4b_step143000.safetensors")
     """
-    from ..errors import DivergenceError
     from ..susceptibility import combine_components, component_specs, susceptibilities
 
     world = world or current_world(kwargs.get("device"))
@@ -147,13 +167,6 @@ def susceptibilities_across_ranks(model, probe_tokens, batches, cfg, *, componen
     if "device" in kwargs:
         kwargs["device"] = world.device(kwargs["device"])
     mine = world.part(component_specs(model, components))
-    res, error = None, None
-    if mine:
-        try:
-            res = susceptibilities(model, probe_tokens, batches, cfg, components=mine, **kwargs)
-        except DivergenceError as e:
-            error = str(e)
-    shares = world.gather((res, error))
-    if error := next((e for _, e in shares if e), None):
-        raise DivergenceError(error)
-    return combine_components([r for r, _ in shares if r is not None])
+    return world.together(
+        lambda: susceptibilities(model, probe_tokens, batches, cfg, components=mine, **kwargs) if mine else None,
+        combine_components)

@@ -21,13 +21,12 @@ from ..config import SamplerConfig
 from ..errors import CheckpointError, DivergenceError, SerpentError
 from ..io import atomic_write_json, read_json, write_parquet
 from ..llc import INIT_LOSS_BATCHES, calibrate, combine_chains, estimate_llc, trace_drift
-from .distributed import World, current_world
+from .distributed import SOLO, World, current_world
 from .stage import Stage
 
 __all__ = ["llc_stage", "llc_over_checkpoints", "calibrate_run", "RETRY_EPSILON_FACTORS", "FLAT_TOLERANCE"]
 
 STAGE = "llc"
-SOLO = World()
 
 
 def _run_batches(run, cfg: SamplerConfig) -> Callable[[int], torch.Tensor]:
@@ -44,21 +43,15 @@ def _llc_at(run, step: int, cfg: SamplerConfig, batches, init_loss_batches: int,
     share of the chains (chain c keeps its seed ``seed + c``) and every rank gets the combined result."""
     params = run.load_params(step, device=device)
     chains = world.part(range(cfg.chains))
-    r, error = None, None
-    if chains:
-        mine = SamplerConfig(**{**cfg.to_dict(), "chains": len(chains), "seed": cfg.seed + chains[0]})
-        try:
-            r = estimate_llc(run.config.model, params, batches, mine, init_loss_batches=init_loss_batches,
-                             record_traces=True, device=device, progress=progress and world.is_main)
-        except DivergenceError as e:
-            error = str(e)
-    if world.size > 1:
-        shares = world.gather((r, error))
-        error = next((e for _, e in shares if e), None)
-        r = None if error else combine_chains([s for s, _ in shares if s is not None])
-    if error:
-        raise DivergenceError(f"checkpoint step {step}: {error} (run `calibrate` to choose epsilon and n_beta; set "
-                              "them with --set llc.epsilon=... --set llc.gamma=...)")
+    mine = SamplerConfig(**{**cfg.to_dict(), "chains": len(chains), "seed": cfg.seed + chains[0]}) if chains else None
+    try:
+        r = world.together(lambda: estimate_llc(run.config.model, params, batches, mine,
+                                                init_loss_batches=init_loss_batches, record_traces=True,
+                                                device=device, progress=progress and world.is_main)
+                           if chains else None, combine_chains)
+    except DivergenceError as e:
+        raise DivergenceError(f"checkpoint step {step}: {e} (run `calibrate` to choose epsilon and n_beta; set "
+                              "them with --set llc.epsilon=... --set llc.gamma=...)") from None
     row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss, "epsilon": cfg.epsilon,
            "drift": trace_drift(r, cfg)}
     row.update({f"chain_{c}": float(v) for c, v in enumerate(r.per_chain)})
@@ -103,7 +96,7 @@ def _kept(stage: Stage, step: int):
         kept = read_json(f) if f.is_file() else None
     except SerpentError:                                # unreadable: estimate that checkpoint again
         return None
-    if not (stage.is_current(step, kept) and "checkpoint" in kept):
+    if not stage.is_current(step, kept):
         return None
     return kept["diverged"] if "diverged" in kept else (kept["row"], pd.DataFrame(kept["traces"]))
 
@@ -135,7 +128,8 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     if gather and (done := stage.current(key, [out / "llc.parquet"])) is not None:
         return {**done, "skipped": True}
 
-    todo = [s for s in steps if _kept(stage, s) is None]
+    results = {s: _kept(stage, s) for s in steps}
+    todo = [s for s in steps if results[s] is None]
     mine, within = world.share(todo)
     batches = _run_batches(run, cfg) if mine else None
     dev = world.device(device)
@@ -155,7 +149,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     if not gather or not world.is_main:
         return {"computed": [] if within and not world.is_main else mine, "rank": world.rank,
                 "ranks": world.size, "gathered": False}
-    results = {s: _kept(stage, s) for s in steps}
+    results.update({s: _kept(stage, s) for s in todo})         # what the ranks computed, read back
     if missing := [s for s in steps if results[s] is None]:
         raise SerpentError(f"llc: no result kept for step(s) {missing}; run the same command again")
     diverged = {s: results[s] for s in steps if isinstance(results[s], str)}

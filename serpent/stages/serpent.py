@@ -50,7 +50,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     if not results:
         raise SerpentError(f"{run.path}: no susceptibilities yet; run `python -m serpent run --out {run.path}` "
                            "(or the susceptibility stage) first")
-    stage = Stage(run, STAGE, {"embedding": cfg.to_dict(), "version": 4})
+    stage = Stage(run, STAGE)
     key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 4})
     out_dir = stage.dir
     explorer_path = run.path / "explorer.html"

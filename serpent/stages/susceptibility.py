@@ -16,15 +16,14 @@ from typing import Sequence
 from ..config import SamplerConfig, config_hash
 from ..errors import ConfigError, DivergenceError, SerpentError
 from ..io import atomic_write_json, read_json
-from ..susceptibility import SusceptibilityResult, susceptibilities
-from .distributed import World, current_world, susceptibilities_across_ranks
+from ..susceptibility import SusceptibilityResult
+from .distributed import SOLO, current_world, susceptibilities_across_ranks
 from .llc import RETRY_EPSILON_FACTORS
 from .stage import Stage
 
 __all__ = ["susceptibility_stage", "load_susceptibilities", "step_path"]
 
 STAGE = "susceptibility"
-SOLO = World()
 
 
 def load_susceptibilities(run) -> dict[int, SusceptibilityResult]:
@@ -59,15 +58,16 @@ def _kept(stage: Stage, step: int) -> dict | str | None:
     """What is kept for ``step`` and current: its result's settings, the note of a checkpoint that diverged at every
     step size, or None (to compute)."""
     path = step_path(stage.run, step)
-    for f, read in ((path, lambda f: SusceptibilityResult.load(f).settings),
-                    (path.with_suffix(".diverged.json"), read_json)):
+    marker = path.with_suffix(".diverged.json")
+    for f, read, what in ((path, lambda f: SusceptibilityResult.load(f).settings, lambda kept: kept),
+                          (marker, read_json, lambda kept: kept["note"])):
         if f.exists():
             try:
                 kept = read(f)
             except SerpentError:                         # unreadable: computed again
                 continue
             if stage.is_current(step, _stamp_of(kept)):
-                return kept["note"] if f is not path else kept
+                return what(kept)
     return None
 
 
@@ -114,7 +114,8 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     s_cfg = sc.sampler
     batches = lambda i: batch_at(train, i, s_cfg.batch_size, mc.n_ctx, s_cfg.seed, tok.bos_id)
 
-    todo = [s for s in chosen if _kept(stage, s) is None]
+    kept = {s: _kept(stage, s) for s in chosen}
+    todo = [s for s in chosen if kept[s] is None]
     mine, within = world.share(todo)
     dev = world.device(device)
     for step in _tqdm_steps(mine, progress and world.is_main):
@@ -126,11 +127,12 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
         for factor in (1.0, *RETRY_EPSILON_FACTORS):     # a diverged checkpoint: retried with smaller steps
             c = SamplerConfig(**{**s_cfg.to_dict(), "epsilon": s_cfg.epsilon * factor})
             try:
-                res = _sample(world if within else SOLO, model, probe, batches, c, task_tokens=task,
-                              components=sc.components, doc_names=docs, step=step, baseline=sc.baseline,
-                              device=dev, progress=progress and factor == 1.0 and world.is_main,
-                              settings={"key": key, "checkpoint": checkpoint, "probe_seed": sc.probe_seed,
-                                        "probe_offsets": offsets.tolist(), "epsilon": c.epsilon})
+                res = susceptibilities_across_ranks(
+                    model, probe, batches, c, world=world if within else SOLO, task_tokens=task,
+                    components=sc.components, doc_names=docs, step=step, baseline=sc.baseline, device=dev,
+                    progress=progress and factor == 1.0 and world.is_main,
+                    settings={"key": key, "checkpoint": checkpoint, "probe_seed": sc.probe_seed,
+                              "probe_offsets": offsets.tolist(), "epsilon": c.epsilon})
                 break
             except DivergenceError as e:
                 failures.append(f"{c.epsilon:.2g}: {str(e).split(';')[0]}")
@@ -152,18 +154,18 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
         return {"computed": [] if within and not world.is_main else mine, "rank": world.rank, "ranks": world.size,
                 "gathered": False}
 
+    kept.update({s: _kept(stage, s) for s in todo})            # what the ranks computed, read back
     done, diverged, drift = [], {}, {}
     for step in chosen:
-        kept = _kept(stage, step)
-        if kept is None:
+        if kept[step] is None:
             raise SerpentError(f"susceptibilities: no result kept for step {step}; run the same command again")
-        if isinstance(kept, str):
-            diverged[str(step)] = kept
+        if isinstance(kept[step], str):
+            diverged[str(step)] = kept[step]
         else:
             done.append(step)
-            drift[str(step)] = _largest_drift(kept)
+            drift[str(step)] = _largest_drift(kept[step])
     computed = [s for s in todo if s in done]
-    retried = [s for s in computed if _kept(stage, s).get("epsilon", s_cfg.epsilon) != s_cfg.epsilon]
+    retried = [s for s in computed if kept[s].get("epsilon", s_cfg.epsilon) != s_cfg.epsilon]
     if not done:
         raise DivergenceError(f"susceptibilities: SGLD diverged at every chosen checkpoint ({chosen}); "
                               f"{next(iter(diverged.values()))}")
@@ -180,14 +182,6 @@ def _largest_drift(settings: dict) -> float | None:
     """The largest |drift| of the draws' loss over a result's restrictions (None for results saved before it)."""
     drift = settings.get("drift")
     return round(max(abs(v) for v in drift.values()), 3) if drift else None
-
-
-def _sample(world: World, model, probe, batches, cfg, *, components, **kw) -> SusceptibilityResult:
-    """:func:`~serpent.susceptibility.susceptibilities` at one checkpoint, its components shared among the ranks
-    when there are several (:func:`~serpent.stages.distributed.susceptibilities_across_ranks`)."""
-    if world.size == 1:
-        return susceptibilities(model, probe, batches, cfg, components=components, **kw)
-    return susceptibilities_across_ranks(model, probe, batches, cfg, components=components, world=world, **kw)
 
 
 def _tqdm_steps(steps, progress: bool):
