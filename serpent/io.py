@@ -22,7 +22,8 @@ import numpy as np
 
 from .errors import SerpentError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "read_json", "write_parquet", "find_root", "in_colab"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "read_json", "write_parquet", "find_root", "in_colab",
+           "ENVIRONMENT_NAMES", "is_environment", "environment_folders"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -105,3 +106,54 @@ def find_root(start: Optional[str | os.PathLike] = None) -> Path:
     if in_colab():
         return Path("/content")
     return here
+
+
+# Folders people keep a project's environment or tool caches in. Anything that walks the repository (the book
+# build, the notebook builder, the tests) must never read them as the project's own files.
+ENVIRONMENT_NAMES = (".venv", "venv", "env", ".env", ".conda", "conda-env", ".pixi", ".tox", ".nox",
+                     "node_modules", "__pypackages__", ".mypy_cache", ".pytest_cache", ".ruff_cache")
+
+
+def is_environment(folder: str | os.PathLike) -> bool:
+    """True if ``folder`` is a Python environment or a tool's folder, whatever its name: a virtual environment
+    (``pyvenv.cfg``), a conda prefix (``conda-meta/``), an installed tree (``lib/python3.X/site-packages`` or
+    ``Lib/site-packages``), or one of :data:`ENVIRONMENT_NAMES`.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()) / "my env"; (d / "conda-meta").mkdir(parents=True)
+    >>> is_environment(d), is_environment(d.parent)
+    (True, False)
+    """
+    p = Path(folder)
+    if not p.is_dir():
+        return False
+    if p.name in ENVIRONMENT_NAMES or (p / "pyvenv.cfg").is_file() or (p / "conda-meta").is_dir():
+        return True
+    return (p / "Lib" / "site-packages").is_dir() or any(
+        (q / "site-packages").is_dir() for q in (p / "lib").glob("python3*") if q.is_dir())
+
+
+def environment_folders(root: str | os.PathLike, depth: int = 2) -> list[str]:
+    """The environment folders under ``root`` (see :func:`is_environment`), as paths relative to it, looking
+    ``depth`` levels down; an environment's own subfolders are not listed again.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / "book").mkdir(); (d / ".venv").mkdir()
+    >>> _ = (d / "tools" / "py").mkdir(parents=True); _ = (d / "tools" / "py" / "pyvenv.cfg").write_text("")
+    >>> environment_folders(d)
+    ['.venv', 'tools/py']
+    """
+    root = Path(root)
+    found: list[str] = []
+
+    def walk(d: Path, level: int) -> None:
+        try:
+            children = sorted(c for c in d.iterdir() if c.is_dir() and not c.is_symlink())
+        except OSError:
+            return
+        for c in children:
+            if is_environment(c):
+                found.append(c.relative_to(root).as_posix())
+            elif level < depth and c.name not in (".git", "runs", "_build"):
+                walk(c, level + 1)
+
+    walk(root, 1)
+    return found

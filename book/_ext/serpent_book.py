@@ -17,6 +17,11 @@ button: the extension drops thebe's scripts and style sheet from every page.
 
 At ``builder-inited`` the extension checks that ``book/_scripts/vendor_assets.py`` has run (the vega bundle and
 MathJax are in ``book/_static``): a build without them would produce pages that silently fetch nothing.
+
+At ``config-inited`` (before the table of contents is read) every Python environment or tool folder in the
+repository (``.venv``, ``venv``, a conda prefix, ``node_modules``: :func:`serpent.io.environment_folders`, whatever
+the folder is called) joins ``exclude_patterns``: Sphinx would otherwise read the Markdown files that installed
+packages ship as pages of the book, and stop on the first one it cannot parse.
 """
 
 from __future__ import annotations
@@ -99,7 +104,15 @@ def _drop_thebe(app, pagename, templatename, context, doctree) -> None:
             context[key][:] = [a for a in context[key] if not _is_thebe(a)]
 
 
+def _exclude_environments(app, config):
+    from serpent.io import environment_folders
+
+    extra = [f for f in environment_folders(app.srcdir) if f not in config.exclude_patterns]
+    config.exclude_patterns = list(config.exclude_patterns) + extra
+
+
 def setup(app):
+    app.connect("config-inited", _exclude_environments, priority=100)  # before sphinx-external-toc (900)
     app.add_role("repo", _link_role("repo"))
     app.add_role("colab", _link_role("colab"))
     app.connect("builder-inited", _check_static)
