@@ -13,6 +13,8 @@ Variations, each at the first and the last checkpoint of ``artifacts/cpu``:
 * **a second SGLD seed** and **a probe four times larger** (``bench/anatomy_samples.py`` computes them; their χ are
   kept compactly in ``bench/results/anatomy/``): per-token agreement, split R-hat, and the anatomy numbers again.
 
+``--only samples`` recomputes the last part alone (seconds), keeping the rest of an existing JSON.
+
     python bench/anatomy_robustness.py            # about 5 minutes on 2 cores
 """
 
@@ -70,29 +72,9 @@ def picture_numbers(points: np.ndarray, labels: np.ndarray, token_ids: np.ndarra
             "induction_cross_token_map": by.get("induction")}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=str(RESULTS / "anatomy_robustness.json"))
-    args = ap.parse_args(argv)
-
-    from serpent.anatomy import checkpoint_anatomy, seed_agreement
-    from serpent.artifacts import load_artifacts
-    from serpent.device import configure_cpu_threads
-    from serpent.patterns import label_result
-    from serpent.stages.serpent import anatomy_over_checkpoints
-    from serpent.stages.susceptibility import load_susceptibilities
-    from serpent.susceptibility import SusceptibilityResult
-
-    configure_cpu_threads(args.threads)
-    t0 = time.time()
-    run = load_artifacts("cpu")
-    tok = run.tokenizer()
-    results = load_susceptibilities(run)
-    steps = sorted(results)
-    ends = [steps[0], steps[-1]]
-    labels = {s: label_result(results[s], tok) for s in ends}
-    out: dict = {"run": "artifacts/cpu", "steps": ends, "tokens": len(results[ends[-1]])}
+def _pictures(out: dict, results: dict, labels: dict, ends: list, t0: float) -> None:
+    """The pre-processing, projection and UMAP-settings parts of the table (module docstring)."""
+    from serpent.anatomy import checkpoint_anatomy
 
     out["preprocess"] = {}
     for method in ("raw", "center", "standardize", "whiten", "normalize"):
@@ -130,6 +112,37 @@ def main(argv=None) -> int:
                                                                          d["token_id"].to_numpy())
     print(f"UMAP grid: {time.time() - t0:.0f} s", flush=True)
 
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=str(RESULTS / "anatomy_robustness.json"))
+    ap.add_argument("--only", choices=["samples"], default=None,
+                    help="recompute the second seed and the larger probe only, keeping the rest of --out")
+    args = ap.parse_args(argv)
+
+    from serpent.anatomy import checkpoint_anatomy, seed_agreement
+    from serpent.artifacts import load_artifacts
+    from serpent.device import configure_cpu_threads
+    from serpent.patterns import label_result
+    from serpent.stages.serpent import anatomy_over_checkpoints
+    from serpent.stages.susceptibility import load_susceptibilities
+    from serpent.susceptibility import SusceptibilityResult
+
+    configure_cpu_threads(args.threads)
+    t0 = time.time()
+    run = load_artifacts("cpu")
+    tok = run.tokenizer()
+    results = load_susceptibilities(run)
+    steps = sorted(results)
+    ends = [steps[0], steps[-1]]
+    labels = {s: label_result(results[s], tok) for s in ends}
+    out: dict = {"run": "artifacts/cpu", "steps": ends, "tokens": len(results[ends[-1]])}
+    if args.only == "samples":
+        out = json.loads(Path(args.out).read_text())
+    else:
+        _pictures(out, results, labels, ends, t0)
+
     def sampled(name: str) -> dict[int, SusceptibilityResult]:
         """The variant's χ: first kept compactly (float16) from ``runs/cpu-NAME`` when that run is here."""
         src = run.path.parent / f"cpu-{name}" / "susceptibility"
@@ -158,10 +171,10 @@ def main(argv=None) -> int:
         print(f"seeds: {time.time() - t0:.0f} s", flush=True)
     big = sampled("probe48")
     if big:
-        s = max(big)
         from serpent.patterns import label_results
-        anat = anatomy_over_checkpoints({s: big[s]}, label_results({s: big[s]}, tok), progress=False)
-        out["probe48"] = {"step": s, "tokens": len(big[s]), "anatomy": _headline(anat[s])}
+        anat = anatomy_over_checkpoints(big, label_results(big, tok), progress=False)
+        out["probe48"] = {"steps": sorted(big), "tokens": len(big[max(big)]),
+                          "anatomy": {str(s): _headline(a) for s, a in anat.items()}}
         print(f"probe48: {time.time() - t0:.0f} s", flush=True)
     out["seconds"] = round(time.time() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,8 @@ from .tokens import TokenData, tokenize_corpus, batch_at, fixed_windows, documen
 # -- the model and its training --------------------------------------------------------------------------------------
 from .model import (build_model, model_params, per_token_loss, hooked_per_token_loss, stack_params,
                     supports_fast_path, head_param_names, model_config_of, fast_model_config)
-from .checkpoints import (save_checkpoint, load_checkpoint, checkpoint_schedule, load_timaeus_checkpoint,
-                          download_timaeus_checkpoint)
+from .checkpoints import (save_checkpoint, load_checkpoint, check_checkpoint, checkpoint_schedule,
+                          load_timaeus_checkpoint, download_timaeus_checkpoint)
 from .train import train, evaluate_loss, unigram_entropy, bigram_entropy, adamw
 
 # -- the science: observables of one model ---------------------------------------------------------------------------
@@ -39,20 +39,24 @@ from .induction_toy import (TOY_MODEL, repeated_segments, copyable_tokens, sgld_
                            GrownCircuit)
 from .sgld import (Restriction, make_restriction, head_restrictions, restriction_size, run_sgld, SGLDResult,
                    DrawState, transformer_loss_fn, module_loss_fn)
-from .llc import (estimate_llc, LLCResult, combine_chains, select_steps, calibrate, crossing_llc_target,
-                  trace_drift)
+from .llc import (estimate_llc, LLCResult, combine_chains, select_steps, calibrate, calibration_advice,
+                  crossing_llc_target, trace_drift)
 from .susceptibility import (SusceptibilityResult, SusceptibilityStats, susceptibilities, sample_susceptibilities,
                              susceptibility_from_traces, component_specs, combine_components, response_matrix,
                              response_pca, SIGN_CONVENTION)
 from .patterns import PATTERNS, PALETTE, classify_tokens, repeated_bigrams, n_prev_spaces, label_result, label_results
 from .embedding import preprocess, embed_checkpoints, separation, pattern_separation, compare_serpents, serpent_frame
+from .anatomy import body_axes, checkpoint_anatomy, anatomy_table, seed_agreement
+from .clusters import (ClusterSettings, ClusterCard, find_clusters, cluster_cards, cluster_births,
+                       clusters_over_training, cards_from_json, cluster_table, pattern_births, read_notes,
+                       notes_json)
 from .patterning import patterning_shift, zero_sum_shift, class_weights, circuit_target
 
 # -- runs: a run directory and the stages that fill it ---------------------------------------------------------------
 from .rundir import Run
 from .stages import (STAGES, run_pipeline, corpus_notes, data_stage, train_stage, induction_stage, llc_stage,
                      susceptibility_stage, serpent_stage, scores_over_checkpoints, llc_over_checkpoints,
-                     calibrate_run, load_susceptibilities)
+                     calibrate_run, load_susceptibilities, load_anatomy)
 from .stages.distributed import susceptibilities_across_ranks
 from .milestones import milestones
 from .explorer import write_explorer
@@ -74,23 +78,28 @@ API = {
              "tokenize_corpus", "batch_at", "fixed_windows", "document_of"],
     "model": ["build_model", "model_params", "per_token_loss", "hooked_per_token_loss", "stack_params",
               "supports_fast_path", "head_param_names", "model_config_of", "fast_model_config", "save_checkpoint",
-              "load_checkpoint", "checkpoint_schedule", "load_timaeus_checkpoint", "download_timaeus_checkpoint",
+              "load_checkpoint", "check_checkpoint", "checkpoint_schedule", "load_timaeus_checkpoint", "download_timaeus_checkpoint",
               "train", "evaluate_loss", "unigram_entropy", "bigram_entropy", "adamw"],
     "science": ["induction_scores", "classify_heads", "planted_induction_model", "repeated_random_tokens",
                 "icl_windows", "chance_scores", "ablate_heads", "patch_heads", "corrupted_probe",
                 "composition_scores", "TOY_MODEL", "repeated_segments", "copyable_tokens", "sgld_minibatches",
                 "grow_induction_circuit", "GrownCircuit", "Restriction", "make_restriction", "head_restrictions",
                 "restriction_size", "run_sgld", "SGLDResult", "DrawState", "transformer_loss_fn", "module_loss_fn",
-                "estimate_llc", "LLCResult", "combine_chains", "select_steps", "calibrate", "crossing_llc_target",
+                "estimate_llc", "LLCResult", "combine_chains", "select_steps", "calibrate", "calibration_advice",
+                "crossing_llc_target",
                 "trace_drift", "SusceptibilityResult", "SusceptibilityStats", "susceptibilities",
                 "sample_susceptibilities", "susceptibility_from_traces", "component_specs", "combine_components",
                 "response_matrix", "response_pca", "SIGN_CONVENTION", "PATTERNS", "PALETTE", "classify_tokens",
                 "repeated_bigrams", "n_prev_spaces", "label_result", "label_results", "preprocess",
                 "embed_checkpoints", "separation", "pattern_separation", "compare_serpents", "serpent_frame",
+                "body_axes", "checkpoint_anatomy", "anatomy_table", "seed_agreement",
+                "ClusterSettings", "ClusterCard", "find_clusters", "cluster_cards", "cluster_births",
+                "clusters_over_training", "cards_from_json", "cluster_table", "pattern_births", "read_notes",
+                "notes_json",
                 "patterning_shift", "zero_sum_shift", "class_weights", "circuit_target"],
     "runs": ["Run", "STAGES", "run_pipeline", "corpus_notes", "data_stage", "train_stage", "induction_stage",
              "llc_stage", "susceptibility_stage", "serpent_stage", "scores_over_checkpoints", "llc_over_checkpoints",
-             "calibrate_run", "load_susceptibilities", "susceptibilities_across_ranks", "milestones",
+             "calibrate_run", "load_susceptibilities", "load_anatomy", "susceptibilities_across_ranks", "milestones",
              "write_explorer", "ArtifactError", "export_artifacts", "verify_artifacts", "load_artifacts",
              "fetch_artifacts"],
     "course": ["course_run", "default_preset", "is_fast", "toy_cache_dir", "charts", "checks", "figures"],

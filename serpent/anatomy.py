@@ -21,8 +21,10 @@ serpent's picture uses, since whitening or unit rows would erase the very varian
   divided by the smallest thickness of the checkpoints up to it (:func:`anatomy_table`): the body first thins (the
   random network's second direction fades in the first steps of training), then thickens as the circuit forms.
   It is the papers' "PC2 thickening statistic" in a form we can compute (their exact definition is not public).
-* **Pattern read-out**: how well a token's pattern can be recovered from its 16 numbers, by cross-validated
-  multinomial logistic regression, against the majority class and against the same classifier on shuffled labels;
+* **Pattern read-out**: how well a token's pattern can be recovered from its 16 numbers, by a cross-validated
+  linear classifier (linear discriminant analysis with shrinkage: as accurate here as logistic regression, 0.50
+  against 0.51 at the book run's last checkpoint, and twenty times faster), against the majority class and against
+  the same classifier on shuffled labels;
   also across tokens (folds grouped by token id, so that a token's copies never sit on both sides of a fold: the
   classifier cannot succeed by recognising the token itself).
 * **Spacing fin**: among spacing tokens, the rank correlation between the number of spaces before the token and
@@ -179,13 +181,14 @@ def _null_auc(scores: np.ndarray, n_pos: int, rng, times: int) -> np.ndarray:
 
 def pattern_readout(chi: np.ndarray, patterns: Sequence[str], *, token_ids: Optional[np.ndarray] = None,
                     method: str = "standardize", seed: int = 0, folds: int = 5, shuffles: int = 5) -> dict:
-    """How well the pattern can be read back from the pre-processed χ: cross-validated multinomial logistic
-    regression (accuracy and recall per pattern), beside the majority class and the same classifier on shuffled
-    labels; with ``token_ids``, also with folds grouped by token (``cross_token_accuracy``).
+    """How well the pattern can be read back from the pre-processed χ: a cross-validated linear classifier (linear
+    discriminant analysis with Ledoit-Wolf shrinkage; accuracy and recall per pattern), beside the majority class
+    and the same classifier on shuffled labels; with ``token_ids``, also with folds grouped by token
+    (``cross_token_accuracy``).
 
     Patterns with fewer members than ``folds`` are left out (they cannot be cross-validated).
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_predict
 
     y = np.asarray(patterns).astype(str)
@@ -195,7 +198,7 @@ def pattern_readout(chi: np.ndarray, patterns: Sequence[str], *, token_ids: Opti
     y = y[keep]
     if len(np.unique(y)) < 2:
         return {"accuracy": float("nan"), "majority": float("nan"), "note": "fewer than two patterns"}
-    clf = LogisticRegression(max_iter=500, C=1.0)
+    clf = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
     rng = np.random.default_rng(seed)
 
     def predict(labels, groups=None):
@@ -226,9 +229,9 @@ def pattern_readout(chi: np.ndarray, patterns: Sequence[str], *, token_ids: Opti
 
 def spacing_fin(chi: np.ndarray, patterns: Sequence[str], n_prev_spaces: Sequence[int], *,
                 token_ids: Optional[Sequence[int]] = None, method: str = "standardize", seed: int = 0,
-                folds: int = 5, shuffles: int = 50, min_tokens: int = 20) -> dict:
+                folds: int = 5, shuffles: int = 30, min_tokens: int = 20) -> dict:
     """Do spacing tokens order by the spaces before them? Rank correlation (Spearman) between
-    ``n_prev_spaces`` and its cross-validated ridge read-out from χ, among spacing tokens, against the same with the
+    ``n_prev_spaces`` and its cross-validated ridge read-out from χ (α = 1 on the standardised numbers), among spacing tokens, against the same with the
     counts shuffled. ``present`` is True when the correlation exceeds the null's mean by three standard deviations.
 
     With ``token_ids`` the folds are grouped by token (the read-out is tested on tokens it never saw): a token's
@@ -242,7 +245,7 @@ def spacing_fin(chi: np.ndarray, patterns: Sequence[str], n_prev_spaces: Sequenc
     (True, True)
     """
     from scipy.stats import spearmanr
-    from sklearn.linear_model import RidgeCV
+    from sklearn.linear_model import Ridge
     from sklearn.model_selection import GroupKFold, KFold, cross_val_predict
 
     sp = np.asarray(patterns).astype(str) == "spacing"
@@ -264,7 +267,7 @@ def spacing_fin(chi: np.ndarray, patterns: Sequence[str], n_prev_spaces: Sequenc
         cv = GroupKFold(n_splits=min(folds, out["distinct_tokens"]))
     else:
         cv = KFold(folds, shuffle=True, random_state=seed)
-    model = RidgeCV(alphas=np.logspace(-3, 3, 13))
+    model = Ridge(alpha=1.0)
 
     def rho(t):
         pred = cross_val_predict(model, X, t, cv=cv, groups=groups)

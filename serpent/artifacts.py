@@ -11,7 +11,8 @@ folder keeps what the book and the notebooks read, in the run directory's own la
     ART/checkpoints/step_*.safetensors  a few checkpoints in bf16 (the last one always)
     ART/induction/, llc/                the tables (parquet, json) and the PNG charts
     ART/susceptibility/step_*.safetensors   χ and its standard error in float16
-    ART/serpent/                        separation.json, the PNGs, map.parquet (the 2-D coordinates only)
+    ART/serpent/                        separation.json, the PNGs, map.parquet (the 2-D coordinates only) and
+                                        clusters.json (the clusters' cards, when under 2 MB)
 
 Data flows one way: :func:`export_artifacts` (run directory → artifact folder, refused above ``max_mb``),
 :func:`verify_artifacts` (every file present with its declared size, hash, dtype and shape) and
@@ -57,8 +58,9 @@ MAX_MB = 40.0
 
 _COPY = ("config.json", "stages.json", "corpus.json", "metrics.jsonl", "data/meta.json")
 _TABLES = ("induction/scores.parquet", "induction/heads.json", "llc/llc.parquet", "llc/traces.parquet",
-           "serpent/separation.json")
+           "serpent/separation.json", "serpent/anatomy.json")
 _CHARTS = ("induction", "llc", "serpent")
+_SMALL = {"serpent/clusters.json": 2_000_000}      # kept when at most this many bytes (the clusters' cards)
 
 
 class ArtifactError(SerpentError):
@@ -196,7 +198,8 @@ def _export_into(run: Run, tmp: Path, out: Path, steps: list[int], keep: list[in
     from .stages import load_susceptibilities
 
     src = run.path
-    for rel in _COPY + _TABLES:
+    for rel in _COPY + _TABLES + tuple(r for r, most in _SMALL.items()
+                                        if (src / r).is_file() and (src / r).stat().st_size <= most):
         if (src / rel).is_file():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, tmp / rel)
@@ -231,6 +234,8 @@ def _export_into(run: Run, tmp: Path, out: Path, steps: list[int], keep: list[in
                             f"(largest: {listing}); keep fewer checkpoints or fewer tokens (train_tokens, "
                             f"test_tokens), or drop the charts")
     stages = read_json(src / "stages.json") if (src / "stages.json").is_file() else {}
+    # an unpacked artifact folder exported again: the manifest names the original run as its origin
+    origin = read_json(src / "artifact.json").get("origin") if (src / "artifact.json").is_file() else None
     train_summary = stages.get("train", {}).get("summary", {})
     manifest = {
         "format": FORMAT,
@@ -246,11 +251,13 @@ def _export_into(run: Run, tmp: Path, out: Path, steps: list[int], keep: list[in
                      "exported_on": f"{platform.system()} {platform.machine()}, {_device()}"},
         "stage_seconds": {k: v.get("seconds") for k, v in stages.items()},
         "checkpoints": keep,
-        "all_checkpoints": steps,
+        "all_checkpoints": (origin.get("all_checkpoints") or steps) if origin else steps,
         "susceptibility_steps": sorted(susceptibility_steps),
         "total_bytes": total,
         "files": files,
     }
+    if origin:
+        manifest["origin"] = origin
     atomic_write_json(tmp / "manifest.json", manifest)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
@@ -293,7 +300,10 @@ def verify_artifacts(path: str | os.PathLike) -> dict:
     except SerpentError as e:
         raise ArtifactError(str(e)) from None
     for rel, info in _check_manifest(manifest, mf).items():
-        p = path / rel
+        p = path / _safe_relpath(rel, "read")
+        if not isinstance(info, dict):
+            raise ArtifactError(f"{mf}: the entry of {rel} is not a file's description; the manifest is damaged: "
+                                f"re-export")
         if not p.is_file():
             raise ArtifactError(f"{path}: {rel} is missing; restore it (git checkout -- {p}) or re-export")
         if p.stat().st_size != info.get("bytes"):
@@ -302,10 +312,24 @@ def verify_artifacts(path: str | os.PathLike) -> dict:
         if _sha256(p) != info.get("sha256"):
             raise ArtifactError(f"{path}: {rel} does not match its sha256 in the manifest; restore it or re-export")
         declared = {k: v for k, v in info.items() if k not in ("bytes", "sha256")}
-        actual = _array_info(p)
+        try:
+            actual = _array_info(p)
+        except Exception as e:  # noqa: BLE001 - numpy, json and pyarrow raise many kinds on a foreign file
+            raise ArtifactError(f"{path}: {rel} cannot be read as a {p.suffix} file ({type(e).__name__}); it is "
+                                f"foreign or damaged: restore it or re-export") from None
         if declared != actual:
             raise ArtifactError(f"{path}: {rel} holds {actual}, the manifest declares {declared}; re-export")
     return manifest
+
+
+def _origin_of(manifest: dict, manifest_sha: str) -> dict:
+    """Where an artifact folder came from, kept by its unpacked copy so that exporting that copy again (e.g. after
+    a newer serpent stage) still names the original run and its whole checkpoint schedule."""
+    first = manifest.get("origin") or {}
+    return {"source_run": first.get("source_run", manifest.get("source_run")),
+            "commit": first.get("commit", manifest.get("commit")),
+            "all_checkpoints": first.get("all_checkpoints", manifest.get("all_checkpoints")),
+            "manifest_sha256": first.get("manifest_sha256", manifest_sha)}
 
 
 def _unpack(src: Path, dst: Path, manifest: dict, manifest_sha: str) -> None:
@@ -323,7 +347,8 @@ def _unpack(src: Path, dst: Path, manifest: dict, manifest_sha: str) -> None:
         frame = serpent_frame(pd.read_parquet(tmp / "serpent" / "map.parquet"),
                               label_results(load_susceptibilities(run), run.tokenizer()))
         write_parquet(frame, tmp / "serpent" / "embedding.parquet")
-    atomic_write_json(tmp / "artifact.json", {"sha256": manifest_sha, "source": str(src)})
+    atomic_write_json(tmp / "artifact.json", {"sha256": manifest_sha, "source": str(src),
+                                              "origin": _origin_of(manifest, manifest_sha)})
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
 
@@ -356,12 +381,12 @@ def load_artifacts(path_or_name: str | os.PathLike, *, into: Optional[str | os.P
 ARTIFACTS_URL_ENV = "SERPENT_ARTIFACTS_URL"
 
 
-def _safe_relpath(rel: object) -> str:
+def _safe_relpath(rel: object, verb: str = "download") -> str:
     """A manifest path that stays inside its folder (no absolute path, no ``..``), or ArtifactError."""
     if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "\\" in rel or ":" in rel \
             or any(part in ("", ".", "..") for part in rel.split("/")):
         raise ArtifactError(f"the manifest lists the file {rel!r}, which is not a plain relative path inside the "
-                            f"artifact folder; refusing to download it (a foreign or tampered manifest)")
+                            f"artifact folder; refusing to {verb} it (a foreign or tampered manifest)")
     return rel
 
 

@@ -13,7 +13,8 @@ Every check has the form ``check_xxx(student_fn) -> bool`` and behaves the same 
 
 References: the SGLD update of :mod:`serpent.sgld` (chapter 3 of the book), the previous-token and prefix-matching scores
 of :mod:`serpent.induction`, the K-composition score of :func:`serpent.circuits.composition_scores`, :func:`serpent.susceptibility.susceptibility_from_traces` and
-:func:`serpent.patterns.classify_tokens`.
+:func:`serpent.patterns.classify_tokens`; :func:`check_cluster_names` checks names given to susceptibility clusters
+(:mod:`serpent.clusters`) against the patterns they hold.
 
 >>> check_sgld_step(reference_sgld_step)
 Correct! Your SGLD step matches the reference on 3 settings of (epsilon, n_beta, gamma).
@@ -39,7 +40,7 @@ __all__ = [
     "CheckFailed", "check_sgld_step", "check_prefix_score", "check_prev_token_score",
     "check_susceptibility_estimator", "check_pattern_classifier", "check_k_composition", "reference_sgld_step",
     "reference_prefix_score", "reference_prev_token_score", "reference_k_composition", "causal_attention_patterns",
-    "check_patterning_shift", "reference_patterning_shift",
+    "check_patterning_shift", "reference_patterning_shift", "check_cluster_names",
 ]
 
 
@@ -665,3 +666,91 @@ def check_pattern_classifier(student_fn: Callable, *, n_random: int = 40, seed: 
     print(f"Correct! Your classifier agrees with serpent.patterns.classify_tokens on all {total} tokens of "
           f"{len(seqs)} sequences.")
     return True
+
+
+def _card_get(card: Any, key: str):
+    return card[key] if isinstance(card, dict) else getattr(card, key)
+
+
+def check_cluster_names(names: Any, cards: Sequence[Any], *, at_least: float = 1.25) -> bool:
+    """Check clusters named from their cards: ``names`` (or a function of the cards that returns it) maps a cluster
+    number to ``(name, pattern)``: a name of your own and the pattern (one of :data:`serpent.patterns.PATTERNS`)
+    you expect its tokens to share. ``cards`` are the cards of one checkpoint (:class:`serpent.clusters.ClusterCard`
+    or their dicts).
+
+    Three clusters are asked for (all of them when the checkpoint has fewer). A guess counts when the pattern is the
+    cluster's most common one, or when the cluster holds it at least ``at_least`` times as often as all clustered
+    tokens do. The check prints each cluster's real pattern mix beside your guess. A miss fails the check only for
+    a cluster that stands out from the null (cards without ``stands_out`` count as standing out): the others mix
+    their patterns much as the whole does, and no name fits them well.
+
+    >>> from types import SimpleNamespace as C
+    >>> cards = [C(cluster=0, size=10, patterns={"induction": 8, "spacing": 2}),
+    ...          C(cluster=1, size=10, patterns={"induction": 1, "spacing": 9})]
+    >>> check_cluster_names({0: ("copies", "induction"), 1: ("runs of spaces", "spacing")}, cards)  # doctest: +ELLIPSIS
+    C0 'copies': you said induction; induction 80% (1.8x all clustered tokens) ✓
+    ...
+    True
+    """
+    from .patterns import PATTERNS
+    if callable(names):                           # a function of the cards that returns the names
+        try:
+            names = _call(names, "name_clusters", list(cards))
+        except _NotYet:
+            names = None
+    if names is None or names is Ellipsis or (isinstance(names, dict) and not names):
+        print("Not named yet: fill in the names above (cluster number -> (name, pattern)), then run this check again.")
+        return False
+    if not isinstance(names, dict):
+        raise CheckFailed(f"pass a dict {{cluster number: (name, pattern)}}, not {type(names).__name__}")
+    by_id = {int(_card_get(c, "cluster")): c for c in cards}
+    want = min(3, len(by_id))
+    if len(names) != want:
+        raise CheckFailed(f"name {want} clusters, you named {len(names)}")
+    total = {p: 0 for p in PATTERNS}
+    n_all = 0
+    for c in by_id.values():
+        for p, k in _card_get(c, "patterns").items():
+            total[p] = total.get(p, 0) + int(k)
+        n_all += int(_card_get(c, "size"))
+    misses, mixed = [], []
+    for cid, value in names.items():
+        if cid not in by_id:
+            raise CheckFailed(f"there is no cluster {cid!r} at this checkpoint; the clusters are {sorted(by_id)}")
+        if not (isinstance(value, (tuple, list)) and len(value) == 2):
+            raise CheckFailed(f"cluster {cid}: give (name, pattern), e.g. ('copies of earlier text', 'induction')")
+        name, pat = value
+        if not str(name).strip():
+            raise CheckFailed(f"cluster {cid}: give it a name of your own (a few words)")
+        if pat not in PATTERNS:
+            raise CheckFailed(f"cluster {cid}: {pat!r} is not a pattern; choose one of {list(PATTERNS)}")
+        card = by_id[cid]
+        counts, size = _card_get(card, "patterns"), int(_card_get(card, "size"))
+        top = max(counts, key=lambda p: counts[p])
+        share = counts.get(pat, 0) / size
+        ratio = share / (total[pat] / n_all) if total.get(pat) else 0.0
+        ok = pat == top or ratio >= at_least
+        print(f"C{cid} {str(name)!r}: you said {pat}; {pat} {share:.0%} ({ratio:.1f}x all clustered tokens) "
+              f"{'✓' if ok else '✗'}" + ("" if pat == top else f"; most common: {top} {counts[top] / size:.0%}"))
+        standing = bool(_card_get(card, "stands_out")) if (isinstance(card, dict) and "stands_out" in card) or \
+            hasattr(card, "stands_out") else True
+        if not ok and not standing:
+            mixed.append(f"C{cid}")
+        elif not ok:
+            misses.append(f"C{cid}: {pat} is {share:.0%} of it, no more than elsewhere; its most common pattern is "
+                          f"{top} ({counts[top] / size:.0%})")
+    if misses:
+        raise CheckFailed("; ".join(misses) + ". Read the card again: its most common next tokens and its typical "
+                                              "contexts (what comes before the marked token?) say more than its size")
+    if mixed:
+        print(f"Your guesses match where the clusters stand out; {_and(mixed)} do{'es' if len(mixed) == 1 else ''} "
+              "not stand out from the null and mix{} patterns much as all tokens do: name clusters that stand out "
+              "for names that hold.".format("es its" if len(mixed) == 1 else " their"))
+        return True
+    print(f"Correct! Your {len(names)} guesses match the patterns the clusters hold.")
+    return True
+
+
+def _and(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

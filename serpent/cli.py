@@ -11,6 +11,7 @@ Commands are thin callers of the same stage functions the notebooks use::
     python -m serpent export runs/full --out artifacts/full  # compact, checked results to commit
     python -m serpent fetch URL                              # download published artifacts into artifacts/NAME
     python -m serpent milestones runs/tiny                   # the run's developmental events beside the paper's
+    python -m serpent clusters runs/tiny                     # the cards of its susceptibility clusters
     python -m serpent compare runs/tiny runs/tiny-seed1      # two runs' serpents at matched checkpoints
     python -m serpent presets                                # list the presets and their sizes
 """
@@ -157,6 +158,36 @@ def _cmd_milestones(args) -> int:
     return 0
 
 
+def _cmd_clusters(args) -> int:
+    import json
+    from .clusters import cards_from_json, cluster_table, pattern_births, read_notes
+    from .rundir import Run
+    run = Run.open(args.run_dir)
+    path = run.path / "serpent" / "clusters.json"
+    if not path.is_file():
+        raise SerpentError(f"{run.path} has no clusters yet ({path} is missing); compute them with "
+                           f"`python -m serpent run --out {run.path} --stages serpent`")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    notes = read_notes(args.notes) if args.notes else None
+    cards = cards_from_json(data, args.step, notes)
+    step = cards[0].step if cards else args.step
+    print(f"{len(cards)} susceptibility clusters at step {step}, {sum(c.stands_out for c in cards)} standing out "
+          f"from the Gaussian null\n")
+    for c in cards:
+        print(c.text() + "\n")
+    kinds = pattern_births(cluster_table(data))
+    print("kinds of cluster (most common pattern) standing out: " + ("; ".join(
+        f"{r.pattern} first at step {r.first:,}" + (f", at every checkpoint from {r[2]:,}" if r[2] is not None else "")
+        for r in kinds.itertuples(index=False)) or "none at any checkpoint"))
+    births = {}
+    for r in data.get("births", []):
+        births.setdefault(r["cluster"], r["birth"])
+    if births and (args.step is None or int(args.step) == data["steps"][-1]):
+        print("births (first step from which the cluster stands out at every later checkpoint): " +
+              ", ".join(f"C{c} {'-' if b is None else f'{int(b):,}'}" for c, b in sorted(births.items())))
+    return 0
+
+
 def _cmd_compare(args) -> int:
     import pandas as pd
     from .embedding import compare_serpents
@@ -263,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
                                            "induction tokens' separation: the run beside the paper's model")
     ms.add_argument("run_dir")
     ms.set_defaults(func=_cmd_milestones)
+
+    cl = sub.add_parser("clusters", help="the cards of a run's susceptibility clusters (written by the serpent "
+                                         "stage): size, patterns, next tokens, χ per head, contexts, births")
+    cl.add_argument("run_dir")
+    cl.add_argument("--step", type=int, default=None, help="the checkpoint (default: the last)")
+    cl.add_argument("--notes", default=None, help="a notes file exported from the explorer page: names and notes")
+    cl.set_defaults(func=_cmd_clusters)
 
     c = sub.add_parser("compare", help="how alike two runs' serpents are at their matched checkpoints (two seeds): "
                                        "Procrustes correlation of the maps, overlap of token neighbourhoods")

@@ -27,7 +27,9 @@ from .rundir import Run
 
 __all__ = ["book_run", "book_numbers", "glue_numbers", "ablation_numbers", "corpus_figure", "loss_figure",
            "induction_figure", "llc_figure", "chi_tokens_figure", "response_figure", "toy_figure", "serpent_figure",
-           "small_multiples_figure", "spacing_fin_figure", "BOOK_PRESET"]
+           "small_multiples_figure", "spacing_fin_figure", "body_axes_figure", "thickening_figure", "anatomy_numbers",
+           "robustness_tables",
+           "run_clusters", "cluster_numbers", "clusters_figure", "BOOK_PRESET"]
 
 #: The run behind the book's figures: its results are committed in ``artifacts/cpu``.
 BOOK_PRESET = "cpu"
@@ -46,7 +48,7 @@ def _scores(run: Run) -> pd.DataFrame:
 
 def _separation(run: Run) -> dict[int, dict]:
     steps = json.loads((run.path / "serpent" / "separation.json").read_text())["steps"]
-    return {int(k): v for k, v in steps.items()}
+    return dict(sorted((int(k), v) for k, v in steps.items()))
 
 
 def _onset(scores: pd.DataFrame, head: str, score: str, threshold: float) -> Optional[int]:
@@ -101,9 +103,15 @@ def book_numbers(run: Run) -> dict:
     repeated random tokens), ``chi_step`` (last), ``chi_steps`` (text), ``chi_checkpoints``,
     ``chi_tokens``, ``chi_draws``, ``chi_chains``, ``chi_probe_sequences``/``_length``, ``sep_induction_last``, ``sep_null_sd_last``, ``sep_sigmas_last`` (its distance from the shuffled-pattern null in
     null standard deviations), ``sep_all_first``/``_last``; and per checkpoint ``llc_at_<step>``, ``best_prefix_at_<step>`` (best head's prefix
-    score), ``sep_induction_at_<step>`` (for the steps the run has them), ``llc_checkpoints``.
+    score), ``sep_induction_at_<step>`` (for the steps the run has them), ``llc_checkpoints``; the model's sizes
+    ``n_layers``, ``n_heads``, ``d_model``, ``d_head``, ``d_vocab`` (and ``context``); ``score_checkpoints``
+    (checkpoints with induction scores); the LLC's pause (:func:`serpent.milestones.llc_pause`)
+    ``llc_pause_from``/``_to``/``_change`` and the values ``llc_pause_first``/``_second`` there; the spacing fin's
+    test ``fin_tokens`` (whitespace tokens at the last checkpoint), ``fin_r2_first``/``_last`` (the share of their
+    indentation width that their place in the map explains, at the first and last checkpoint: a fin orders them,
+    R² near 1) and ``fin_verdict`` (text).
     """
-    from .milestones import predicted_induction_onset
+    from .milestones import llc_pause, predicted_induction_onset
     from .train import bigram_entropy
     cfg = run.config
     metrics = pd.DataFrame(run.metrics())
@@ -135,8 +143,23 @@ def book_numbers(run: Run) -> dict:
                 **{f"best_prefix_at_{int(k)}": float(v) for k, v in best_prefix.items()},
                 **{f"sep_induction_at_{k}": float(v.get("by_pattern_cross_token", {}).get("induction", np.nan))
                    for k, v in sep.items()}}
+    pause_from, pause_to, pause_change = llc_pause(llc["step"], llc["mean"])
+    at = llc.set_index("step")["mean"]
+    frame = _serpent_frame(run)
+    fin_first, fin_last = (_fin_r2(frame[frame["step"] == s]) for s in (frame["step"].min(), frame["step"].max()))
+    m = cfg.model
     return {
-        **per_step, "llc_checkpoints": len(llc), "preset": cfg.preset, "final_step": int(cfg.train.steps), "checkpoints": len(run.checkpoint_steps()),
+        **per_step, "llc_checkpoints": len(llc),
+        "n_layers": int(m.n_layers), "n_heads": int(m.n_heads), "d_model": int(m.d_model), "d_head": int(m.d_head),
+        "d_vocab": int(m.d_vocab), "score_checkpoints": int(scores["step"].nunique()),
+        "llc_pause_from": pause_from, "llc_pause_to": pause_to, "llc_pause_change": pause_change,
+        "llc_pause_first": float(at[pause_from]) if pause_from is not None else float("nan"),
+        "llc_pause_second": float(at[pause_to]) if pause_to is not None else float("nan"),
+        "fin_tokens": fin_last[0], "fin_r2_first": fin_first[1], "fin_r2_last": fin_last[1],
+        "fin_verdict": ("a fin: the whitespace tokens are ordered by their indentation in the map"
+                        if fin_last[1] >= 0.5 and fin_last[1] > 2 * fin_first[1] else
+                        "no fin: the whitespace tokens are not ordered by their indentation in the map, no more than "
+                        "at initialisation"), "preset": cfg.preset, "final_step": int(cfg.train.steps), "checkpoints": len(run.checkpoint_steps()),
         "train_tokens": int(metrics["tokens"].iloc[-1]), "train_tokens_millions": metrics["tokens"].iloc[-1] / 1e6,
         "train_minutes": float(metrics["seconds"].iloc[-1]) / 60, "sample_tokens": len(run.tokens("train")),
         "batch": int(cfg.train.batch_size), "context": int(cfg.model.n_ctx),
@@ -175,6 +198,25 @@ def book_numbers(run: Run) -> dict:
                            / float(s_last.get("cross_token_null_sd", np.nan) or np.nan),
         "sep_all_first": float(sep[min(sep)]["cross_token"]), "sep_all_last": float(s_last["cross_token"]),
     }
+
+
+def _fin_r2(frame: pd.DataFrame) -> tuple[int, float]:
+    """(whitespace tokens of one checkpoint that carry spaces, the R² of their indentation width, spaces in the token
+    plus those just before it, regressed linearly on their map coordinates): how well a straight fin orders them.
+
+    >>> f = pd.DataFrame({"x": [0., 1, 2, 3], "y": [0., 0, 1, 0], "n_prev_spaces": [0, 1, 2, 3],
+    ...                   "token": ["Ġ", "Ġ", "Ġ", "Ġ"], "pattern": "spacing"})
+    >>> _fin_r2(f)
+    (4, 1.0)
+    """
+    spaces = frame["n_prev_spaces"].to_numpy(float) + frame["token"].astype(str).str.count("[ ␣Ġ]").to_numpy(float)
+    white = frame["pattern"].isin(["spacing", "formatting"]).to_numpy() & (spaces > 0)
+    y = spaces[white]
+    if len(y) < 4 or np.ptp(y) == 0:
+        return int(len(y)), float("nan")
+    X = np.c_[np.ones(len(y)), frame["x"].to_numpy(float)[white], frame["y"].to_numpy(float)[white]]
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return int(len(y)), round(float(1 - ((y - X @ beta) ** 2).sum() / ((y - y.mean()) ** 2).sum()), 6)
 
 
 def glue_numbers(run: Run, extra: Optional[dict] = None) -> dict:
@@ -318,10 +360,198 @@ def serpent_figure(run: Run, max_points: int = 500) -> alt.TopLevelMixin:
 def small_multiples_figure(run: Run, max_points: int = 1000) -> alt.FacetChart:
     """The serpent at every checkpoint side by side."""
     from .charts.serpent import small_multiples
-    return small_multiples(_serpent_frame(run), max_points=max_points, columns=4, size=115)
+    return small_multiples(_serpent_frame(run), max_points=max_points, columns=3, size=180, point_size=9)
 
 
 def spacing_fin_figure(run: Run) -> alt.LayerChart:
     """Whitespace tokens at the last checkpoint, coloured by the indentation they carry."""
     from .charts.serpent import spacing_fin_chart
     return spacing_fin_chart(_serpent_frame(run), max_points=3000, width=400, height=320)
+
+
+def _anatomy(run: Run) -> dict[int, dict]:
+    from .stages import load_anatomy
+    anat = load_anatomy(run)
+    if not anat:
+        from .errors import SerpentError
+        raise SerpentError(f"{run.path} has no serpent/anatomy.json (its serpent stage ran before the anatomy "
+                           f"existed): run `python -m serpent run --out {run.path}` to add it")
+    return anat
+
+
+def anatomy_numbers(run: Run) -> dict:
+    """The body plan's numbers the chapters quote (:mod:`serpent.anatomy`, from ``serpent/anatomy.json``), by name:
+    ``pc1_share_first``/``_last`` (PC1's share of the variance; ``_min``/``_max`` over checkpoints),
+    ``pc1_corr_min`` (its smallest correlation with the tokens' mean χ), ``pc2_share_first``/``_last``,
+    ``thickness_first``/``_last``, ``thickness_min``/``thickness_min_step`` (the thinnest checkpoint),
+    ``thickening_last`` (last over thinnest),
+    ``pc2_head_last`` (the head loading most on PC2 at the end), ``auc_first``/``_last`` (induction tokens along PC2)
+    with ``auc_null_last``/``auc_null_sd_last``, ``auc_ci_last_low``/``_high``, ``readout_first``/``_last``
+    (pattern from χ, cross-validated accuracy), ``readout_cross_token_last``, ``readout_majority``,
+    ``readout_null_last``, ``readout_induction_first``/``_last`` (recall of the induction pattern), ``anatomy_steps``,
+    ``fin_spacing_tokens``, ``fin_whitespace_tokens``, ``fin_rho_last``/``fin_null_last``/``fin_null_sd_last`` (the
+    whitespace fin), ``fin_present`` (text).
+    """
+    anat = _anatomy(run)
+    steps = sorted(anat)
+    first, last = anat[steps[0]], anat[steps[-1]]
+    th = {s: anat[s]["thickness"] for s in steps}
+    s_min = min(th, key=th.get)
+    fin = last.get("fin_whitespace", {})
+    return {
+        "anatomy_steps": len(steps),
+        "pc1_share_first": first["pc1_share"], "pc1_share_last": last["pc1_share"],
+        "pc1_share_min": min(a["pc1_share"] for a in anat.values()),
+        "pc1_share_max": max(a["pc1_share"] for a in anat.values()),
+        "pc1_corr_min": min(a["pc1_mean_corr"] for a in anat.values()),
+        "pc2_share_first": first["pc2_share"], "pc2_share_last": last["pc2_share"],
+        "thickness_first": first["thickness"], "thickness_last": last["thickness"],
+        "thickening_last": last["thickness"] / th[s_min],
+        "thickness_min": th[s_min], "thickness_min_step": int(s_min),
+        "pc2_head_last": last["pc2_top_heads"][0],
+        "auc_first": first["induction_auc_pc2"], "auc_last": last["induction_auc_pc2"],
+        "auc_null_last": last["induction_auc_null_mean"], "auc_null_sd_last": last["induction_auc_null_sd"],
+        "auc_ci_last_low": last["induction_auc_pc2_ci"][0], "auc_ci_last_high": last["induction_auc_pc2_ci"][1],
+        "readout_first": first["pattern"]["accuracy"], "readout_last": last["pattern"]["accuracy"],
+        "readout_cross_token_last": last["pattern"].get("cross_token_accuracy", float("nan")),
+        "readout_majority": last["pattern"]["majority"], "readout_null_last": last["pattern"]["null_mean"],
+        "readout_induction_first": first["pattern"]["recall"].get("induction", float("nan")),
+        "readout_induction_last": last["pattern"]["recall"].get("induction", float("nan")),
+        "fin_spacing_tokens": int(last.get("fin", {}).get("n", 0)), "fin_whitespace_tokens": int(fin.get("n", 0)),
+        "fin_rho_last": fin.get("rho", float("nan")), "fin_null_last": fin.get("null_mean", float("nan")),
+        "fin_null_sd_last": fin.get("null_sd", float("nan")),
+        "fin_present": ("yes: the whitespace tokens' 16 numbers order them by the length of their whitespace run"
+                        if fin.get("present") else "no: no more order than with the counts shuffled"),
+    }
+
+
+def body_axes_figure(run: Run, steps: Optional[list[int]] = None) -> alt.FacetChart:
+    """The baby and the adult in body axes (PC1 × PC2, :func:`serpent.charts.serpent.body_axes_chart`), each panel
+    titled with its PC2 share and the induction tokens' AUC along PC2."""
+    from .anatomy import ANATOMY_PREPROCESS, body_axes_frame
+    from .charts.serpent import body_axes_chart
+    anat = _anatomy(run)
+    frame = body_axes_frame(_serpent_frame(run), ANATOMY_PREPROCESS)
+    titles = {s: f"step {s:,}: PC2 {a['pc2_share']:.1%}, induction AUC {a['induction_auc_pc2']:.2f}"
+              for s, a in anat.items()}
+    return body_axes_chart(frame, steps, numbers=titles, size=260)
+
+
+def thickening_figure(run: Run) -> alt.HConcatChart:
+    """PC2's thickening and the induction tokens' separation along it over training, beside the best prefix score."""
+    from .anatomy import anatomy_table
+    from .charts.serpent import thickening_chart
+    scores = _scores(run)
+    best = scores[(scores["score"] == "prefix") & (scores["head"].astype(str).str.startswith("1:"))]
+    best = best.groupby("step", as_index=False)["value"].max()
+    return thickening_chart(anatomy_table(_anatomy(run)), best)
+
+
+# -- susceptibility clusters (issue 34) ----------------------------------------------------------------------------
+
+_CLUSTERS_CACHE: dict = {}
+
+
+def run_clusters(run: Run) -> dict:
+    """The run's ``serpent/clusters.json`` (the serpent stage writes it); for a run whose serpent stage ran before
+    clusters existed, computed from its serpent frame (about 20 s on one core, kept for the session)."""
+    p = run.path / "serpent" / "clusters.json"
+    if p.is_file():
+        return json.loads(p.read_text(encoding="utf-8"))
+    key = (str(run.path), (run.path / "serpent" / "embedding.parquet").stat().st_mtime_ns)
+    if key not in _CLUSTERS_CACHE:
+        from .clusters import clusters_over_training
+        _CLUSTERS_CACHE[key] = json.loads(json.dumps(clusters_over_training(_serpent_frame(run)).to_json()))
+    return _CLUSTERS_CACHE[key]
+
+
+def cluster_numbers(run: Run) -> dict:
+    """The numbers chapter 7 quotes about the book's run's clusters: ``clusters_step`` (the last checkpoint),
+    ``clusters_n``/``_standing`` (its clusters, and how many stand out from the null), ``clusters_first_step`` (the
+    first checkpoint with a cluster standing out), ``clusters_tokens`` (tokens per checkpoint), the largest
+    induction-rich standing cluster ``clusters_ind_id``/``_size``/``_share`` (its share of induction tokens) /
+    ``_enrichment``, ``clusters_ind_first_step`` (the first checkpoint from which a cluster made mostly of induction
+    tokens stands out at every later one), and ``clusters_born`` (text: the last checkpoint's clusters that stand out, with their births)."""
+    from .clusters import cluster_table, pattern_births
+    data = run_clusters(run)
+    table = cluster_table(data)
+    last = int(max(data["steps"]))
+    now = table[table["step"] == last]
+    standing = table[table["stands_out"]]
+    ind = now[now["stands_out"] & (now["top_pattern"] == "induction")].sort_values("size", ascending=False)
+    born = [f"C{int(r.cluster)} ({r.top_pattern} {r.top_pattern_share:.0%}, {int(r.size)} tokens, "
+            + (f"born at step {int(r.birth):,}" if r.birth is not None and r.birth == r.birth else "not yet born") + ")"
+            for r in now[now["stands_out"]].itertuples()]
+    out = {"clusters_step": last, "clusters_n": int(len(now)), "clusters_standing": int(now["stands_out"].sum()),
+           "clusters_first_step": int(standing["step"].min()) if len(standing) else None,
+           "clusters_tokens": len(data["labels"][str(last)]), "clusters_born": _listing(born) if born else "none"}
+    kinds = pattern_births(table).set_index("pattern")
+    out["clusters_ind_first_step"] = kinds["from"].get("induction")
+    if len(ind):
+        r = ind.iloc[0]
+        out.update({"clusters_ind_id": int(r["cluster"]), "clusters_ind_size": int(r["size"]),
+                    "clusters_ind_share": float(r["top_pattern_share"]),
+                    "clusters_ind_enrichment": float(r["enrichment"])})
+    return out
+
+
+def clusters_figure(run: Run) -> alt.VConcatChart:
+    """The clusters of every checkpoint against the null, under the heads' scores, with the heads' onsets
+    (:func:`serpent.charts.clusters.cluster_births_chart`)."""
+    from .charts.clusters import cluster_births_chart
+    from .clusters import cluster_table
+    n = book_numbers(run)
+    onsets = {"previous-token heads": n.get("prev_onset"), "induction heads": n.get("prefix_onset")}
+    return cluster_births_chart(cluster_table(run_clusters(run)), _scores(run), onsets=onsets)
+
+
+def robustness_tables(path=None) -> dict:
+    """The anatomy's robustness table (``bench/anatomy_robustness.py`` writes ``bench/results/anatomy_robustness.json``
+    from the book's run) as narrow frames: ``preprocess`` (the body-plan numbers under each pre-processing),
+    ``views`` (how well the patterns separate in each 2-D picture: chance-corrected kNN purity across tokens, all
+    patterns and induction alone), ``umap`` (UMAP's settings), ``seeds`` (two SGLD seeds: one row per quantity, one
+    column per checkpoint) and ``probe`` (a probe four times larger), plus ``chosen_view``."""
+    from .io import find_root, read_json
+    r = read_json(path or find_root() / "bench" / "results" / "anatomy_robustness.json")
+    out = {}
+    out["preprocess"] = pd.DataFrame([
+        {"pre-processing": m, "step": int(s), "PC1": a["pc1_share"], "PC2": a["pc2_share"],
+         "AUC on PC2": a["induction_auc_pc2"], "random": a["induction_auc_null_mean"], "read-out": a["readout"],
+         "across tokens": a["readout_cross_token"], "majority": a["readout_majority"]}
+        for m, by in r["preprocess"].items() for s, a in by.items()]).sort_values("step", kind="stable")
+    out["views"] = pd.DataFrame([
+        {"picture": v, "step": int(s), "purity": m["cross_token_map"], "induction": m["induction_cross_token_map"]}
+        for v, by in r["views"].items() for s, m in by.items()]).sort_values("step", kind="stable")
+    out["umap"] = pd.DataFrame([
+        {"n_neighbors": int(k.split("/")[0]), "min_dist": float(k.split("/")[1]), "purity": m["cross_token_map"],
+         "induction": m["induction_cross_token_map"]} for k, m in r["umap_settings"]["grid"].items()])
+    if "seeds" in r:
+        sd = r["seeds"]
+        rows = {}
+        for s in sorted(sd["agreement"], key=int):
+            a = sd["agreement"][s]
+            col = rows.setdefault(f"step {int(s):,}", {})
+            col.update({"per-head correlation (median)": a["head_corr_median"],
+                        "per-head correlation (lowest)": a["head_corr_min"],
+                        "per-token correlation (median)": a["token_corr_median"],
+                        "split R-hat (median)": a.get("rhat_median"), "split R-hat (95th pct)": a.get("rhat_p95")})
+            for name in sd["anatomy"]:
+                b = sd["anatomy"][name][s]
+                col.update({f"{name}: PC2 share": b["pc2_share"], f"{name}: AUC on PC2": b["induction_auc_pc2"],
+                            f"{name}: read-out": b["readout"]})
+        out["seeds"] = pd.DataFrame(rows).rename_axis("quantity").reset_index()
+    if "probe48" in r:
+        p = r["probe48"]
+        rows = {}
+        for s, a in sorted(p["anatomy"].items(), key=lambda kv: int(kv[0])):
+            fs, fw = a["fin_spacing"], a["fin_whitespace"]
+            rows[f"step {int(s):,}"] = {
+                "PC1 share": f"{a['pc1_share']:.3f}", "PC2 share": f"{a['pc2_share']:.4f}",
+                "AUC on PC2": f"{a['induction_auc_pc2']:.2f}", "read-out (majority)":
+                f"{a['readout']:.2f} ({a['readout_majority']:.2f})",
+                f"spacing fin, {fs['n']} tokens": f"{fs['rho']:+.2f} (shuffled {fs['null_mean']:+.2f} ± {fs['null_sd']:.2f})",
+                f"whitespace fin, {fw['n']} tokens":
+                f"{fw['rho']:+.2f} (shuffled {fw['null_mean']:+.2f} ± {fw['null_sd']:.2f})"}
+        out["probe"] = pd.DataFrame(rows).rename_axis(f"{p['tokens']:,} tokens").reset_index()
+    out["chosen_view"] = r["chosen_view"]
+    return out

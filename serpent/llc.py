@@ -20,8 +20,10 @@ Conventions, and how they differ from devinterp 2.0.1's ``compute_llc``:
 
 All chains (and the restriction, if any) run as one batched computation on :mod:`serpent.sgld`.
 
-:func:`calibrate` sweeps ``epsilon × n_beta`` and reports where chains are stable and the estimate flat. The LLC over
-a run's checkpoints, with its per-checkpoint cache and retries, is the ``llc`` stage (:mod:`serpent.stages.llc`).
+:func:`calibrate` sweeps ``epsilon × n_beta`` and reports where the chains are stable, their traces flat and the
+estimate no longer moving with ``epsilon`` (the plateau: past it SGLD's finite step biases the estimate even when the
+trace is flat); :func:`epsilon_note` says in one line when a sampler's ``epsilon`` sits past it. The LLC over a run's
+checkpoints, with its per-checkpoint cache and retries, is the ``llc`` stage (:mod:`serpent.stages.llc`).
 
 >>> import torch
 >>> from serpent.config import SamplerConfig
@@ -50,7 +52,8 @@ from .sgld import (Restriction, SGLDResult, draw_drift, make_restriction, module
                    transformer_loss_fn)
 
 __all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "combine_chains", "select_steps", "calibrate",
-           "crossing_llc_target", "trace_drift"]
+           "epsilon_plateau", "calibration_advice", "epsilon_note", "localisation_bias", "crossing_llc_target",
+           "trace_drift"]
 
 INIT_LOSS_BATCHES = 8  # minibatches averaged for the loss at the checkpoint (devinterp's init_loss)
 
@@ -241,20 +244,165 @@ def trace_drift(r: LLCResult, cfg: SamplerConfig) -> float:
     return draw_drift(r.traces, r.init_loss, cfg)
 
 
+#: Two estimates agree when they differ by at most this many standard errors (the plateau's test).
+PLATEAU_SIGMAS = 3.0
+#: The stages say the step size is too large when the localisation alone biases the estimate by more than this.
+BIAS_LIMIT = 0.10
+
+
+def localisation_bias(epsilon: float, gamma: float) -> float:
+    """The least relative bias SGLD's finite step gives the estimate, from the localisation alone: ``1/(1 - eps gamma
+    / 4) - 1`` (``inf`` when ``eps gamma >= 4``: every chain diverges).
+
+    The update ``w <- w - (eps/2) a (w - w*) + sqrt(eps) xi`` samples a Gaussian of precision ``a`` with variance
+    ``1/(a (1 - eps a/4))`` instead of ``1/a``: every direction's share of the LLC is inflated by ``1/(1 - eps a/4)``,
+    where ``a = n_beta h + gamma >= gamma`` for a direction of curvature ``h >= 0``. So no calibration is needed to
+    see that ``eps`` is past the plateau once ``eps gamma`` is large; the curvature of the loss only adds to it.
+
+    >>> round(localisation_bias(1e-3, 100.0), 3), round(localisation_bias(3e-3, 300.0), 3)
+    (0.026, 0.29)
+    """
+    x = float(epsilon) * float(gamma) / 4
+    return math.inf if x >= 1 else 1 / (1 - x) - 1
+
+
+def epsilon_plateau(cal: pd.DataFrame, sigmas: float = PLATEAU_SIGMAS) -> pd.DataFrame:
+    """Mark, for each ``n_beta`` of a calibration table (and each checkpoint, ``gamma`` and batch size it holds), the
+    plateau of the estimate against ``epsilon``.
+
+    Among the ``flat`` rows (no divergence, a non-negative estimate, a flat trace), from the smallest ``epsilon`` up:
+    a row is on the plateau while its estimate agrees with every smaller one's on it within ``sigmas`` standard
+    errors (``llc_se``, never below the median of the group's); from the first that does not, the estimate still
+    moves with ``epsilon`` and that row and every larger flat one are ``biased``. Adds ``stable`` (flat and on the
+    plateau), ``biased``, ``status`` (``stable``, ``biased``, ``not flat`` or ``diverged``) and ``recommended`` (the
+    largest ``epsilon`` on the plateau). A plateau of one row (the next ``epsilon`` already disagrees) is not
+    confirmed: :func:`calibration_advice` says to sweep smaller steps.
+
+    >>> cal = pd.DataFrame({"epsilon": [1e-3, 3e-3, 1e-2, 3e-2], "n_beta": 100.0, "llc_mean": [5.1, 5.3, 6.6, 20.0],
+    ...                     "llc_se": 0.1, "diverged": False, "flat": True})
+    >>> epsilon_plateau(cal)[["epsilon", "status", "recommended"]].values.tolist()
+    [[0.001, 'stable', False], [0.003, 'stable', True], [0.01, 'biased', False], [0.03, 'biased', False]]
+    """
+    cal = cal.copy()
+    if "flat" not in cal:                                 # a table written before the plateau test: stable = flat
+        cal["flat"] = cal["stable"]
+    if "llc_se" not in cal:
+        cal["llc_se"] = cal["llc_std"] / np.sqrt(cal["chains"] if "chains" in cal else 1)
+    cal["flat"] = cal["flat"].astype(bool) & ~cal["diverged"].astype(bool)
+    cal["stable"], cal["biased"], cal["recommended"] = False, False, False
+    keys = [k for k in ("step", "n_beta", "gamma", "batch_size") if k in cal]
+    for _, group in cal.groupby(keys, sort=False):
+        flat = group[group["flat"]].sort_values("epsilon")
+        if flat.empty:
+            continue
+        mean = flat["llc_mean"].astype(float)
+        se = flat["llc_se"].astype(float).fillna(0.0)
+        se = se.clip(lower=float(se.median()))
+        on: list = []
+        for i in flat.index:
+            if on and not all(abs(mean[i] - mean[j]) <= sigmas * math.hypot(se[i], se[j]) for j in on):
+                break
+            on.append(i)
+        cal.loc[on, "stable"] = True
+        cal.loc[[i for i in flat.index if i not in on], "biased"] = True
+        cal.loc[on[-1], "recommended"] = True
+    cal["status"] = np.select([cal["diverged"].astype(bool), cal["biased"], cal["stable"]],
+                              ["diverged", "biased", "stable"], "not flat")
+    return cal
+
+
+def calibration_advice(cal: pd.DataFrame) -> list[str]:
+    """One line per ``n_beta`` of a calibration table (:func:`calibrate`): the plateau, the step sizes past it, and
+    the ``epsilon`` to use."""
+    if "status" not in cal:
+        cal = epsilon_plateau(cal)
+    lines = []
+    for nb, g in cal.sort_values("epsilon").groupby("n_beta", sort=True):
+        on, past = g[g["status"] == "stable"], g[g["status"] == "biased"]
+        head = f"n_beta {nb:g}: "
+        if on.empty:
+            lines.append(head + "no epsilon gave a flat trace without diverging; sweep smaller epsilon with more "
+                                "burn-in")
+            continue
+        best = on.iloc[-1]
+        text = (f"the estimate is flat in epsilon from {on['epsilon'].iloc[0]:g} to {best['epsilon']:g} "
+                f"(LLC {best['llc_mean']:.3g} +- {best['llc_se']:.2g})") if len(on) > 1 else (
+                f"only epsilon {best['epsilon']:g} is on the plateau (LLC {best['llc_mean']:.3g} +- "
+                f"{best['llc_se']:.2g}), no smaller step confirms it: add smaller epsilon to the sweep")
+        if not past.empty:
+            text += ("; biased, the estimate still moves with epsilon: " +
+                     ", ".join(f"{e:g} ({m:.3g})" for e, m in zip(past["epsilon"], past["llc_mean"])))
+        lines.append(head + text + f"; use epsilon {best['epsilon']:g}")
+    return lines
+
+
+def epsilon_note(cfg: SamplerConfig, cal: pd.DataFrame | None = None, name: str = "llc") -> str | None:
+    """One line when the step size ``cfg.epsilon`` sits past the plateau of the estimate against ``epsilon``, else
+    None. ``cal``: calibration tables (:func:`calibrate`, any ``n_beta``); their rows at this ``n_beta`` and
+    ``gamma`` (and batch size) decide when ``cfg.epsilon`` is at or above a step size they found ``biased``. Where
+    they do not say so, the cheap check: the localisation alone biases the estimate by more than :data:`BIAS_LIMIT`
+    (:func:`localisation_bias`, a bound that needs no sampling). ``name`` is the config section (``llc``,
+    ``susceptibility.sampler``).
+
+    >>> epsilon_note(SamplerConfig(epsilon=1e-3, gamma=100.0)) is None
+    True
+    >>> epsilon_note(SamplerConfig(epsilon=3e-3, gamma=300.0)).split(":")[0]
+    'llc.epsilon = 0.003 with gamma = 300 sits past the plateau of the estimate against epsilon'
+    """
+    eps = float(cfg.epsilon)
+    rows = None
+    if cal is not None and len(cal):
+        if "status" not in cal:
+            cal = epsilon_plateau(cal)
+        same = np.isclose(cal["n_beta"].astype(float), cfg.n_beta, rtol=1e-6)
+        if "gamma" in cal:
+            same &= np.isclose(cal["gamma"].astype(float), cfg.gamma, rtol=1e-6)
+        if "batch_size" in cal:
+            same &= cal["batch_size"].astype(int) == cfg.batch_size
+        rows = cal[same].sort_values("epsilon") if same.any() else None
+        if rows is not None and "step" in rows:                 # the latest checkpoint calibrated at these settings
+            rows = rows[rows["step"] == rows["step"].max()]
+    on = rows[rows["status"] == "stable"] if rows is not None else None
+    past = rows[(rows["status"] == "biased") & (rows["epsilon"] <= eps * (1 + 1e-9))] if rows is not None else None
+    if rows is not None and not on.empty and not past.empty and eps > on["epsilon"].max() * (1 + 1e-9):
+        edge, at = on.iloc[-1], past.iloc[-1]
+        where = f" at step {int(rows['step'].iloc[0])}" if "step" in rows else ""
+        return (f"{name}.epsilon = {eps:g} sits past the plateau of the estimate against epsilon: the calibration"
+                f"{where} (n_beta {cfg.n_beta:g}, gamma {cfg.gamma:g}) found it still moving above epsilon "
+                f"{edge['epsilon']:g} ({edge['llc_mean']:.3g} there, {at['llc_mean']:.3g} at {at['epsilon']:g}), so "
+                f"these estimates are biased upwards; set --set {name}.epsilon={edge['epsilon']:g}")
+    bias = localisation_bias(eps, cfg.gamma)
+    if bias <= BIAS_LIMIT:
+        return None
+    limit = 4 * (1 - 1 / (1 + BIAS_LIMIT)) / cfg.gamma
+    how = ("every chain diverges" if math.isinf(bias) else
+           f"SGLD's finite step alone inflates the estimate by at least {100 * bias:.0f} % (1/(1 - epsilon*gamma/4))")
+    return (f"{name}.epsilon = {eps:g} with gamma = {cfg.gamma:g} sits past the plateau of the estimate against "
+            f"epsilon: {how}; set --set {name}.epsilon={limit:.2g} or smaller, or measure the plateau with "
+            f"serpent.calibrate_run")
+
+
 def calibrate(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches, cfg: SamplerConfig,
               epsilons: Sequence[float], n_betas: Sequence[float], *, loss: Callable | None = None,
-              init_loss_batches: int = INIT_LOSS_BATCHES, flat_tolerance: float = 0.1, device=None,
-              progress: bool = True) -> pd.DataFrame:
-    """Sweep ``epsilon × n_beta`` (other settings from ``cfg``) and say where sampling is healthy.
+              init_loss_batches: int = INIT_LOSS_BATCHES, flat_tolerance: float = 0.1,
+              sigmas: float = PLATEAU_SIGMAS, device=None, progress: bool = True) -> pd.DataFrame:
+    """Sweep ``epsilon × n_beta`` (other settings from ``cfg``) and say where sampling is healthy and unbiased.
 
-    One row per pair: ``epsilon, n_beta, llc_mean, llc_std, diverged, drift, stable, error``. ``drift`` compares the
-    mean loss over the second half of the draws with the first half, relative to the loss rise above ``L(w*)``:
-    near 0 when the chains have reached a plateau. ``stable`` = no divergence, a non-negative estimate and
-    ``|drift| < flat_tolerance``. Choose the largest stable ``epsilon`` at which the estimate no longer moves
-    with ``epsilon`` (see :func:`serpent.charts.llc.calibration_chart`).
+    One row per pair: ``epsilon, n_beta, gamma, batch_size, chains, llc_mean, llc_std, llc_se, diverged, drift, flat,
+    stable, biased, status, recommended, error``. ``drift`` compares the mean loss over the second half of the draws
+    with the first half, relative to the loss rise above ``L(w*)``: near 0 when the chains have reached a plateau.
+    ``flat`` = no divergence, a non-negative estimate and ``|drift| < flat_tolerance``. A flat trace is not enough:
+    SGLD's finite step biases the estimate (upwards, growing with ``epsilon``) without making the trace move, so
+    ``stable`` also asks that the estimate agree with those at the smaller flat ``epsilon`` within ``sigmas``
+    standard errors (:func:`epsilon_plateau`); flat rows past that plateau are ``biased``. ``recommended`` marks the
+    largest stable ``epsilon`` of each ``n_beta``; :func:`calibration_advice` says it in words, and
+    :func:`serpent.charts.llc.calibration_chart` draws the table. Needs at least 2 chains (the error bars).
     """
     from tqdm.auto import tqdm
 
+    if cfg.chains < 2:
+        raise ConfigError(f"calibrate: chains = {cfg.chains}; the plateau test compares estimates within their error "
+                          "bars, which needs at least 2 chains")
     loss_fn, params = _resolve_loss(model_or_loss_fn, params, loss)
     rows = []
     grid = [(float(e), float(nb)) for nb in n_betas for e in epsilons]
@@ -262,8 +410,9 @@ def calibrate(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches,
         raise ConfigError("calibrate: epsilons and n_betas must be non-empty")
     for eps, nb in tqdm(grid, desc="calibration", disable=not progress):
         c = SamplerConfig(**{**cfg.to_dict(), "epsilon": eps, "n_beta": nb})
-        row = {"epsilon": eps, "n_beta": nb, "llc_mean": math.nan, "llc_std": math.nan, "diverged": False,
-               "drift": math.nan, "stable": False, "error": ""}
+        row = {"epsilon": eps, "n_beta": nb, "gamma": float(c.gamma), "batch_size": int(c.batch_size),
+               "chains": int(c.chains), "llc_mean": math.nan, "llc_std": math.nan, "llc_se": math.nan,
+               "diverged": False, "drift": math.nan, "flat": False, "error": ""}
         try:
             r = estimate_llc(loss_fn, params, batches, c, init_loss_batches=init_loss_batches, record_traces=True,
                              device=device, progress=False)
@@ -272,7 +421,10 @@ def calibrate(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches,
             rows.append(row)
             continue
         drift = trace_drift(r, c)
-        row.update(llc_mean=r.mean, llc_std=r.std, drift=drift,
-                   stable=bool(r.mean >= 0 and abs(drift) < flat_tolerance and np.isfinite(r.mean)))
+        row.update(llc_mean=r.mean, llc_std=r.std, llc_se=r.std / math.sqrt(len(r.per_chain)), drift=drift,
+                   flat=bool(r.mean >= 0 and abs(drift) < flat_tolerance and np.isfinite(r.mean)))
         rows.append(row)
-    return pd.DataFrame(rows)
+    cal = epsilon_plateau(pd.DataFrame(rows), sigmas)
+    order = ["epsilon", "n_beta", "gamma", "batch_size", "chains", "llc_mean", "llc_std", "llc_se", "diverged",
+             "drift", "flat", "stable", "biased", "status", "recommended", "error"]
+    return cal[order]

@@ -9,8 +9,9 @@ from the files its stages wrote: ``metrics.jsonl``, ``induction/scores.parquet``
   noisy checkpoint does not count. Previous-token onsets count layer-0 heads, the circuit's first half (a
   later-layer head that copies the previous token is named in the note). Heads use the thresholds of :func:`serpent.induction.classify_heads` (previous
   token 0.15, prefix 0.04, or five times the uniform-attention chance if higher).
-* A **pause** of the LLC is its largest fall between consecutive checkpoints, as a fraction of its whole rise
-  (:func:`largest_dip`); the paper's LLC dips while the previous-token heads form (172.4 at step 6,500 → 170.9 at
+* A **pause** of the LLC is the stretch between consecutive checkpoints where it rises least (or falls most) and
+  after which it rises again above both (:func:`llc_pause`), so a wobble at the last checkpoints is not a pause;
+  :func:`largest_dip` is its largest fall anywhere. The paper's LLC dips while the previous-token heads form (172.4 at step 6,500 → 170.9 at
   8,500, "type B" stage LM3).
 * The **paper** column is the tetrahedron-3m model of Hoogland et al. on the Pile (Hoogland et al., arXiv 2402.02364, from
   the score arrays the authors published with their analysis): the same thresholds applied to their previous-token heads 0:1/0:4 give step 12,000
@@ -22,6 +23,8 @@ from the files its stages wrote: ``metrics.jsonl``, ``induction/scores.parquet``
 True
 >>> largest_dip([0, 1, 2, 3], [1.0, 5.0, 4.0, 9.0])
 (2, 0.125)
+>>> llc_pause([0, 10, 20, 30, 40], [1.0, 5.0, 5.1, 9.0, 8.0])   # the fall at 40 is not followed by a rise
+(10, 20, 0.1)
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["PAPER", "onset", "largest_dip", "predicted_induction_onset", "milestones"]
+__all__ = ["PAPER", "onset", "largest_dip", "llc_pause", "predicted_induction_onset", "milestones"]
 
 #: The paper's model (tetrahedron-3m, seed as published; Hoogland et al., arXiv 2402.02364, and its data).
 PAPER = {
@@ -79,6 +82,20 @@ def largest_dip(steps: Sequence[int], values: Sequence[float]) -> tuple[Optional
         return None, 0.0
     rise = float(np.nanmax(vals) - vals[0])
     return int(list(steps)[i + 1]), float(drops[i] / rise) if rise > 0 else float("inf")
+
+
+def llc_pause(steps: Sequence[int], values: Sequence[float]) -> tuple[Optional[int], Optional[int], float]:
+    """``(from_step, to_step, change)``: the consecutive checkpoints between which the curve rises least (or falls
+    most) among those after which it later rises above both; ``(None, None, nan)`` if there is no such stretch."""
+    vals = np.asarray(values, dtype=float)
+    steps = list(steps)
+    best = None
+    for i in range(len(vals) - 2):
+        if np.nanmax(vals[i + 2:]) > max(vals[i], vals[i + 1]):
+            change = float(vals[i + 1] - vals[i])
+            if best is None or change < best[2]:
+                best = (int(steps[i]), int(steps[i + 1]), round(change, 12))
+    return best if best is not None else (None, None, float("nan"))
 
 
 def milestones(run) -> "pd.DataFrame":
@@ -155,10 +172,13 @@ def milestones(run) -> "pd.DataFrame":
         llc = pd.read_parquet(llc_file).sort_values("step")
         rows.append(("LLC, first → last checkpoint", f"{llc['mean'].iloc[0]:.1f} → {llc['mean'].iloc[-1]:.1f}",
                      f"{PAPER['llc'][0]} → {PAPER['llc'][1]}", "absolute values depend on model, data and sampler"))
-        step, frac = largest_dip(llc["step"], llc["mean"])
+        start, end, change = llc_pause(llc["step"], llc["mean"])
         std = float(llc["std"].median()) if "std" in llc else float("nan")
-        ours = "none" if step is None else f"{frac:.0%} of the rise, at step {step:,} (chain sd ≈ {std:.2g})"
-        rows.append(("LLC pause or dip (largest fall between checkpoints)", ours, PAPER["llc_dip"], ""))
+        rise = float(llc["mean"].max() - llc["mean"].iloc[0])
+        ours = "none" if start is None else (f"steps {start:,} → {end:,}: {change:+.2g} ({change / rise:+.0%} of the "
+                                             f"rise; chain sd ≈ {std:.2g})" if rise > 0 else f"steps {start:,} → {end:,}")
+        rows.append(("LLC pause or dip (least rise, then rising again)", ours, PAPER["llc_dip"],
+                     "the stretch between checkpoints where the LLC rises least and after which it rises again"))
     else:
         rows.append(("LLC, first → last checkpoint", "not computed", f"{PAPER['llc'][0]} → {PAPER['llc'][1]}", ""))
 
@@ -191,4 +211,50 @@ def milestones(run) -> "pd.DataFrame":
                      "above the same measure when every token takes a random other token's pattern"))
     else:
         rows.append(("induction tokens gather as induction heads form", "not computed", "yes", ""))
+    rows += _body_plan_rows(path / "serpent" / "anatomy.json", ind_on)
     return pd.DataFrame(rows, columns=["milestone", "ours", "paper", "note"])
+
+
+def _body_plan_rows(anatomy_file: Path, ind_on: Optional[int]) -> list[tuple]:
+    """The body plan's rows (``serpent/anatomy.json``, :mod:`serpent.anatomy`) beside what the papers say of it."""
+    from .anatomy import PAPERS_BODY_PLAN as P
+    names = ("body plan: anterior–posterior axis (PC1)", "body plan: dorsal–ventral stratification (PC2)",
+             "body plan: pattern read back from χ", "body plan: spacing fin")
+    if not anatomy_file.is_file():
+        return [(n, "not computed", "", "the serpent stage writes serpent/anatomy.json") for n in names]
+    anat = {int(k): v for k, v in json.loads(anatomy_file.read_text())["steps"].items()}
+    steps = sorted(anat)
+    a0, a1 = anat[steps[0]], anat[steps[-1]]
+    shares = [anat[s]["pc1_share"] for s in steps]
+    rows = [(names[0], f"PC1 {a0['pc1_share']:.1%} → {a1['pc1_share']:.1%} of the variance (range {min(shares):.1%}–"
+                       f"{max(shares):.1%}); correlation with the token's mean χ ≥ "
+                       f"{min(anat[s]['pc1_mean_corr'] for s in steps):.2f}; heads loading alike "
+                       f"{a1['pc1_uniformity']:.0%}", P["anterior_posterior"],
+             "present from initialisation: a global mode of the heads, not something training grows")]
+    th0, th1 = a0.get("thickness"), a1.get("thickness")
+    grows = (f"the induction onset (step {ind_on:,})" if ind_on is not None else "no induction onset")
+    before = [s for s in steps if ind_on is not None and s < ind_on]
+    thin = min(steps, key=lambda s: anat[s]["thickness"])
+    rows.append((names[1], f"thickness sd(PC2)/sd(PC1) {th0:.3f} → {th1:.3f} (thinnest {anat[thin]['thickness']:.3f} at "
+                           f"step {thin:,}, thickening {th1 / anat[thin]['thickness']:.2f}×; "
+                           + (f"{anat[before[-1]]['thickness']:.3f} just before {grows}" if before else grows)
+                           + f"); PC2 led by head {a1['pc2_top_heads'][0]}; induction tokens along PC2 AUC "
+                           f"{a0.get('induction_auc_pc2', float('nan')):.2f} → {a1.get('induction_auc_pc2', float('nan')):.2f}"
+                           f" (random tokens {a1.get('induction_auc_null_mean', float('nan')):.2f} ± "
+                           f"{a1.get('induction_auc_null_sd', float('nan')):.2f})",
+                 P["dorsal_ventral"], "thickness: the short axis against the long one; AUC 0.5 = not separated"))
+    p0, p1 = a0.get("pattern", {}), a1.get("pattern", {})
+    rows.append((names[2], f"accuracy {p0.get('accuracy', float('nan')):.2f} → {p1.get('accuracy', float('nan')):.2f}"
+                           f" (majority class {p1.get('majority', float('nan')):.2f}, shuffled labels "
+                           f"{p1.get('null_mean', float('nan')):.2f}; across tokens "
+                           f"{p1.get('cross_token_accuracy', float('nan')):.2f})",
+                 "not reported (reviewers asked for it)",
+                 "a 5-fold cross-validated linear classifier (LDA) from the 16 numbers to the pattern"))
+    fw, fs = a1.get("fin_whitespace", {}), a1.get("fin", {})
+    rows.append((names[3], (f"whitespace tokens ({fw.get('n', 0)}): rank correlation {fw.get('rho', float('nan')):+.2f}"
+                            f" between run length and its read-out from χ (shuffled {fw.get('null_mean', float('nan')):+.2f}"
+                            f" ± {fw.get('null_sd', float('nan')):.2f}): " + ("a fin" if fw.get("present") else "no fin")
+                            + f"; spacing tokens alone: {fs.get('n', 0)}" + (f", {fs.get('note')}" if fs.get("note") else
+                                                                               f", rho {fs.get('rho', float('nan')):+.2f}")),
+                 P["spacing_fin"], "in code, indentation rides on the newline token: see the chapter"))
+    return rows

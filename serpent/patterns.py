@@ -25,7 +25,8 @@ character counts as a letter, since such fragments are pieces of non-ASCII words
 of space characters immediately before the token (across token boundaries, stopping at anything else).
 
 The palette maps the eight patterns to fixed colours in rainbow order, used by every chart, the explorer page and
-the widgets, so colours never change between checkpoints or figures.
+the widgets, so colours never change between checkpoints or figures; it is the Okabe–Ito palette, safe for readers
+with the common colour-vision deficiencies (``tests/test_patterns.py`` checks it in a simulation of them).
 
 >>> toks = ["def", "Ġf", "(", "x", "):", "Ċ", "ĠĠĠ", "Ġreturn", "Ġ42", "Ċ", "def", "Ġf"]
 >>> classify_tokens(toks)
@@ -49,16 +50,18 @@ __all__ = ["PATTERNS", "PALETTE", "token_text", "display_text", "classify_tokens
 PATTERNS: tuple[str, ...] = ("induction", "spacing", "formatting", "delimiter", "numeric", "word start",
                              "word part", "other")
 
-#: Fixed colours in rainbow order (red → violet), grey for ``other``.
+#: Fixed colours in rainbow order (vermilion → purple), light grey for ``other``: the Okabe–Ito palette (Okabe and Ito,
+#: "Color Universal Design", 2008), published as distinguishable under the common colour-vision deficiencies;
+#: ``tests/test_patterns.py`` checks it with a simulation of protanopia, deuteranopia and tritanopia.
 PALETTE: dict[str, str] = {
-    "induction": "#e41a1c",
-    "spacing": "#ff7f00",
-    "formatting": "#e6c700",
-    "delimiter": "#4daf4a",
-    "numeric": "#17becf",
-    "word start": "#377eb8",
-    "word part": "#984ea3",
-    "other": "#a0a0a0",
+    "induction": "#d55e00",
+    "spacing": "#e69f00",
+    "formatting": "#f0e442",
+    "delimiter": "#009e73",
+    "numeric": "#56b4e9",
+    "word start": "#0072b2",
+    "word part": "#cc79a7",
+    "other": "#bbbbbb",
 }
 
 _BRACKETS_QUOTES = set("()[]{}<>\"'`")

@@ -14,7 +14,10 @@ Layout::
 
 Every file is written to a temporary name and moved into place (``os.replace``), so an interrupted run never leaves
 a half-written file behind. A stage records the hash of the settings it ran with; running it again with the same
-settings is skipped.
+settings is skipped. A stage run by a command holds a lock on ``RUN/.<stage>.lock`` while it writes
+(:meth:`Run.writing`), so a second command that would write the same stage of the same folder at the same time is
+refused with one line instead of mixing its files with the first one's; the lock goes with the process that held it,
+even when it is killed.
 
 >>> import tempfile
 >>> from serpent.config import get_preset
@@ -27,9 +30,14 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -120,6 +128,46 @@ class Run:
     def stage_summary(self, name: str) -> dict:
         return self._stages().get(name, {})
 
+    @contextlib.contextmanager
+    def writing(self, stage: str, shared: bool = False) -> Iterator[None]:
+        """Hold the lock of stage ``stage`` of this run while the block runs; refuse, with one line, when another
+        process holds it. ``shared=True`` lets processes that each write their own files (``--partial`` jobs of one
+        sweep) hold it together; they still exclude a process that holds it alone (a whole stage run).
+
+        The lock is an ``flock`` on ``RUN/.<stage>.lock``: the operating system releases it when its process ends,
+        killed or not, so a stopped run never leaves the folder locked.
+        """
+        import fcntl
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = open(self.path / f".{stage}.lock", "a+")
+        try:
+            try:
+                fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise SerpentError(
+                    f"{self.path} is being written by {holder}, which runs its {stage} stage; two commands must not "
+                    f"write one run at once: wait for it to finish (or stop it: the stage resumes where it stopped), "
+                    f"or use another --out") from None
+            if not shared:                               # say who holds it, for the one that is refused
+                f.seek(0)
+                f.truncate()
+                prog = os.path.basename(sys.argv[0]) if sys.argv else "python"
+                prog = "serpent" if prog in ("__main__.py", "serpent") else prog
+                command = " ".join([prog, *sys.argv[1:3]])
+                f.write(f"process {os.getpid()} on {socket.gethostname()} (started {time.strftime('%H:%M:%S')}: "
+                        f"{command})")
+                f.flush()
+            try:
+                yield
+            finally:
+                if not shared:
+                    f.seek(0)
+                    f.truncate()
+        finally:
+            f.close()                                    # closing the file releases the lock
+
     # -- data -----------------------------------------------------------------------------------------------------
     def forget_cached(self) -> None:
         """Forget the tokenizer and token streams read so far (after the data stage rewrote them)."""
@@ -169,6 +217,25 @@ class Run:
             except ValueError:
                 continue
         return sorted(steps)
+
+    def check_checkpoints(self, steps: Sequence[int]) -> None:
+        """Check every checkpoint of ``steps`` from its header (:func:`~serpent.checkpoints.check_checkpoint`: format,
+        this run's model config, names, shapes, dtypes, length) before a stage spends compute on any of them; a
+        truncated, foreign or renamed file is refused with one line that names it and says what to do."""
+        from .checkpoints import check_checkpoint
+        bad = []
+        for step in steps:
+            try:
+                check_checkpoint(self.checkpoint_path(step), self.config.model)
+            except CheckpointError as e:
+                bad.append((step, str(e)))
+        if bad:
+            step, why = bad[0]
+            more = f" (and {len(bad) - 1} more: steps {[s for s, _ in bad[1:]]})" if len(bad) > 1 else ""
+            why = why.split("; ")[0]
+            raise CheckpointError(
+                f"checkpoint {why}{more}; nothing was computed: move the file out of {self.path / 'checkpoints'} "
+                f"(the stage then analyses the others), or leave step {step} out with --steps")
 
     def load_params(self, step: int | None = None, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         """Parameters at ``step`` (the last checkpoint if None), by TransformerLens name."""

@@ -115,11 +115,8 @@ class SusceptibilityResult:
         }
         meta = {"format": _FORMAT, "step": str(int(self.step)), "components": json.dumps(list(self.components)),
                 "doc_names": json.dumps(list(self.doc_names)), "settings": json.dumps(self.settings, default=str)}
-        data = _st_save(arrays, metadata=meta)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        from .io import atomic_write_bytes   # a temporary name of its own: two jobs writing one step never mix
+        atomic_write_bytes(path, _st_save(arrays, metadata=meta))
         return path
 
     @classmethod
@@ -128,13 +125,18 @@ class SusceptibilityResult:
         path = Path(path)
         if not path.is_file():
             raise SerpentError(f"{path}: no such susceptibility file; run `python -m serpent susceptibilities RUN_DIR`")
-        from safetensors import safe_open
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+            if meta.get("format") == _FORMAT:
+                a = _st_load(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise SerpentError(f"{path} is damaged ({str(e)[:120]}); delete it and run `python -m serpent "
+                               "susceptibilities RUN_DIR` again to recompute that checkpoint") from None
         if meta.get("format") != _FORMAT:
             raise SerpentError(f"{path}: not a serpent susceptibility file (format {meta.get('format')!r}); "
                                "recompute it with `python -m serpent susceptibilities RUN_DIR`")
-        a = _st_load(str(path))
         f32, i64 = (lambda x: x.astype(np.float32, copy=False)), (lambda x: x.astype(np.int64, copy=False))
         return cls(step=int(meta["step"]), components=json.loads(meta["components"]), chi=f32(a["chi"]),
                    chi_se=f32(a["chi_se"]), probe_tokens=i64(a["probe_tokens"]), seq_index=i64(a["seq_index"]),

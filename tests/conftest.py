@@ -10,7 +10,10 @@ import torch  # noqa: E402
 
 from serpent.config import ModelConfig, get_preset  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two threads by default; SERPENT_THREADS (or OMP_NUM_THREADS) sets another count, so the suite can be run at 1 and at
+# 2 threads to check that no test depends on it (issue 37).
+_threads = os.environ.get("SERPENT_THREADS") or os.environ.get("OMP_NUM_THREADS")
+torch.set_num_threads(int(_threads) if _threads else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture
@@ -50,3 +53,35 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """With SERPENT_TOLERANCE_REPORT=1: every float32 comparison's observed difference against its tolerance."""
+    import tolerances
+    if tolerances.reporting() and tolerances._REPORT:
+        terminalreporter.section("float32 tolerances: ratio, observed difference, tolerance (tests/tolerances.py)")
+        for line in tolerances.report_lines():
+            terminalreporter.write_line(line)
+
+
+def _chromium_missing() -> bool:
+    """Debian's chromium is not on PATH (or SERPENT_NO_BROWSER=1 asks to run as if it were not)."""
+    import shutil
+    if os.environ.get("SERPENT_NO_BROWSER", "") not in ("", "0"):
+        return True
+    return not (shutil.which("chromium") or shutil.which("chromium-browser"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without chromium the browser tests (marked ``browser``) skip, naming the package to install; the rest run.
+
+    Where the browser is required (CI, which installs it: ``CI=true``, or SERPENT_REQUIRE_BROWSER=1) they run and
+    fail instead, so a missing browser there is never a silent skip."""
+    required = os.environ.get("CI", "").lower() == "true" or os.environ.get("SERPENT_REQUIRE_BROWSER", "") == "1"
+    if required or not _chromium_missing():
+        return
+    skip = pytest.mark.skip(reason="needs Debian's chromium package for the headless-browser checks: "
+                                   "apt-get install -y chromium (other systems: any Chromium on PATH as `chromium`)")
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)

@@ -65,6 +65,24 @@ def finished_run(tmp_path_factory):
     return run
 
 
+def test_an_unpacked_folder_exported_again_keeps_its_origin(finished_run, tmp_path):
+    """Exporting the unpacked copy of an artifact folder (after a newer serpent stage, say) names the original run
+    and keeps its whole checkpoint schedule, though the copy holds only the kept checkpoints."""
+    steps = finished_run.checkpoint_steps()
+    first = export_artifacts(finished_run, tmp_path / "a", checkpoints=[steps[0], steps[-1]], train_tokens=2000,
+                             test_tokens=500)
+    copy = load_artifacts(tmp_path / "a", into=tmp_path / "unpacked")
+    assert copy.checkpoint_steps() == [steps[0], steps[-1]] != steps
+    again = export_artifacts(copy, tmp_path / "b", checkpoints=[steps[0], steps[-1]], train_tokens=2000,
+                             test_tokens=500)
+    assert again["all_checkpoints"] == steps
+    assert again["origin"]["source_run"] == first["source_run"] and again["origin"]["commit"] == first["commit"]
+    third = export_artifacts(load_artifacts(tmp_path / "b", into=tmp_path / "unpacked2"), tmp_path / "c",
+                             checkpoints=[steps[-1]], train_tokens=2000, test_tokens=500)
+    assert third["origin"] == again["origin"]                  # the first origin, not the intermediate copy
+    verify_artifacts(tmp_path / "c")
+
+
 def test_export_writes_a_manifest_that_matches_every_file(finished_run, tmp_path):
     steps = finished_run.checkpoint_steps()
     m = export_artifacts(finished_run, tmp_path / "tiny", checkpoints=[steps[0], steps[-1]], train_tokens=2000,
@@ -88,6 +106,22 @@ def test_export_writes_a_manifest_that_matches_every_file(finished_run, tmp_path
     assert len(train) in set(full_starts.tolist())
     assert (train == np.asarray(finished_run.tokens("train")[:len(train)])).all()
     assert verify_artifacts(tmp_path / "tiny") == m
+
+
+def test_export_keeps_the_clusters_file_when_small(finished_run, tmp_path):
+    """Issue 34: the clusters' cards travel with the artifacts (the book reads them), unless the file is large."""
+    p = finished_run.path / "serpent" / "clusters.json"
+    try:
+        p.write_text(json.dumps({"format": "serpent-clusters/1", "steps": [0], "cards": {"0": []}}))
+        m = export_artifacts(finished_run, tmp_path / "small", train_tokens=500, test_tokens=200)
+        assert m["files"]["serpent/clusters.json"]["bytes"] == p.stat().st_size
+        run = load_artifacts(tmp_path / "small", into=tmp_path / "run")
+        assert json.loads((run.path / "serpent" / "clusters.json").read_text())["steps"] == [0]
+        p.write_text(json.dumps({"pad": "x" * 2_100_000}))
+        m = export_artifacts(finished_run, tmp_path / "large", train_tokens=500, test_tokens=200)
+        assert "serpent/clusters.json" not in m["files"]
+    finally:
+        p.unlink(missing_ok=True)
 
 
 def test_loaded_artifacts_are_a_run_with_the_same_results(finished_run, tmp_path):
@@ -150,6 +184,42 @@ def test_damaged_artifacts_are_refused_with_the_file_named(finished_run, tmp_pat
     if damage in ("flip", "truncate", "delete"):
         with pytest.raises(ArtifactError, match="step_0000020"):
             verify_artifacts(art)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("manifest_text", "corrupt"), ("outside", "not a plain relative path"), ("pickle", "cannot be read as a .safetensors"),
+    ("entry", "not a file's description"),
+])
+def test_foreign_or_tampered_artifact_folders_are_refused_with_one_line(finished_run, tmp_path, damage, message):
+    """Issue 37 item 4: a manifest that is not JSON, one that points outside its folder (unpacking would copy a file
+    from there), a checkpoint replaced by a pickle with the manifest made to match, an entry that is not a file's
+    description: each an ArtifactError naming what is wrong (no traceback), and nothing unpacked."""
+    import hashlib
+    art = tmp_path / "a"
+    export_artifacts(finished_run, art)
+    mf = art / "manifest.json"
+    m = json.loads(mf.read_text())
+    if damage == "manifest_text":
+        mf.write_text(mf.read_text()[:-40])
+    elif damage == "outside":
+        secret = tmp_path / "secret.txt"
+        secret.write_text("not part of the artifacts")
+        m["files"]["../secret.txt"] = {"bytes": secret.stat().st_size,
+                                       "sha256": hashlib.sha256(secret.read_bytes()).hexdigest()}
+        mf.write_text(json.dumps(m))
+    elif damage == "pickle":
+        rel = "checkpoints/step_0000020.safetensors"
+        torch.save({"embed.W_E": torch.zeros(3, 3)}, art / rel)
+        data = (art / rel).read_bytes()
+        m["files"][rel].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+        mf.write_text(json.dumps(m))
+    else:
+        m["files"]["llc/llc.parquet"] = "yes"
+        mf.write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match=message) as e:
+        load_artifacts(art, into=tmp_path / "unpacked")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "unpacked").exists()
 
 
 def test_export_refuses_what_it_cannot_do(finished_run, tmp_path):

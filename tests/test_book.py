@@ -37,11 +37,42 @@ def _env() -> dict:
     return env
 
 
+# A page that stops the build if Sphinx reads it: the YAML front matter of huggingface_hub's dataset card template,
+# which broke the book of everyone with a virtual environment inside the project folder.
+BROKEN_PAGE = "---\n{{ card_data }}\n---\n\n# {{ pretty_name }}\n"
+
+
+def _plant_environments() -> list[Path]:
+    """Environment folders inside the repository, as newcomers make them, each holding a page that breaks the book:
+    ``.venv`` (only if the checkout has none), a virtual environment and a conda prefix under unusual names."""
+    planted = []
+    tag = f"{os.getpid()}"
+    for name, marker in ((".venv", "pyvenv.cfg"), (f"my env {tag}", "pyvenv.cfg"), (f"prefix-{tag}", "conda-meta")):
+        d = ROOT / name
+        if d.exists():
+            continue
+        site = d / "lib" / "python3.11" / "site-packages" / "huggingface_hub" / "templates"
+        site.mkdir(parents=True)
+        (d / marker).mkdir() if marker == "conda-meta" else (d / marker).write_text("home = /usr/bin\n")
+        (site / "datasetcard_template.md").write_text(BROKEN_PAGE)
+        (d / "share" / "doc").mkdir(parents=True)
+        (d / "share" / "doc" / "README.md").write_text(BROKEN_PAGE)
+        planted.append(d)
+    return planted
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    """The book, built with environment folders planted in the repository (they must be invisible to it)."""
     out = tmp_path_factory.mktemp("book")
-    proc = subprocess.run(["bash", str(BUILD_SH), "--path-output", str(out)], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=1500)
+    planted = _plant_environments()
+    try:
+        proc = subprocess.run(["bash", str(BUILD_SH), "--path-output", str(out)], cwd=ROOT, env=_env(),
+                              capture_output=True, text=True, timeout=1500)
+    finally:
+        for d in planted:
+            shutil.rmtree(d, ignore_errors=True)
+    assert len(planted) >= 2, "the environment folders were not planted"
     return proc, out / "_build" / "html"
 
 
@@ -119,6 +150,15 @@ def test_build_succeeds_with_warnings_as_errors(built):
     sphinx_warnings = [l for l in log.splitlines() if re.search(r"(^|: )(WARNING|ERROR|CRITICAL): ", l)]
     assert not sphinx_warnings, sphinx_warnings[:10]
     assert (html / "index.html").is_file()
+
+
+def test_environment_folders_are_invisible_to_the_book(built):
+    """The planted environments (see :func:`_plant_environments`) broke no build and became no page."""
+    proc, html = built
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    leaked = [p for p in html.rglob("*.html") if "site-packages" in p.as_posix() or "templates" in p.parts]
+    assert not leaked, leaked[:5]
+    assert not (html / ".venv").exists()
 
 
 def test_every_toc_page_is_built(built):
@@ -352,14 +392,15 @@ const poll = setInterval(() => {
 </script></body></html>"""
 
 
-def _measure_pages(html_root: Path, pages: list[str], tmp: Path) -> dict[str, dict | None]:
+def _measure_pages(html_root: Path, pages: list[str], tmp: Path, script: str = _MEASURE) -> dict[str, dict | None]:
     """Measure the built pages ``pages`` (paths relative to the HTML root, no suffix) at a laptop's width in one
-    headless Chromium run: {page: {"charts": n, "column": px, "wide": [...]}}, None where the page did not load."""
+    headless Chromium run: {page: {"charts": n, "column": px, "wide": [...]}}, None where the page did not load
+    (``script``: what to measure; it writes its JSON into a ``serpent-measure`` element)."""
     copies = []
     for page in pages:
         src = html_root / f"{page}.html"
         copy = src.with_name(src.stem + ".measure.html")
-        copy.write_text(src.read_text(encoding="utf-8").replace("</body>", _MEASURE + "</body>"), encoding="utf-8")
+        copy.write_text(src.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
         copies.append(copy)
     frames = html_root / "measure-frames.html"
     rel = [c.relative_to(html_root).as_posix() for c in copies]
@@ -425,3 +466,234 @@ def test_every_page_offers_its_source_a_notebook_and_a_pdf(built):
             assert [c["source"] for c in theirs["cells"]] == [c["source"] for c in ours["cells"]], nb.name
         elif "code-cell" in (ROOT / "book" / f"{page.stem}.md").read_text(encoding="utf-8"):
             assert "notebook" in found, f"{page.name} executes code but offers no .ipynb"
+
+
+# ------------------------------------------------------------------------------------- every chart, read as a reader
+# Injected into <head> of a copy of each page: wraps vega-embed when the vendored bundle defines it, so that every
+# chart is drawn as SVG (its labels can be measured) and its view (the scene graph: what was drawn, from which data)
+# is kept for the check below.
+_KEEP_VIEWS = """<script>
+(function () {
+  let real;
+  window.__serpentViews = [];
+  Object.defineProperty(window, "vegaEmbed", {configurable: true, get: () => real, set: (embed) => {
+    real = function (el, spec, opt) {
+      return embed(el, spec, Object.assign({}, opt || {}, {renderer: "svg"})).then((r) => {
+        window.__serpentViews.push({view: r.view, spec: r.spec, el: r.view.container() || el});
+        return r;
+      });
+    };
+    Object.assign(real, embed);
+  }});
+})();
+</script>"""
+# Reads every chart and caption of the page once drawn; writes the findings into the page (see _measure_pages).
+_READ_CHARTS = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  const visible = (it) => (it.opacity === undefined || it.opacity > 0) &&
+      ((it.fill && it.fill !== "transparent" && it.fill !== "none") ||
+       (it.stroke && it.stroke !== "transparent" && it.stroke !== "none") || it.text !== undefined);
+  function drawn(node) {            // visible items of data marks under a scene node
+    let n = 0;
+    for (const item of node.items || []) {
+      if (node.marktype === "group") { for (const m of item.items || []) n += drawn(m); }
+      else if (node.role === "mark" && visible(item)) n += 1;
+    }
+    return n;
+  }
+  function colourLegendWanted(spec) {   // a colour encoded by a field, with its legend not switched off
+    let wanted = false;
+    JSON.stringify(spec, (k, v) => {
+      if ((k === "color" || k === "fill" || k === "stroke") && v && typeof v === "object" && !Array.isArray(v)) {
+        const enc = v.condition && v.condition.field ? v.condition : v;
+        if (enc.field && v.legend !== null && enc.legend !== null) wanted = true;
+      }
+      return v;
+    });
+    return wanted;
+  }
+  function overlaps(el) {
+    const found = [];
+    const groups = [...el.querySelectorAll("g.role-axis, g.role-legend, g.mark-text")];
+    for (const g of groups) {
+      const texts = [...g.querySelectorAll("text")].filter((t) => t.textContent.trim() && t.getAttribute("opacity") !== "0");
+      const boxes = texts.map((t) => t.getBoundingClientRect());
+      for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+        const a = boxes[i], b = boxes[j];
+        const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+        const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+        if (w > 1 && h > 1) found.push(texts[i].textContent + " / " + texts[j].textContent);
+      }
+    }
+    return found;
+  }
+  const charts = (window.__serpentViews || []).map((v, i) => {
+    const root = v.view.scenegraph().root;
+    const spec = v.spec;
+    const parts = spec.vconcat || spec.hconcat || spec.concat || null;
+    const panels = [];
+    if (parts) {
+      const top = root.items[0];
+      for (const mark of top.items || []) {
+        const m = /^concat_(\\d+)_group$/.exec(mark.name || "");
+        if (!m) continue;
+        const sub = JSON.stringify(parts[+m[1]] || {});
+        panels.push({panel: +m[1], drawn: drawn(mark), onClick: sub.includes('"empty":false')});
+      }
+    }
+    return {chart: i, title: JSON.stringify(spec.title || (parts && parts[0] && parts[0].title) || "").slice(0, 60),
+            drawn: drawn(root), emptyPanels: panels.filter((p) => p.drawn === 0 && !p.onClick).map((p) => p.panel),
+            legendWanted: colourLegendWanted(spec),
+            legendLabels: v.el.querySelectorAll("g.role-legend g.role-legend-label text, g.role-legend g.role-legend-gradient").length,
+            overlaps: overlaps(v.el)};
+  });
+  const lum = (c) => { const v = c.match(/[\\d.]+/g).slice(0, 3).map((x) => { x = x / 255;
+      return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+      return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  function background(el) {
+    for (; el; el = el.parentElement) { const c = getComputedStyle(el).backgroundColor;
+      if (c && !/rgba\\(.*, 0\\)$/.test(c) && c !== "transparent") return c; }
+    return "rgb(255, 255, 255)";
+  }
+  const captions = [...document.querySelectorAll("figcaption, .caption-text")].filter((c) => c.textContent.trim()).map((c) => {
+    const [a, b] = [lum(getComputedStyle(c).color), lum(background(c))];
+    return {text: c.textContent.trim().slice(0, 40), contrast: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)};
+  });
+  const out = document.createElement("div");
+  out.id = "serpent-measure";
+  out.textContent = JSON.stringify({charts: charts, embeds: document.querySelectorAll(".vega-embed").length,
+                                    captions: captions});
+  document.body.appendChild(out);
+}, 6000));
+</script>"""
+
+
+def _read_charts(html_root: Path, pages: list[str], tmp: Path) -> dict[str, dict | None]:
+    """Every chart and caption of ``pages`` as Chromium draws them (one run, see :func:`_measure_pages`)."""
+    saved = {}
+    for page in pages:   # the view keeper must run before the page's own scripts: it goes into <head>
+        src = html_root / f"{page}.html"
+        saved[src] = src.read_text(encoding="utf-8")
+        src.write_text(saved[src].replace("<head>", "<head>" + _KEEP_VIEWS, 1), encoding="utf-8")
+    try:
+        return _measure_pages(html_root, pages, tmp, script=_READ_CHARTS)
+    finally:
+        for src, text in saved.items():
+            src.write_text(text, encoding="utf-8")
+
+
+@pytest.mark.browser
+def test_every_chart_draws_its_data_with_a_legend_and_readable_labels(built, tmp_path):
+    """On every page, in Chromium at 1280 px: every Vega chart was embedded and draws visible marks in each of its
+    panels (a panel that waits for a click excepted), shows a legend wherever it encodes a colour by a field, and
+    no two of its axis labels, legend labels or text labels overlap; every figure caption has a contrast of at
+    least 4.5:1 against its background (WCAG AA)."""
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: apt-get install -y chromium (the browser test needs it)")
+    _, root = built
+    pages = sorted(str(p.relative_to(root).with_suffix("")) for d in ("book", "notebooks") for p in (root / d).glob("*.html"))
+    found = _read_charts(root, pages, tmp_path)
+    problems, charts = [], 0
+    for page, m in found.items():
+        if m is None:
+            problems.append(f"{page}: did not load")
+            continue
+        if len(m["charts"]) < m["embeds"]:
+            problems.append(f"{page}: {m['embeds']} chart placeholders, {len(m['charts'])} charts embedded")
+        for c in m["charts"]:
+            charts += 1
+            name = f"{page} chart {c['chart']} {c['title']}"
+            if c["drawn"] == 0:
+                problems.append(f"{name}: axes but no visible mark (empty data, or colours outside the scale)")
+            if c["emptyPanels"]:
+                problems.append(f"{name}: panels {c['emptyPanels']} draw nothing")
+            if c["legendWanted"] and not c["legendLabels"]:
+                problems.append(f"{name}: encodes a colour but shows no legend")
+            if c["overlaps"]:
+                problems.append(f"{name}: overlapping labels {c['overlaps'][:4]}")
+        for cap in m["captions"]:
+            if cap["contrast"] < 4.5:
+                problems.append(f"{page}: caption '{cap['text']}' has contrast {cap['contrast']:.1f}:1")
+    assert charts >= 20, f"only {charts} charts read: the check tests little"
+    assert not problems, "\n".join(problems)
+
+
+class _Tables(html.parser.HTMLParser):
+    """The tables of a page as lists of rows of cell texts (header row first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th") and self.tables and self.tables[-1]:
+            self._cell = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+
+def test_tables_of_steps_are_in_training_order(built):
+    """Every table on every page with a column of training steps lists them in numerical order (not as text:
+    0, 10158, 144, ...)."""
+    _, root = built
+    checked, unordered = 0, []
+    for page in sorted(p for d in ("book", "notebooks") for p in (root / d).glob("*.html")):
+        parser = _Tables()
+        parser.feed(page.read_text(encoding="utf-8"))
+        for table in parser.tables:
+            if not table or "step" not in [c.lower() for c in table[0]]:
+                continue
+            col = [c.lower() for c in table[0]].index("step")
+            steps = [int(r[col].replace(",", "")) for r in table[1:] if len(r) > col and r[col].replace(",", "").isdigit()]
+            if len(steps) >= 3:
+                checked += 1
+                if steps != sorted(steps):
+                    unordered.append(f"{page.relative_to(root)}: {steps[:8]}")
+    # printed tables (pandas' to_string in an output) are read too: a "step" header line then rows of numbers
+    for page in sorted(p for d in ("book", "notebooks") for p in (root / d).glob("*.html")):
+        for block in re.findall(r"<pre>(.*?)</pre>", page.read_text(encoding="utf-8"), re.S):
+            lines = html.unescape(re.sub(r"<[^>]+>", "", block)).splitlines()
+            for i, line in enumerate(lines):
+                if line.split()[:1] == ["step"]:
+                    steps = [int(l.split()[0]) for l in lines[i + 1:] if l.split() and l.split()[0].isdigit()]
+                    if len(steps) >= 3:
+                        checked += 1
+                        if steps != sorted(steps):
+                            unordered.append(f"{page.relative_to(root)} (printed): {steps[:8]}")
+    assert checked >= 2, f"only {checked} tables of steps found: the check tests little"
+    assert not unordered, unordered
+
+
+def test_computed_page_states_the_mode_of_this_build(built):
+    """The page on how the book was computed says which mode this build ran in (the test builds in fast mode)."""
+    _, root = built
+    text = re.sub(r"<[^>]+>", "", (root / "book" / "computed.html").read_text(encoding="utf-8"))
+    m = re.search(r"This copy of the book was built in\s+(fast|full) mode", text)
+    assert m, "the computed page does not state its build's mode"
+    assert m.group(1) == ("fast" if _env()["SERPENT_FAST"] == "1" else "full")
+
+
+def test_handout_prints_one_page_per_block(built):
+    """The workshop handout has one block per teaching block of the plan, each with objectives and prompts, and the
+    course's style sheet starts each on a new printed page."""
+    _, root = built
+    plan = yaml.safe_load((ROOT / "book" / "workshop_plan.yml").read_text(encoding="utf-8"))
+    taught = [b for b in plan["blocks"] if b["objectives"]]
+    text = (root / "book" / "handout.html").read_text(encoding="utf-8")
+    blocks = re.findall(r'<div class="handout-block">(.*?)</div>', text, re.S)
+    assert len(blocks) == len(taught) >= 6
+    for block, planned in zip(blocks, taught):
+        assert html.escape(planned["title"]) in block and block.count("<li>") >= 2
+    css = (root / "_static" / "serpent.css").read_text(encoding="utf-8")
+    assert re.search(r"@media print\s*{\s*\.handout-block\s*{\s*break-before:\s*page", css)

@@ -103,3 +103,69 @@ def test_published_loader_refuses_pickled_objects_and_foreign_models(tmp_path, m
     (tmp_path / "junk.pth").write_bytes(b"not a zip file at all")
     with pytest.raises(CheckpointError):
         load_timaeus_checkpoint(tmp_path / "junk.pth", micro_model_cfg)
+
+
+def test_the_header_check_refuses_what_loading_would_and_never_unpickles(tmp_path, micro_model_cfg, monkeypatch):
+    """Issue 37 item 4: `check_checkpoint` reads the header only (no tensor), finds a truncated, renamed, foreign or
+    padded file from it, and names the file; a pickle renamed `.safetensors` is refused from its first bytes."""
+    import pickle
+    from safetensors.torch import save_file
+    from serpent.checkpoints import check_checkpoint
+
+    params = model_params(build_model(micro_model_cfg))
+    good = tmp_path / "step_0000001.safetensors"
+    save_checkpoint(good, params, 1, micro_model_cfg)
+    assert check_checkpoint(good, micro_model_cfg) == {"step": 1, "model_config": micro_model_cfg.to_dict()}
+    import serpent.checkpoints as ck
+    monkeypatch.setattr(ck, "load_file", lambda *a, **k: pytest.fail("the header check read the tensors"))
+    data = good.read_bytes()
+
+    class Evil:
+        def __reduce__(self):
+            return (pytest.fail, ("a checkpoint was unpickled",))
+
+    cases = {
+        "cut.safetensors": (data[:-3], "truncated or corrupt"),                 # the last tensor is 3 bytes short
+        "padded.safetensors": (data + b"\0" * 16, "truncated or corrupt"),
+        "header_cut.safetensors": (data[:40], "truncated or corrupt"),
+        "zip.safetensors": (None, "not a safetensors file"),                    # torch.save's zip, renamed
+        "pickle.safetensors": (pickle.dumps({"w": Evil()}, protocol=2), "not a safetensors file"),
+        "text.safetensors": (b"these are not the weights you are looking for", "not a safetensors file"),
+    }
+    for name, (blob, message) in cases.items():
+        f = tmp_path / name
+        if blob is None:
+            torch.save({k: v.detach() for k, v in params.items()}, f)
+        else:
+            f.write_bytes(blob)
+        with pytest.raises(CheckpointError, match=message) as e:
+            check_checkpoint(f, micro_model_cfg)
+        assert name in str(e.value) and "\n" not in str(e.value)
+    foreign = tmp_path / "foreign.safetensors"                  # safetensors, but not ours: no format in its header
+    save_file({k: v.detach().contiguous() for k, v in params.items()}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a serpent checkpoint"):
+        check_checkpoint(foreign, micro_model_cfg)
+    other = ModelConfig(**{**micro_model_cfg.to_dict(), "n_heads": 4, "d_head": 8})
+    with pytest.raises(CheckpointError, match="different model config"):
+        check_checkpoint(good, other)
+    ints = tmp_path / "ints.safetensors"                         # our header, but integer tensors
+    save_checkpoint(ints, {k: v.detach().long() for k, v in params.items()}, 1, micro_model_cfg)
+    with pytest.raises(CheckpointError, match="stored as 'I64'"):
+        check_checkpoint(ints, micro_model_cfg)
+    renamed = tmp_path / "renamed.safetensors"                   # the right config in the header, other weights
+    save_checkpoint(renamed, {**{k: v for k, v in params.items() if k != "embed.W_E"}, "embed.W_F": params["embed.W_E"]},
+                    1, micro_model_cfg)
+    with pytest.raises(CheckpointError, match="does not hold this model's parameters"):
+        check_checkpoint(renamed, micro_model_cfg)
+    # a real checkpoint whose header length starts with the byte a pickle starts with (0x80) is still read
+    import json
+    from safetensors.torch import save
+    from serpent.checkpoints import FORMAT
+    tensors = {k: v.detach().contiguous() for k, v in params.items()}
+    for pad in range(600):
+        blob = save(tensors, metadata={"format": FORMAT, "step": "1", "pad": "x" * pad,
+                                       "model_config": json.dumps(micro_model_cfg.to_dict(), sort_keys=True)})
+        if blob[0] == 0x80:
+            break
+    (tmp_path / "odd.safetensors").write_bytes(blob)
+    assert blob[0] == 0x80 and check_checkpoint(tmp_path / "odd.safetensors", micro_model_cfg)["step"] == 1

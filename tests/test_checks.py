@@ -15,6 +15,7 @@ import torch
 from serpent import checks
 from serpent.checks import CheckFailed
 from serpent.patterns import classify_tokens
+from tolerances import assert_f32_close
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +117,8 @@ def test_reference_sgld_step_is_the_engines_step():
         grad = A @ (w - target)
         w = checks.reference_sgld_step(w, grad, w0, torch.randn(3, generator=g), epsilon=cfg.epsilon,
                                        n_beta=cfg.n_beta, gamma=cfg.gamma)
-        torch.testing.assert_close(seen[i], w, rtol=1e-5, atol=1e-6)
+        # the same update written another way: a 3-term product per step, after i + 1 steps
+        assert_f32_close(seen[i], w, terms=3, steps=i + 1, what=f"SGLD step {i + 1} vs the reference")
 
 
 # -------------------------------------------------------------------------------------------------- attention scores
@@ -270,7 +272,8 @@ def test_k_composition_reference_agrees_with_composition_scores_on_a_model():
     for s in range(3):
         for t in range(3):
             ref = reference_k_composition((b0.W_V[s] @ b0.W_O[s]).detach(), b1.W_Q[t].detach(), b1.W_K[t].detach())
-            assert k.loc[(f"0:{s}", f"1:{t}")] == pytest.approx(ref, rel=1e-5)
+            # Frobenius norms of 24 x 24 products of 8-term dot products, in another order
+            assert_f32_close(k.loc[(f"0:{s}", f"1:{t}")], ref, terms=24 * 24 + 8, what="K-composition vs reference")
 
 
 def test_classifier_check_shows_what_a_non_ascii_token_reads_as():
@@ -278,3 +281,34 @@ def test_classifier_check_shows_what_a_non_ascii_token_reads_as():
         return ["numeric" if "Ã" in t else p for t, p in zip(toks, classify_tokens(toks))]
     _fails(checks.check_pattern_classifier, wrong_on_bytes, "(token 'ĠÃ', text ' \ufffd': part of a multi-byte",
            "counts as a letter")
+
+
+def test_check_cluster_names_accepts_good_guesses_and_names_the_misses(capsys):
+    """Issue 34's exercise: three clusters named from their cards, checked against the patterns they hold."""
+    from types import SimpleNamespace as C
+    from serpent.checks import CheckFailed, check_cluster_names
+    cards = [C(cluster=0, size=100, patterns={"induction": 70, "word part": 30}),
+             C(cluster=1, size=100, patterns={"spacing": 60, "word part": 40}),
+             C(cluster=2, size=100, patterns={"word part": 50, "induction": 10, "formatting": 40}),
+             C(cluster=3, size=100, patterns={"word part": 90, "formatting": 10})]
+    assert check_cluster_names(None, cards) is False
+    good = {0: ("copies", "induction"), 1: ("indents", "spacing"), 2: ("line ends", "formatting")}
+    assert check_cluster_names(good, cards) is True                 # formatting: not the top, but 3.2x enriched
+    assert "Correct!" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=r"C3: induction is 0% of it.*most common pattern is word part \(90%\)"):
+        check_cluster_names({0: ("a", "induction"), 1: ("b", "spacing"), 3: ("c", "induction")}, cards)
+    with pytest.raises(CheckFailed, match="name 3 clusters"):
+        check_cluster_names({0: ("a", "induction")}, cards)
+    # a miss on a cluster that does not stand out from the null is said, not failed
+    cards[3].stands_out = False
+    capsys.readouterr()
+    assert check_cluster_names({0: ("a", "induction"), 1: ("b", "spacing"), 3: ("c", "induction")}, cards) is True
+    out = capsys.readouterr().out
+    assert "C3 does not stand out" in out and "Correct!" not in out
+    cards[3].stands_out = True
+    with pytest.raises(CheckFailed, match="not a pattern"):
+        check_cluster_names({0: ("a", "induction"), 1: ("b", "spaces"), 2: ("c", "other")}, cards)
+    with pytest.raises(CheckFailed, match="no cluster 9"):
+        check_cluster_names({0: ("a", "induction"), 1: ("b", "spacing"), 9: ("c", "other")}, cards)
+    with pytest.raises(CheckFailed, match="a name of your own"):
+        check_cluster_names({0: (" ", "induction"), 1: ("b", "spacing"), 2: ("c", "formatting")}, cards)

@@ -58,3 +58,36 @@ def test_cpu_run_has_the_llc_and_the_serpent_across_the_onset(cpu_run):
     assert len(steps) >= 8 and min(steps) < ind_on <= max(steps)
     row = [r for r in t.index if r.startswith("induction tokens gather")][0]
     assert "before the onset" in t[row] and "null sd" in t[row]
+
+
+def test_cpu_run_body_plan_is_committed_and_recomputes(cpu_run):
+    """The committed body plan (serpent/anatomy.json) equals a recomputation from the committed χ, and tells the
+    chapter's story: a long axis from initialisation, a second axis that thickens and sorts the induction tokens
+    as the circuit forms, patterns read back at chance first and well above it at the end."""
+    from serpent.patterns import label_results
+    from serpent.stages import load_anatomy, load_susceptibilities
+    from serpent.stages.serpent import anatomy_over_checkpoints
+
+    anat = load_anatomy(cpu_run)
+    res = load_susceptibilities(cpu_run)
+    assert sorted(anat) == sorted(res)
+    first, last = min(res), max(res)
+    sub = {s: res[s] for s in (first, last)}
+    again = anatomy_over_checkpoints(sub, label_results(sub, cpu_run.tokenizer()), progress=False)
+    for s in (first, last):
+        for key in ("pc1_share", "pc2_share", "thickness", "induction_auc_pc2", "induction_auc_null_mean"):
+            assert again[s][key] == pytest.approx(anat[s][key], rel=1e-9, abs=1e-12), (s, key)
+        assert again[s]["pattern"]["accuracy"] == anat[s]["pattern"]["accuracy"]
+    assert all(a["pc1_share"] > 0.9 and a["pc1_mean_corr"] > 0.99 for a in anat.values())
+    thinnest = min(a["thickness"] for a in anat.values())
+    assert anat[last]["thickness"] > 2 * thinnest
+    a = anat[last]
+    assert a["induction_auc_pc2"] > a["induction_auc_null_mean"] + 5 * a["induction_auc_null_sd"]
+    assert abs(anat[first]["induction_auc_pc2"] - anat[first]["induction_auc_null_mean"]) < \
+        4 * anat[first]["induction_auc_null_sd"]
+    assert anat[first]["pattern"]["accuracy"] < anat[first]["pattern"]["majority"] + 0.05
+    assert a["pattern"]["accuracy"] > a["pattern"]["majority"] + 0.1
+    rows = milestones(cpu_run).set_index("milestone")
+    body = rows[rows.index.str.startswith("body plan")]
+    assert len(body) == 4 and not (body["ours"] == "not computed").any()
+    assert f"{a['induction_auc_pc2']:.2f}" in body.loc["body plan: dorsal–ventral stratification (PC2)", "ours"]

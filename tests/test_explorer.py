@@ -96,8 +96,12 @@ def test_explorer_renders_a_run_and_never_computes_it(tmp_path):
     frame.to_parquet(run.path / "serpent" / "embedding.parquet", index=False)
     rows = {"0": {"map": 0.3, "cross_token": 0.1}, "5000": {"map": 0.9, "cross_token": 0.7}}
     (run.path / "serpent" / "separation.json").write_text(json.dumps({"headline": "cross_token", "steps": rows}))
+    from serpent.clusters import clusters_over_training
+    (run.path / "serpent" / "clusters.json").write_text(json.dumps(clusters_over_training(frame, min_size=3).to_json()))
     path = write_explorer(run)
     assert path == run.path / "explorer.html"
+    clusters = _payload(path.read_text(encoding="utf-8"))["clusters"]      # the run's clusters.json, on the page
+    assert len(clusters["cards"]) == 2 and len(clusters["labels"][1]) == 20 and clusters["cards"][1]
     assert _payload(path.read_text(encoding="utf-8"))["separation"] == {"0": 0.1, "5000": 0.7}      # the headline named in separation.json
 
 
@@ -251,3 +255,70 @@ def test_charts_render_offline(tmp_path):
         serpent_snapshot(frame)
     with pytest.raises(SerpentError):
         serpent_chart(frame.drop(columns=["x"]))
+
+
+@pytest.mark.browser
+def test_cluster_click_shows_its_card_and_keeps_notes(tmp_path):
+    """Issue 34: the clusters of each checkpoint are listed; a click shows the card and lights up its tokens; a name
+    typed on the card goes into the exported notes, which serpent.clusters.read_notes reads back."""
+    from serpent.clusters import clusters_over_training, read_notes
+    frame = synthetic_frame(n=300)
+    last = frame.step == 5000
+    for g in range(4):                         # four groups of 50 tokens, each on four heads, at the last step
+        rows = last & np.tile((np.arange(300) // 50) == g, 4)
+        for c in COMPS[4 * g:4 * g + 4]:
+            frame.loc[rows, c] += 6
+    clusters = clusters_over_training(frame).to_json()
+    path = write_explorer(frame, tmp_path / "explorer.html", clusters=clusters)
+    data = _payload(path.read_text(encoding="utf-8"))
+    assert len(data["clusters"]["cards"]) == 4 and len(data["clusters"]["labels"][3]) == 300
+    card = clusters["cards"]["5000"][0]
+    assert card["size"] >= 45 and card["stands_out"]
+
+    url = path.resolve().as_uri()
+    dom = _run_chromium(url + "#cluster=0&name=planted%20six", tmp_path, "--dump-dom")
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    assert 'data-status="ready"' in body and 'data-cluster="0"' in body, (body, dom.stderr[-2000:])
+    n_listed = re.search(r'<div id="clist">(.*?)</div></div>\s*<p>', dom.stdout, re.S).group(1).count('class="citem')
+    assert n_listed == len(clusters["cards"]["5000"])
+    assert 'id="ctitle">cluster 0 at step 5,000<' in dom.stdout
+    assert f'<b>{card["size"]}</b> tokens' in dom.stdout and "stands out" in dom.stdout
+    assert re.search(r'<svg id="cbars".*?</svg>', dom.stdout, re.S).group(0).count("<rect") == 16
+    notes = re.search(r'<pre id="notesjson">(.*?)</pre>', dom.stdout, re.S).group(1)
+    assert read_notes(notes.replace("&quot;", '"')) == {(5000, 0): {"name": "planted six", "note": ""}}
+    assert not _console_errors(dom.stderr), _console_errors(dom.stderr)
+
+    # the cluster's tokens light up, the others fade: far fewer coloured dots in the chart
+    def coloured(shot):
+        img = _read_png(shot)[150:700, 20:700].reshape(-1, 3).astype(int)
+        return int(sum((np.abs(img - [int(PALETTE[p][i:i + 2], 16) for i in (1, 3, 5)]).sum(1) < 40).sum()
+                       for p in PATTERNS))
+    plain, lit = tmp_path / "plain.png", tmp_path / "lit.png"
+    _run_chromium(url, tmp_path, f"--screenshot={plain}")
+    _run_chromium(url + "#cluster=0", tmp_path, f"--screenshot={lit}")
+    assert 0 < coloured(lit) < 0.5 * coloured(plain)
+
+
+@pytest.mark.browser
+def test_body_axes_view_switches_and_shows_the_induction_stratum(tmp_path):
+    """The view switch draws every token in its checkpoint's body axes (PC1 × PC2 of the standardised χ): a
+    planted second axis of the induction tokens puts them below the others there."""
+    frame = synthetic_frame(n=300, steps=(0, 5000))
+    last = frame["step"] == 5000
+    ind = (frame["pattern"] == "induction") & last
+    body = np.random.default_rng(1).normal(size=last.sum()) * 5
+    for j, c in enumerate(COMPS):                          # a long axis shared by all heads, then the stratum
+        frame.loc[last, c] = body + 0.3 * frame.loc[last, c]
+        frame.loc[ind, c] += (-2.0 if j < 8 else 2.0)
+    path = write_explorer(frame, tmp_path / "explorer.html", max_points=300)
+    payload = _payload(path.read_text(encoding="utf-8"))
+    assert payload["body_axes"] and len(payload["rows"]["bx"]) == len(payload["rows"]["x"])
+    rows = pd.DataFrame({k: payload["rows"][k] for k in ("c", "k", "by")})
+    at_end = rows[rows.c == 1]
+    is_ind = at_end.k == list(PATTERNS).index("induction")
+    assert at_end[is_ind]["by"].mean() < at_end[~is_ind]["by"].mean() - 0.2
+    dom = _run_chromium(path.resolve().as_uri() + "#axes=body", tmp_path, "--dump-dom")
+    tag = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    assert 'data-status="ready"' in tag and 'data-axes="body"' in tag, (tag, dom.stderr[-2000:])
+    assert int(re.search(r'data-marks="(\d+)"', tag).group(1)) >= 300
+    assert not _console_errors(dom.stderr), _console_errors(dom.stderr)

@@ -28,7 +28,8 @@ def cpu_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def numbers(cpu_run):
-    return {**figures.book_numbers(cpu_run), **figures.ablation_numbers(cpu_run)}
+    return {**figures.book_numbers(cpu_run), **figures.ablation_numbers(cpu_run), **figures.cluster_numbers(cpu_run),
+            **figures.anatomy_numbers(cpu_run)}
 
 
 def test_onset_is_the_first_checkpoint_from_which_a_score_stays_above():
@@ -79,8 +80,41 @@ def test_every_book_figure_draws_from_the_run(cpu_run, numbers):
         assert spec.get("$schema", "").startswith("https://vega.github.io/schema/vega-lite/"), fn.__name__
     toy = figures.toy_figure().to_dict()       # the notebooks' shared toy (runs/toy: trained once, then reused)
     assert len(toy["vconcat"]) == 2
+    births = figures.clusters_figure(cpu_run).to_dict()                   # issue 34: clusters beside head scores
+    assert len(births["vconcat"]) == 2
+    onsets = [d for d in births["datasets"].values() if d and "onset" in d[0]][0]
+    assert [o["step"] for o in onsets] == [numbers["prev_onset"], numbers["prefix_onset"]]
+    assert numbers["clusters_tokens"] == numbers["chi_tokens"] and numbers["clusters_n"] >= numbers["clusters_standing"]
     serpent = json.dumps(figures.serpent_figure(cpu_run, max_points=50).to_dict())
     assert serpent.count('"step": ') >= 50 * numbers["chi_checkpoints"]   # every checkpoint on the slider
+    body = figures.body_axes_figure(cpu_run).to_dict()                    # issue 31: the baby and the adult
+    points = [r for d in _data_of(body) for r in d if "pc1" in r]
+    assert len(points) == 2 * numbers["chi_tokens"]                       # every token of the two checkpoints
+    assert len({r["panel"] for r in points}) == 2
+    thick = figures.thickening_figure(cpu_run).to_dict()
+    series = {r["series"] for d in _data_of(thick) for r in d if "series" in r}
+    assert len(thick["hconcat"]) == 2 and len(series) == 3
+    assert numbers["thickening_last"] > 2 and numbers["auc_last"] > numbers["auc_null_last"]
+    tables = figures.robustness_tables()                                  # the computed page's robustness table
+    assert set(tables["preprocess"]["pre-processing"]) == {"raw", "center", "standardize", "whiten", "normalize"}
+    assert tables["chosen_view"]["view"] == "umap:" + cpu_run.config.embedding.preprocess
+
+
+def _data_of(spec) -> list[list]:
+    """Every inline data set of a Vega-Lite spec (named datasets and ``data.values`` anywhere in it)."""
+    found = list((spec.get("datasets") or {}).values()) if isinstance(spec, dict) else []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), dict) and isinstance(node["data"].get("values"), list):
+                found.append(node["data"]["values"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(spec)
+    return found
 
 
 def _page_keys(text: str) -> tuple[set, set, set]:
@@ -97,7 +131,8 @@ def test_every_pasted_number_and_figure_exists(numbers):
         text = page.read_text()
         used, figs, glued = _page_keys(text)
         assert "figures.glue_numbers(run" in text or not used, page.name
-        assert used <= set(numbers), f"{page.name}: unknown numbers {sorted(used - set(numbers))}"
+        # a page may paste what it glues itself (the workshop's measured times, the computed page's build mode)
+        assert used - glued <= set(numbers), f"{page.name}: unknown numbers {sorted(used - glued - set(numbers))}"
         assert figs <= glued, f"{page.name}: figures never glued {sorted(figs - glued)}"
         for fmt_key, spec in re.findall(r"\{glue:text\}`([A-Za-z0-9_]+):([^`]+)`", text):
             format(numbers[fmt_key], spec)          # the format spec suits the value (no "None:.2f")
@@ -136,3 +171,17 @@ def test_the_book_runs_circuit_is_its_flagged_heads(numbers):
     assert gain > 0.3
     assert numbers["gain_without_prev"] < 0.2 * gain and numbers["gain_without_induction"] < 0.2 * gain
     assert numbers["gain_without_other0"] > 0.8 * gain and numbers["gain_without_other1"] > 0.8 * gain
+
+
+def test_quoted_pause_and_fin_come_from_the_runs_tables(cpu_run, numbers):
+    """The LLC pause the chapters quote is the milestones table's, and the spacing fin's verdict follows its R²."""
+    from serpent.milestones import milestones
+    table = milestones(cpu_run).set_index("milestone")["ours"]
+    row = table["LLC pause or dip (least rise, then rising again)"]
+    assert row.startswith(f"steps {numbers['llc_pause_from']:,} → {numbers['llc_pause_to']:,}")
+    llc = pd.read_parquet(cpu_run.path / "llc" / "llc.parquet").set_index("step")["mean"]
+    assert numbers["llc_pause_first"] == llc[numbers["llc_pause_from"]] < llc.iloc[-1]
+    assert 0 <= numbers["fin_r2_last"] <= 1 and numbers["fin_tokens"] > 0
+    assert numbers["fin_verdict"].startswith("a fin" if numbers["fin_r2_last"] >= 0.5 else "no fin")
+    assert numbers["score_checkpoints"] > numbers["checkpoints"]
+    assert (numbers["d_model"], numbers["context"]) == (cpu_run.config.model.d_model, cpu_run.config.model.n_ctx)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from serpent.config import get_preset
-from serpent.milestones import largest_dip, milestones, onset
+from serpent.milestones import largest_dip, llc_pause, milestones, onset
 from serpent.rundir import Run
 
 
@@ -45,6 +45,10 @@ def test_onset_and_dip_known_answers():
     assert largest_dip([0, 1, 2], [1.0, 2.0, 3.0]) == (None, 0.0)
     step, frac = largest_dip([0, 10, 20, 30], [100.0, 150.0, 140.0, 200.0])
     assert step == 20 and frac == 0.1
+    # a pause is followed by a rise: a fall at the end is not one, a flat stretch before a rise is
+    assert llc_pause([0, 10, 20, 30, 40], [1.0, 5.0, 5.1, 9.0, 8.0]) == (10, 20, 0.1)
+    assert llc_pause([0, 10, 20, 30], [1.0, 2.0, 3.0, 2.0])[:2] == (0, 10)
+    assert llc_pause([0, 10], [1.0, 2.0])[0] is None
 
 
 def test_milestones_of_a_run_that_grew_the_circuit(tmp_path):
@@ -55,7 +59,7 @@ def test_milestones_of_a_run_that_grew_the_circuit(tmp_path):
     assert table["held-out loss, first → last logged step"] == "7.75 → 5.00"
     assert table["in-context learning score at the end"] == "-0.100"
     assert table["LLC, first → last checkpoint"] == "10.0 → 70.0"
-    assert table["LLC pause or dip (largest fall between checkpoints)"].startswith("8% of the rise, at step 600")
+    assert table["LLC pause or dip (least rise, then rising again)"].startswith("steps 400 → 600: -5 (-8% of the rise")
     row = [r for r in table.index if r.startswith("induction tokens gather")][0]
     assert table[row] == ("+0.000 (step 400, +0.0 null sd) before the onset, +0.300 (step 1,200, +3.0 null sd) at the "
                           "end; mean +0.000 before, +0.300 from then on")
@@ -69,7 +73,7 @@ def test_milestones_order_and_missing_stages(tmp_path):
     assert table["previous-token heads before induction heads"] == "no: induction first"
     bare = Run.create(tmp_path / "bare", get_preset("tiny"))
     t = milestones(bare.path)
-    assert (t["ours"] == "not computed").sum() == 4 and len(t) == 4
+    assert (t["ours"] == "not computed").sum() == 8 and len(t) == 8            # 4 milestones + 4 of the body plan
 
 
 def test_cli_milestones(tmp_path, capsys):

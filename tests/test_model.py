@@ -5,6 +5,7 @@ from serpent.config import ModelConfig
 from serpent.errors import ConfigError
 from serpent.model import (ReplicaParams, build_model, head_param_names, hooked_per_token_loss, linear_cross_entropy,
                            model_params, per_token_loss, stack_params, supports_fast_path)
+from tolerances import assert_f32_close, assert_separates, forward_terms
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -26,12 +27,17 @@ def test_fast_path_matches_hooked_transformer(kwargs, micro_model_cfg):
     fast = per_token_loss(model_params(model), tokens, cfg)
     ref = hooked_per_token_loss(model, tokens)
     assert fast.shape == (3, cfg.n_ctx - 1)
-    torch.testing.assert_close(fast, ref, atol=2e-5, rtol=1e-5)
-    # gradients agree too
+    # per-token losses through the same mathematics in another order (tests/tolerances.py)
+    _, tol = assert_f32_close(fast, ref, terms=forward_terms(cfg), what=f"fast vs TransformerLens {kwargs}")
+    assert_separates(fast[:, 1:] - fast[:, :-1], tol, what="neighbouring tokens' losses")
+    # gradients agree too: back through the same chain and summed over the batch's 3 x 31 tokens
     g_fast = torch.autograd.grad(fast.mean(), list(model.parameters()))
     g_ref = torch.autograd.grad(hooked_per_token_loss(model, tokens).mean(), list(model.parameters()))
-    for a, b in zip(g_fast, g_ref):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    # (scale: the model's largest gradient entry, since an entry's terms can cancel: the key bias's is 0 exactly)
+    g_scale = max(g.abs().max().item() for g in g_ref)
+    for (name, _), a, b in zip(model.named_parameters(), g_fast, g_ref):
+        assert_f32_close(a, b, terms=forward_terms(cfg) + 3 * (cfg.n_ctx - 1), scale=g_scale,
+                         what=f"gradient of {name} {kwargs}")
 
 
 def test_stacked_replicas_are_independent_models(micro_model_cfg):
@@ -45,13 +51,14 @@ def test_stacked_replicas_are_independent_models(micro_model_cfg):
     out = per_token_loss(stacked, tokens, cfg)
     ref = hooked_per_token_loss(model, tokens)
     assert out.shape == (3, 2, cfg.n_ctx - 1)
-    torch.testing.assert_close(out[0], ref, atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(out[1], ref, atol=2e-5, rtol=1e-5)
-    assert (out[2] - ref).abs().max() > 1e-3  # the perturbed replica differs
+    terms = forward_terms(cfg)
+    assert_f32_close(out[0], ref, terms=terms, what="replica 0 vs TransformerLens")
+    _, tol = assert_f32_close(out[1], ref, terms=terms, what="replica 1 vs TransformerLens")
+    assert_separates(out[2] - ref, tol, what="the perturbed replica")  # the perturbed replica differs
     # per-replica token batches
     tok3 = torch.randint(0, cfg.d_vocab, (3, 2, cfg.n_ctx))
     out3 = per_token_loss(stacked, tok3, cfg)
-    torch.testing.assert_close(out3[1], hooked_per_token_loss(model, tok3[1]), atol=2e-5, rtol=1e-5)
+    assert_f32_close(out3[1], hooked_per_token_loss(model, tok3[1]), terms=terms, what="own tokens vs TransformerLens")
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"positional_embedding_type": "standard"}, {"normalization_type": None},
@@ -71,19 +78,22 @@ def test_rows_that_share_frozen_weights_share_work_with_the_same_numbers(kwargs)
     plain = {k: v.clone().requires_grad_(True) for k, v in base.items()}
     shared = ReplicaParams({k: v.clone().requires_grad_(True) for k, v in base.items()}, free)
     a, b = per_token_loss(plain, tokens, cfg), per_token_loss(shared, tokens, cfg)
-    torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    terms = forward_terms(cfg)
+    assert_f32_close(b, a, terms=terms, what=f"shared rows vs plain {kwargs}")
     ga = torch.autograd.grad(a.sum(), list(plain.values()))
     gb = torch.autograd.grad(b.sum(), list(shared.values()), allow_unused=True, materialize_grads=True)
+    g_scale = max(g.abs().max().item() for g in ga)
     for name, x, y in zip(plain, ga, gb):
         lo, hi = free[name]
-        torch.testing.assert_close(y[lo:hi], x[lo:hi], atol=1e-4, rtol=1e-4, msg=name)
+        assert_f32_close(y[lo:hi], x[lo:hi], terms=terms + 3 * (cfg.n_ctx - 1), scale=g_scale,
+                         what=f"gradient of {name} {kwargs}")
     # the rows past a parameter's range got no gradient: their work was shared or skipped
     assert gb[list(shared).index("unembed.W_U")][2:].abs().max() == 0
     assert gb[list(shared).index("embed.W_E")][2:].abs().max() == 0
     # tokens that differ between replicas: nothing can be shared, and the answer is still right
     tok6 = torch.randint(0, cfg.d_vocab, (6, 3, cfg.n_ctx))
-    torch.testing.assert_close(per_token_loss(shared, tok6, cfg), per_token_loss(plain, tok6, cfg), atol=1e-5,
-                               rtol=1e-5)
+    assert_f32_close(per_token_loss(shared, tok6, cfg), per_token_loss(plain, tok6, cfg), terms=terms,
+                     what=f"shared rows vs plain, own tokens {kwargs}")
 
 
 @pytest.mark.parametrize("keep_probs", [True, False])
@@ -106,16 +116,18 @@ def test_linear_cross_entropy_matches_dense_and_its_gradient(keep_probs, blocks,
     ours = linear_cross_entropy(x, W, b, t, chunk=chunk)
     dense = torch.nn.functional.cross_entropy((x @ W + b[:, None]).reshape(-1, 50), t.reshape(-1),
                                               reduction="none").reshape(R, 37)
-    torch.testing.assert_close(ours, dense, atol=1e-5, rtol=1e-5)
+    # blocked against dense: a dot product over 8 and a log-sum-exp over 50 per token; the gradients also sum over
+    # the 37 tokens (W, b) or the 50 logits (x)
+    assert_f32_close(ours, dense, terms=8 + 50, what="blocked vs dense cross entropy")
     w = torch.rand(R, 37)
     g1 = torch.autograd.grad((ours * w).sum(), [x, W, b], retain_graph=True)
     g2 = torch.autograd.grad((dense * w).sum(), [x, W, b])
-    for a, c in zip(g1, g2):
-        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-4)
+    for name, a, c in zip("xWb", g1, g2):
+        assert_f32_close(a, c, terms=8 + 50 + 37, what=f"gradient of {name}: blocked vs dense")
     # the kept exponentials became the first gradient in place: a second backward recomputes them
     again = torch.autograd.grad((ours * w).sum(), [x, W, b])
-    for a, c in zip(again, g2):
-        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-4)
+    for name, a, c in zip("xWb", again, g2):
+        assert_f32_close(a, c, terms=8 + 50 + 37, what=f"second gradient of {name}: blocked vs dense")
 
 
 def test_sequences_longer_than_context_are_refused(micro_model_cfg):

@@ -21,6 +21,40 @@ def test_palette_covers_patterns_in_rainbow_order():
     assert PATTERNS[0] == "induction" and PATTERNS[-1] == "other"
 
 
+# Machado, Oliveira and Fernandes (2009): how a colour looks with protanopia, deuteranopia and tritanopia (severity
+# 1), as a matrix on linear RGB
+_DEFICIENCIES = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+}
+
+
+def _closest_pair(colours: list[str], deficiency: str | None = None) -> float:
+    """The smallest CIELAB distance (ΔE, CIE76) between two of ``colours`` as seen with ``deficiency``."""
+    srgb = np.array([[int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)] for c in colours])
+    lin = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    if deficiency:
+        lin = np.clip(lin @ np.array(_DEFICIENCIES[deficiency]).T, 0, 1)
+    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    t = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    lab = np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+    d = np.linalg.norm(lab[:, None] - lab[None], axis=-1)
+    return float(d[np.triu_indices(len(colours), 1)].min())
+
+
+def test_palette_stays_distinguishable_with_colour_blindness():
+    """Every two pattern colours stay clearly apart (ΔE ≥ 12) for normal vision and in a simulation of the three
+    common colour-vision deficiencies; the rainbow palette the course had before (red and green side by side)
+    fails the same check."""
+    colours = [PALETTE[p] for p in PATTERNS]
+    for deficiency in (None, *_DEFICIENCIES):
+        assert _closest_pair(colours, deficiency) >= 12, deficiency
+    rainbow = ["#e41a1c", "#ff7f00", "#e6c700", "#4daf4a", "#17becf", "#377eb8", "#984ea3", "#a0a0a0"]
+    assert min(_closest_pair(rainbow, d) for d in _DEFICIENCIES) < 12
+
+
 def test_token_text_decodes_byte_level():
     assert token_text("Ġhello") == " hello"
     assert token_text("ĊĠĠ") == "\n  "

@@ -63,10 +63,24 @@ def test_serpent_stage_on_a_synthetic_run(tmp_path):
     last = sep["steps"]["400"]
     assert last["cross_token"] > last["cross_token_null_mean"] + 5 * last["cross_token_null_sd"]
     assert sep["steps"]["0"]["by_pattern_cross_token"]["word start"] < 0.3 < last["by_pattern_cross_token"]["word start"]
+    # the body plan per checkpoint: the planted pattern structure is read back from χ as training goes on
+    from serpent.stages import load_anatomy
+    anat = load_anatomy(run)
+    assert sorted(anat) == [0, 57, 400]
+    assert json.loads((out / "anatomy.json").read_text())["preprocess"] == "standardize"
+    assert {"pc1_share", "pc2_share", "thickness", "pc2_top_heads", "pattern", "fin", "fin_whitespace"} <= set(anat[0])
+    assert anat[0]["pattern"]["accuracy"] < anat[0]["pattern"]["majority"] + 0.1
+    assert anat[400]["pattern"]["accuracy"] > anat[400]["pattern"]["null_mean"] + 0.3
+    assert summary["pattern_readout_last"] == anat[400]["pattern"]["accuracy"]
     for step in (0, 57, 400):
         assert (out / f"step_{step:07d}.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "serpent.png").stat().st_size > 1000
+    clusters = json.loads((out / "clusters.json").read_text())                  # issue 34: the clusters' cards
+    assert clusters["steps"] == [0, 57, 400] and len(clusters["labels"]["400"]) == len(seq)
+    assert not any(c["stands_out"] for c in clusters["cards"]["0"])               # noise at step 0
+    assert summary["clusters_last"][0] >= 4                                       # the patterns' groups at 400
     page = (run.path / "explorer.html").read_text(encoding="utf-8")
+    assert 'id="clist"' in page and '"cards":[[' in page
     assert "vegaEmbed" in page and "150 tokens" in page
 
     # current: the second call skips the work and returns the same summary

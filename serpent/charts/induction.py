@@ -81,20 +81,21 @@ def head_score_chart(scores: pd.DataFrame, score: str = "prev_token", top: int =
     max_step = float(df["step"].max())
     lab = last[last["head"].isin(top_heads)].copy()
     span = max(float(df["value"].max()), threshold or 0.0) - min(float(df["value"].min()), 0.0)
-    lab["label_y"] = _spread_labels(lab["value"], 0.05 * span if span > 0 else 0.0)
+    lab["label_y"] = _spread_labels(lab["value"], 14 / height * span if span > 0 else 0.0)  # 14 px: a label's height
     base = alt.Chart(df).encode(
         x=_step_x(max_step, log=log_steps),
         y=alt.Y("value:Q", title=_TITLES.get(score, score)),
         detail="head:N",
         color=alt.Color("group:N", scale=alt.Scale(domain=domain, range=colors), title="head",
-                        sort=domain),
+                        sort=domain, legend=alt.Legend(orient="bottom", direction="horizontal")),
         tooltip=["head:N", "step:Q", alt.Tooltip("value:Q", format=".4f")],
     )
     grey = base.transform_filter(alt.datum.group == "other heads").mark_line(strokeWidth=1, opacity=0.7)
     hi = base.transform_filter(alt.datum.group != "other heads").mark_line(strokeWidth=2.5, point=True)
     labels = alt.Chart(lab).mark_text(align="left", dx=6, fontWeight="bold").encode(
         x=_step_x(max_step, log=log_steps), y="label_y:Q", text="head:N",
-        color=alt.Color("head:N", scale=alt.Scale(domain=domain, range=colors), legend=None))
+        color=alt.Color("head:N", scale=alt.Scale(domain=domain, range=colors), title="head", sort=domain,
+                        legend=alt.Legend(orient="bottom", direction="horizontal")))
     layers = [grey, hi, labels]
     if threshold is not None:
         rule = alt.Chart(pd.DataFrame({"value": [threshold]})).mark_rule(strokeDash=[4, 4], color="black").encode(

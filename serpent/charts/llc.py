@@ -28,6 +28,14 @@ __all__ = ["llc_curve_chart", "llc_with_scores_chart", "loss_trace_chart", "cali
 _MAX_ROWS = 4000
 
 
+def _log_steps(max_step: float) -> alt.X:
+    """A symlog step axis with ticks at 0 and the powers of ten (Vega's own ticks for a symlog scale are linear, so
+    their labels pile up at the right end)."""
+    ticks = [0] + [10 ** k for k in range(0, int(np.log10(max(float(max_step), 1))) + 1)]
+    return alt.X("step:Q", scale=alt.Scale(type="symlog"), title="training step (log scale)",
+                 axis=alt.Axis(values=ticks, format=",d", grid=True))
+
+
 def llc_curve_chart(table: pd.DataFrame, width: int = 420, height: int = 260,
                     title: str = "Local learning coefficient across training") -> alt.LayerChart:
     """LLC (mean over chains, band = ± one standard deviation across chains) against training step."""
@@ -37,7 +45,7 @@ def llc_curve_chart(table: pd.DataFrame, width: int = 420, height: int = 260,
     df = table[["step", "mean", "std"] + (["init_loss"] if "init_loss" in table else [])].copy()
     df["lo"] = df["mean"] - df["std"].fillna(0)
     df["hi"] = df["mean"] + df["std"].fillna(0)
-    x = alt.X("step:Q", scale=alt.Scale(type="symlog"), title="training step (log scale)")
+    x = _log_steps(df["step"].max())
     base = alt.Chart(df)
     band = base.mark_area(opacity=0.25, color="#4363d8").encode(x=x, y=alt.Y("lo:Q", title="LLC"), y2="hi:Q")
     tips = [alt.Tooltip("step:Q"), alt.Tooltip("mean:Q", format=".2f", title="LLC"),
@@ -91,14 +99,17 @@ def loss_trace_chart(traces: pd.DataFrame, table: Optional[pd.DataFrame] = None,
 
 
 def calibration_chart(cal: pd.DataFrame, width: int = 210, height: int = 220) -> alt.HConcatChart:
-    """Left: LLC against ``epsilon`` (log scale), one line per ``n_beta``, unstable points hollow, diverged runs
-    marked at the bottom. Right: the ``epsilon × n_beta`` grid coloured by the LLC, with a cross where a run
-    diverged and a dot where it was stable and flat."""
+    """Left: LLC against ``epsilon`` (log scale), one line per ``n_beta``, points off the plateau circled (traces not
+    flat, or estimates that still move with ``epsilon``: biased), diverged runs left out. Right: the ``epsilon ×
+    n_beta`` grid coloured by the LLC, with a cross where a run diverged, a dot where it was stable (flat and on the
+    plateau), a triangle where it was flat but biased, and a star on the recommended ``epsilon``."""
     need = {"epsilon", "n_beta", "llc_mean", "llc_std", "diverged", "stable"}
     if not need <= set(cal.columns):
         raise ValueError(f"the calibration table needs columns {sorted(need)}; got {list(cal.columns)}")
-    df = cal[list(need) + (["drift"] if "drift" in cal else [])].copy()
-    df["status"] = np.where(df["diverged"], "diverged", np.where(df["stable"], "stable", "not flat"))
+    if "status" not in cal:
+        from ..llc import epsilon_plateau
+        cal = epsilon_plateau(cal)
+    df = cal[list(need) + ["status", "recommended"] + (["drift"] if "drift" in cal else [])].copy()
     x = alt.X("epsilon:Q", scale=alt.Scale(type="log"), title="epsilon (step size)")
     ok = df[~df["diverged"]]
     tips = ["epsilon:Q", "n_beta:Q", alt.Tooltip("llc_mean:Q", format=".3f", title="LLC"),
@@ -106,18 +117,19 @@ def calibration_chart(cal: pd.DataFrame, width: int = 210, height: int = 220) ->
     lines = alt.Chart(ok).mark_line(point=alt.OverlayMarkDef(filled=True, size=60)).encode(
         x=x, y=alt.Y("llc_mean:Q", title="LLC estimate"), color=alt.Color("n_beta:O", title="n_beta"),
         tooltip=tips)
-    hollow = alt.Chart(ok[~ok["stable"]]).mark_point(shape="circle", size=160, color="black").encode(
+    hollow = alt.Chart(ok[ok["status"] != "stable"]).mark_point(shape="circle", size=160, color="black").encode(
         x=x, y="llc_mean:Q", tooltip=tips)
     left = alt.layer(lines, hollow).properties(width=width, height=height,
-                                                title="LLC against step size (circled: not flat)")
+                                                title="LLC against step size (circled: not flat or biased)")
     grid_base = alt.Chart(df).encode(x=alt.X("epsilon:O", title="epsilon"), y=alt.Y("n_beta:O", title="n_beta"))
     heat = grid_base.mark_rect().encode(color=alt.Color("llc_mean:Q", title="LLC", scale=alt.Scale(scheme="blues")),
                                         tooltip=tips)
     symbols = grid_base.mark_text(fontSize=16, fontWeight="bold").encode(
         text="symbol:N", color=alt.value("#d62728")).transform_calculate(
-        symbol="datum.status == 'diverged' ? '✗' : (datum.status == 'stable' ? '●' : '○')")
-    right = alt.layer(heat, symbols).properties(width=width, height=height,
-                                                 title="Grid (✗ diverged, ● stable, ○ not flat)")
+        symbol="datum.status == 'diverged' ? '✗' : (datum.recommended ? '★' : (datum.status == 'stable' ? '●' : "
+               "(datum.status == 'biased' ? '▲' : '○')))")
+    right = alt.layer(heat, symbols).properties(
+        width=width, height=height, title="Grid (✗ diverged, ○ not flat, ▲ biased, ● stable, ★ use)")
     return alt.hconcat(left, right)
 
 
@@ -127,7 +139,7 @@ def llc_with_scores_chart(table: pd.DataFrame, scores: pd.DataFrame, width: int 
     heads = scores[(scores["head"] != "model") & scores["score"].isin(["prev_token", "prefix"])]
     best = heads.groupby(["step", "score"])["value"].max().reset_index()
     best["score"] = best["score"].map({"prev_token": "best previous-token score", "prefix": "best prefix score"})
-    x = alt.X("step:Q", scale=alt.Scale(type="symlog"), title="training step (log scale)")
+    x = _log_steps(max(table["step"].max(), best["step"].max()))
     llc_line = alt.Chart(table[["step", "mean", "std"]]).mark_line(point=True, color="#333").encode(
         x=x, y=alt.Y("mean:Q", title="LLC"), tooltip=["step", alt.Tooltip("mean:Q", format=".2f"),
                                                        alt.Tooltip("std:Q", format=".2f")])

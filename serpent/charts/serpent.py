@@ -40,6 +40,7 @@ from ..patterns import PALETTE, PATTERNS
 from .export import chart_bytes
 
 __all__ = ["component_columns", "subsample_points", "serpent_chart", "serpent_snapshot", "small_multiples",
+           "body_axes_chart", "thickening_chart",
            "spacing_fin_chart", "token_bars", "save_png", "save_svg", "SIGN_COLORS"]
 
 #: Bar colours by sign (:data:`serpent.susceptibility.SIGN_CONVENTION`: χ < 0 the head expresses the token).
@@ -97,9 +98,10 @@ def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict]:
     return df.to_dict(orient="records")
 
 
-def _color(legend_title: str = "pattern") -> alt.Color:
+def _color(legend_title: str = "pattern", orient: str = "right") -> alt.Color:
+    columns = {"columns": 4} if orient == "bottom" else {}
     return alt.Color("pattern:N", scale=alt.Scale(domain=list(PATTERNS), range=[PALETTE[p] for p in PATTERNS]),
-                     legend=alt.Legend(title=legend_title, symbolOpacity=1))
+                     legend=alt.Legend(title=legend_title, symbolOpacity=1, orient=orient, **columns))
 
 
 def _tooltip(frame: pd.DataFrame) -> list:
@@ -186,7 +188,7 @@ def small_multiples(frame: pd.DataFrame, *, columns: int = 3, size: int = 160, p
     return alt.Chart(alt.Data(values=_records(df, ["step", "x", "y", "pattern"]))).mark_circle(
         size=point_size, opacity=0.6).encode(
         x=alt.X("x:Q", axis=None, scale=alt.Scale(zero=False)),
-        y=alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)), color=_color(),
+        y=alt.Y("y:Q", axis=None, scale=alt.Scale(zero=False)), color=_color(orient="bottom"),
     ).properties(width=size, height=size).facet(
         facet=alt.Facet("step:O", title="training step"), columns=columns,
     ).resolve_scale(x="independent", y="independent")
@@ -210,6 +212,72 @@ def spacing_fin_chart(frame: pd.DataFrame, *, max_points: Optional[int] = 4000, 
                             tooltip=["spaces:Q", "pattern:N", "context:N"]),
     ).encode(x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None)).properties(
         width=width, height=height, title=f"whitespace tokens at step {int(last['step'].iloc[0]):,} ({len(space)} tokens)")
+
+
+def body_axes_chart(frame: pd.DataFrame, steps: Optional[Sequence[int]] = None, *, size: int = 250,
+                    point_size: float = 12, max_points: Optional[int] = None, seed: int = 0,
+                    numbers: Optional[dict] = None) -> alt.FacetChart:
+    """The serpent in its body axes: PC1 (the long axis: each token's mean χ, expression ↔ suppression) across,
+    PC2 (the short axis, on which the induction tokens hang below the body once the circuit exists) up, one panel
+    per checkpoint in ``steps`` (default: the first and the last). ``frame`` needs ``pc1``/``pc2``
+    (:func:`serpent.anatomy.body_axes_frame`). Each panel has its own scales (PC2 is 10-30× narrower than PC1);
+    ``numbers`` (step → text) titles the panels, e.g. with PC2's share and the induction tokens' AUC."""
+    if not {"pc1", "pc2"} <= set(frame.columns):
+        raise SerpentError("body_axes_chart needs pc1 and pc2 columns: pass serpent.anatomy.body_axes_frame(frame)")
+    all_steps = sorted(int(s) for s in frame["step"].unique())
+    steps = [all_steps[0], all_steps[-1]] if steps is None else [int(s) for s in steps]
+    df = subsample_points(frame[frame["step"].isin(steps)], max_points, seed).copy()
+    df["panel"] = df["step"].map(lambda s: (numbers or {}).get(int(s), f"step {int(s):,}"))
+    df["layer"] = (df["pattern"].astype(str) == "induction").astype(int)     # induction drawn on top
+    order = [(numbers or {}).get(s, f"step {s:,}") for s in steps]
+    return alt.Chart(alt.Data(values=_records(df.sort_values("layer"), ["panel", "pc1", "pc2", "pattern", "token",
+                                                                      "context"]))).mark_circle(
+        size=point_size, opacity=0.7).encode(
+        x=alt.X("pc1:Q", title="PC1: mean χ (expression ← → suppression)", scale=alt.Scale(zero=False),
+                axis=alt.Axis(tickCount=5, labelOverlap=True)),
+        y=alt.Y("pc2:Q", title="PC2", scale=alt.Scale(zero=False), axis=alt.Axis(tickCount=5, labelOverlap=True)),
+        color=alt.Color("pattern:N", scale=alt.Scale(domain=list(PATTERNS), range=[PALETTE[p] for p in PATTERNS]),
+                        legend=alt.Legend(title="pattern", orient="bottom", columns=4, symbolOpacity=1)),
+        tooltip=[alt.Tooltip("token:N"), alt.Tooltip("pattern:N"), alt.Tooltip("context:N")],
+    ).properties(width=size, height=size).facet(
+        facet=alt.Facet("panel:N", sort=order, title=None, header=alt.Header(labelLimit=size + 40)),
+        columns=len(steps),
+    ).resolve_scale(x="independent", y="independent")
+
+
+def thickening_chart(table: pd.DataFrame, prefix: Optional[pd.DataFrame] = None, *, width: int = 250,
+                     height: int = 170) -> alt.HConcatChart:
+    """Over training: the induction tokens' separation along PC2 (AUC, with its random-pick null) and the body's
+    thickness ``sd(PC2)/sd(PC1)`` (from :func:`serpent.anatomy.anatomy_table`), beside the best prefix-matching
+    score of the induction heads (``prefix``: columns ``step``, ``value``), all against the training step."""
+    t = table.copy()
+    lines = []
+    for col, name in (("induction_auc_pc2", "induction tokens along PC2 (AUC)"),
+                      ("induction_auc_null", "random tokens along PC2 (null)"),
+                      ("thickness", "thickness sd(PC2)/sd(PC1)")):
+        if col in t:
+            lines += [{"step": int(r.step), "value": float(getattr(r, col)), "series": name}
+                      for r in t.itertuples() if pd.notna(getattr(r, col))]
+    x = alt.X("step:Q", title="training step", axis=alt.Axis(format="~s", tickCount=5, labelOverlap=True))
+    series = [l["series"] for l in lines]
+    names = list(dict.fromkeys(series))
+    body = alt.Chart(alt.Data(values=lines)).mark_line(point=True).encode(
+        x=x, y=alt.Y("value:Q", title="AUC / thickness", scale=alt.Scale(zero=False)),
+        color=alt.Color("series:N", scale=alt.Scale(domain=names, range=["#d55e00", "#999999", "#0072b2"][:len(names)]),
+                        legend=alt.Legend(title=None, orient="bottom", direction="vertical")),
+        strokeDash=alt.condition(alt.datum.series == "random tokens along PC2 (null)", alt.value([4, 3]),
+                                 alt.value([1, 0])),
+        tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(width=width, height=height, title="the short axis thickens")
+    if prefix is None or not len(prefix):
+        return alt.hconcat(body)
+    heads = alt.Chart(alt.Data(values=[{"step": int(a), "value": float(b)} for a, b in
+                                       zip(prefix["step"], prefix["value"])])).mark_line(
+        point=True, color="#cc79a7").encode(
+        x=x, y=alt.Y("value:Q", title="best prefix-matching score"),
+        tooltip=["step:Q", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(width=width, height=height, title="… as the induction heads form")
+    return alt.hconcat(body, heads).resolve_scale(color="independent")
 
 
 def token_bars(values, components: Optional[Sequence[str]] = None, *, title: str = "", width: int = 420,

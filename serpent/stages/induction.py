@@ -47,6 +47,7 @@ def scores_over_checkpoints(run, steps: Optional[Sequence[int]] = None, *, setti
     steps = list(all_steps if steps is None else steps)
     if not steps:
         raise SerpentError(f"{run.path} has no checkpoints; train first (`python -m serpent run --out {run.path}`)")
+    run.check_checkpoints(steps)                  # every one, before the first is scored
     dev = default_device(device)
     bos = _run_bos_id(run)
     mcfg = run.config.model

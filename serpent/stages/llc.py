@@ -5,12 +5,16 @@ made to fit it: a diverging chain is retried with smaller steps, drifting draws 
 fails is kept with a note. Each checkpoint's result is kept in ``llc/steps/`` as soon as it is computed, stamped with
 the settings and the checkpoint it came from (:class:`serpent.stages.stage.Stage`), so an interrupted stage resumes
 and asking for other checkpoints estimates only the new ones. :func:`calibrate_run` sweeps ``epsilon x n_beta`` at
-one checkpoint of the run.
+one checkpoint of the run and keeps the table; :func:`epsilon_check` says, in one line, when a sampler's ``epsilon``
+sits past the plateau that table measured (or, without one, when the localisation alone says so), which the ``llc``
+and ``susceptibility`` stages print before they sample.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,22 +22,60 @@ import pandas as pd
 import torch
 
 from ..config import SamplerConfig
-from ..errors import CheckpointError, DivergenceError, SerpentError
+from ..errors import CheckpointError, ConfigError, DivergenceError, SerpentError
 from ..io import atomic_write_json, read_json, write_parquet
-from ..llc import INIT_LOSS_BATCHES, calibrate, combine_chains, estimate_llc, trace_drift
+from ..llc import INIT_LOSS_BATCHES, calibrate, calibration_advice, combine_chains, epsilon_note, epsilon_plateau, \
+    estimate_llc, trace_drift
 from .distributed import SOLO, World, current_world
 from .stage import Stage
 
-__all__ = ["llc_stage", "llc_over_checkpoints", "calibrate_run", "RETRY_EPSILON_FACTORS", "FLAT_TOLERANCE"]
+__all__ = ["llc_stage", "llc_over_checkpoints", "calibrate_run", "epsilon_check", "RETRY_EPSILON_FACTORS",
+           "FLAT_TOLERANCE"]
 
 STAGE = "llc"
 
 
-def _run_batches(run, cfg: SamplerConfig) -> Callable[[int], torch.Tensor]:
+#: The samplers a run's calibration can be centred on: their config section, the settings, and the table's file.
+_SAMPLERS = {"llc": ("llc", lambda c: c.llc, "calibration"),
+             "susceptibility": ("susceptibility.sampler", lambda c: c.susceptibility.sampler,
+                                "calibration_susceptibility")}
+
+
+def epsilon_check(run, sampler: str = "llc", echo: Callable[[str], None] | None = None) -> str | None:
+    """One line when the ``epsilon`` of the run's ``sampler`` (``"llc"`` or ``"susceptibility"``) sits past the
+    plateau of the LLC against ``epsilon`` (:func:`serpent.llc.epsilon_note`): measured by a calibration kept in
+    ``RUN/llc/`` (:func:`calibrate_run`) at the same ``n_beta``, ``gamma`` and batch size, else the localisation's
+    own bias. Nothing is sampled here. ``echo``: where to say it (default: standard error, as a warning)."""
+    name, settings, _ = _SAMPLERS[sampler]
+    cfg = settings(run.config)
+    tables = []
+    for f in sorted((Path(run.path) / STAGE).glob("calibration*.parquet")):
+        try:
+            table = pd.read_parquet(f)
+            tables.append(table if "status" in table else epsilon_plateau(table))   # an older table: marked here
+        except Exception:  # noqa: BLE001 - an unreadable table is no measurement; the cheap check still runs
+            continue
+    note = epsilon_note(cfg, pd.concat(tables, ignore_index=True) if tables else None, name)
+    if note:
+        (echo or (lambda line: print(f"warning: {line}", file=sys.stderr)))(note)
+    return note
+
+
+def check_fits(field: str, count: int, tokens, length: int, split: str) -> None:
+    """Refuse ``count`` windows of ``length`` tokens (a minibatch, the probe) when the ``split`` stream holds fewer
+    distinct ones: they would repeat, and a large count only spends memory and time (one line, before sampling)."""
+    available = max(len(tokens) - length + 1, 0)
+    if count > available:
+        raise ConfigError(f"{field}: got {count}; the run's {split} split holds only {available:,} distinct windows of "
+                          f"{length} tokens, so set it to at most {available:,} (or give the run more text)")
+
+
+def _run_batches(run, cfg: SamplerConfig, field: str = "llc.batch_size") -> Callable[[int], torch.Tensor]:
     from ..tokens import batch_at
     tokens = run.tokens("train")
     bos = run.tokenizer().bos_id
     n_ctx = run.config.model.n_ctx
+    check_fits(field, cfg.batch_size, tokens, n_ctx - 1, "training")
     return lambda i: batch_at(tokens, i, cfg.batch_size, n_ctx, cfg.seed, bos)
 
 
@@ -119,6 +161,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
 
     world = current_world(device)
     cfg = run.config.llc
+    eps_note = epsilon_check(run, "llc", echo=None if world.is_main else (lambda line: None))
     # which checkpoints are analysed does not change one checkpoint's estimate: the count is not a setting
     stage = Stage(run, STAGE, {"v": 3, "llc": {**cfg.to_dict(), "checkpoints": 0},
                                "model": run.config.model.to_dict()})
@@ -126,7 +169,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     key = stage.key(steps=steps, charts=charts)
     out = stage.dir
     if gather and (done := stage.current(key, [out / "llc.parquet"])) is not None:
-        return {**done, "skipped": True}
+        return {**done, "skipped": True, **({"epsilon_note": eps_note} if eps_note else {})}
 
     results = {s: _kept(stage, s) for s in steps}
     todo = [s for s in steps if results[s] is None]
@@ -179,6 +222,8 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
                "not_at_equilibrium": table.loc[table["note"].str.contains(_NOT_AT_EQUILIBRIUM), "step"]
                                       .astype(int).tolist(),
                "diverged": {str(s): note for s, note in diverged.items()}}
+    if eps_note:
+        summary["epsilon_note"] = eps_note
     stage.done(key, summary=summary)
     summary["seconds"] = round(time.time() - stage.t0, 2)
     return summary
@@ -234,14 +279,22 @@ def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progres
 
 
 def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None = None,
-                  n_betas: Sequence[float] | None = None, *, device=None, progress: bool = True) -> pd.DataFrame:
-    """:func:`serpent.llc.calibrate` at one checkpoint of a run (default: the last) around ``run.config.llc``.
+                  n_betas: Sequence[float] | None = None, *, sampler: str = "llc", device=None,
+                  progress: bool = True) -> pd.DataFrame:
+    """:func:`serpent.llc.calibrate` at one checkpoint of a run (default: the last), around the settings of
+    ``sampler``: ``"llc"`` (``run.config.llc``) or ``"susceptibility"`` (``run.config.susceptibility.sampler``: the
+    LLC at the posterior the susceptibilities sample, whose bias they share).
 
     Default grid: ``epsilon`` x {1/10, 1/3, 1, 3, 10} and ``n_beta`` x {1/3, 1, 3}. Writes
-    ``llc/calibration.parquet`` and ``llc/calibration.{png,html}``; returns the table.
+    ``llc/calibration.parquet`` (``llc/calibration_susceptibility.parquet``) and its chart ``.{png,html}``; says
+    the advice (:func:`serpent.llc.calibration_advice`) when ``progress``; returns the table. The ``llc`` and
+    ``susceptibility`` stages then say when their ``epsilon`` sits past the plateau it found (:func:`epsilon_check`).
     """
     from ..device import default_device
-    cfg = run.config.llc
+    if sampler not in _SAMPLERS:
+        raise SerpentError(f"calibrate_run: sampler {sampler!r}; allowed: {sorted(_SAMPLERS)}")
+    _, settings, filename = _SAMPLERS[sampler]
+    cfg = settings(run.config)
     steps = run.checkpoint_steps()
     if not steps:
         raise CheckpointError(f"{run.path} has no checkpoints to calibrate on; train first "
@@ -251,11 +304,15 @@ def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None
     n_betas = list(n_betas) if n_betas else [cfg.n_beta * f for f in (1 / 3, 1.0, 3.0)]
     dev = default_device(device)
     params = run.load_params(step, device=dev)
-    cal = calibrate(run.config.model, params, _run_batches(run, cfg), cfg, epsilons, n_betas, device=dev,
+    cal = calibrate(run.config.model, params, _run_batches(run, cfg, f"{_SAMPLERS[sampler][0]}.batch_size"), cfg,
+                    epsilons, n_betas, device=dev,
                     progress=progress)
     cal.insert(0, "step", int(step))
     out = run.stage_dir("llc")
-    write_parquet(cal, out / "calibration.parquet")
+    write_parquet(cal, out / f"{filename}.parquet")
     from ..charts.llc import calibration_chart, save_chart
-    save_chart(calibration_chart(cal), out / "calibration")
+    save_chart(calibration_chart(cal), out / filename)
+    if progress:
+        for line in calibration_advice(cal):
+            print(line)
     return cal

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..anatomy import ANATOMY_PREPROCESS, PAPERS_BODY_PLAN, checkpoint_anatomy, spacing_fin
 from ..config import EmbeddingConfig, config_hash
 from ..embedding import (HEADLINE, MEASURES, _as_chi, embed_checkpoints, preprocess, separation_table,
                          serpent_frame)
@@ -20,9 +21,16 @@ from ..patterns import label_results, pattern_counts
 from .stage import Stage
 from .susceptibility import load_susceptibilities
 
-__all__ = ["serpent_stage"]
+__all__ = ["serpent_stage", "anatomy_over_checkpoints", "load_anatomy"]
 
 STAGE = "serpent"
+
+
+def _clusters_key() -> dict:
+    """The cluster settings and the clusters file's format: a change of either recomputes the stage."""
+    from dataclasses import asdict
+    from ..clusters import CLUSTERS_FORMAT, ClusterSettings
+    return {"settings": asdict(ClusterSettings()), "format": CLUSTERS_FORMAT}
 
 
 def _fingerprint(results: Mapping[int, Any]) -> str:
@@ -35,11 +43,45 @@ def _fingerprint(results: Mapping[int, Any]) -> str:
     return h.hexdigest()[:16]
 
 
+def anatomy_over_checkpoints(results: Mapping[int, Any], labels, *, method: str = ANATOMY_PREPROCESS, seed: int = 0,
+                             progress: bool = True) -> dict[int, dict]:
+    """:func:`serpent.anatomy.checkpoint_anatomy` at every checkpoint, from the susceptibility results and their
+    token labels (:func:`serpent.patterns.label_results`). The fin is measured on spacing tokens by the spaces
+    before them (the papers' definition), and on every whitespace token (spacing and formatting: in code the
+    indentation after a newline is one token) by the length of the whitespace run it ends (``fin_whitespace``);
+    both read out across tokens (folds grouped by token id)."""
+    from tqdm.auto import tqdm
+
+    out = {}
+    for s in tqdm(sorted(results), desc="anatomy", unit="ckpt", disable=not progress):
+        d = labels[labels["step"] == s]
+        r = results[s]
+        pats = d["pattern"].astype(str).to_numpy()
+        a = checkpoint_anatomy(r.chi, pats, components=r.components, token_ids=d["token_id"].to_numpy(),
+                               n_prev_spaces=d["n_prev_spaces"].to_numpy(), method=method, seed=seed)
+        ws = np.isin(pats, ["spacing", "formatting"])
+        run_length = d["n_prev_spaces"].to_numpy() + d["token"].astype(str).str.count("␣").to_numpy()
+        a["fin_whitespace"] = spacing_fin(r.chi, np.where(ws, "spacing", "other"), run_length,
+                                          token_ids=d["token_id"].to_numpy(), method=method, seed=seed)
+        out[int(s)] = a
+    return out
+
+
+def load_anatomy(run) -> dict[int, dict]:
+    """The body plan per checkpoint that the serpent stage wrote (``serpent/anatomy.json``), by step; empty if the
+    stage has not run (or ran before the anatomy existed: run ``python -m serpent run --out RUN`` again)."""
+    from ..io import read_json
+
+    p = run.path / STAGE / "anatomy.json"
+    return {int(k): v for k, v in read_json(p)["steps"].items()} if p.is_file() else {}
+
+
 def serpent_stage(run, *, device=None, progress: bool = True, force: bool = False) -> dict:
     """The serpent of a run: labels, aligned UMAP, separation, a PNG per checkpoint and the explorer page.
 
     Reads ``susceptibility/step_*.safetensors``; writes ``serpent/embedding.parquet`` (one row per token and
-    checkpoint: x, y, pattern, token, context, χ), ``serpent/separation.json``, ``serpent/step_XXXXXXX.png``, a
+    checkpoint: x, y, pattern, token, context, χ), ``serpent/separation.json``, ``serpent/anatomy.json`` (the
+    body plan per checkpoint: :mod:`serpent.anatomy`), ``serpent/step_XXXXXXX.png``, a
     small-multiples ``serpent/serpent.png`` and ``explorer.html`` at the top of the run directory. ``device`` is
     unused (CPU work). Returns a summary with the separation at the first and last checkpoint.
     """
@@ -51,7 +93,8 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
         raise SerpentError(f"{run.path}: no susceptibilities yet; run `python -m serpent run --out {run.path}` "
                            "(or the susceptibility stage) first")
     stage = Stage(run, STAGE)
-    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 4})
+    key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 5,
+                       "clusters": _clusters_key()})
     out_dir = stage.dir
     explorer_path = run.path / "explorer.html"
     if not force and (done := stage.current(key, [explorer_path])) is not None:
@@ -64,14 +107,26 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     phase["labels"], tick = time.time() - tick, time.time()
     emb = embed_checkpoints(results, cfg, progress=progress)
     phase["umap"], tick = time.time() - tick, time.time()
-    feats = {s: preprocess(r.chi, cfg.preprocess) for s, r in results.items()}
+    # the 16-D measures describe χ, not the picture: always on the standardised χ, whatever the view's pre-processing
+    feats = {s: preprocess(r.chi, ANATOMY_PREPROCESS) for s, r in results.items()}
     sep = separation_table(emb, labels, feats, seed=cfg.seed, progress=progress)
     phase["separation"], tick = time.time() - tick, time.time()
     frame = serpent_frame(emb, labels)
+    anatomy = anatomy_over_checkpoints(results, labels, seed=cfg.seed, progress=progress)
+    phase["anatomy"], tick = time.time() - tick, time.time()
 
     write_parquet(frame, out_dir / "embedding.parquet")
     atomic_write_json(out_dir / "separation.json", {"measure": MEASURES, "headline": HEADLINE,
                                                      "steps": {str(s): v for s, v in sep.items()}})
+    atomic_write_json(out_dir / "anatomy.json", {"preprocess": ANATOMY_PREPROCESS, "papers": PAPERS_BODY_PLAN,
+                                                  "steps": {str(s): v for s, v in anatomy.items()}})
+
+    # -- clusters (issue 34): serpent/clusters.json, the cards of every checkpoint's susceptibility clusters ----
+    from ..clusters import clusters_over_training
+    clusters = clusters_over_training(frame, progress=progress).to_json()
+    atomic_write_json(out_dir / "clusters.json", clusters)
+    phase["clusters"], tick = time.time() - tick, time.time()
+    # -- end of clusters ------------------------------------------------------------------------------------------
 
     from ..charts.serpent import save_png, serpent_snapshot, small_multiples
     from ..explorer import write_explorer
@@ -89,7 +144,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     if missing:   # checkpoints whose susceptibilities could not be sampled: said on the page itself
         title += f" (no susceptibilities at step {', '.join(sorted(missing, key=int))}: SGLD diverged)"
     write_explorer(frame, explorer_path, max_points=cfg.max_points_page,
-                   separation={s: v[HEADLINE] for s, v in sep.items()}, title=title)
+                   separation={s: v[HEADLINE] for s, v in sep.items()}, title=title, clusters=clusters)
     phase["explorer"] = time.time() - tick
 
     steps = sorted(sep)
@@ -99,7 +154,11 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
         "separation_null_last": [sep[steps[-1]].get("cross_token_null_mean"),
                                  sep[steps[-1]].get("cross_token_null_sd")],
         "separation_map_first": sep[steps[0]]["map"], "separation_map_last": sep[steps[-1]]["map"],
+        "thickness_first": anatomy[steps[0]].get("thickness"), "thickness_last": anatomy[steps[-1]].get("thickness"),
+        "pattern_readout_last": (anatomy[steps[-1]].get("pattern") or {}).get("accuracy"),
         "pattern_counts": pattern_counts(labels[labels["step"] == steps[-1]]["pattern"].astype(str)),
+        "clusters_last": [sum(c["stands_out"] for c in clusters["cards"][str(steps[-1])]),
+                          len(clusters["cards"][str(steps[-1])])],
         "explorer": str(explorer_path), "pngs": len(pngs), "missing_steps": sorted(int(k) for k in missing),
         "seconds": {k: round(v, 2) for k, v in phase.items()},
     }

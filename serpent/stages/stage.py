@@ -1,6 +1,7 @@
 """A stage's bookkeeping on a run directory, shared by every stage of :mod:`serpent.stages`.
 
-What it keeps track of: which checkpoints the stage analyses (:meth:`Stage.steps`), the key of its settings
+What it keeps track of: which checkpoints the stage analyses (:meth:`Stage.steps`, each checked from its header
+before any is analysed, so a truncated or foreign file is refused before the stage spends its compute), the key of its settings
 (:meth:`Stage.key`; a stage whose key is recorded in ``stages.json`` is skipped), per-checkpoint results kept with the
 settings and the checkpoint they were computed from (:meth:`Stage.stamp`, :meth:`Stage.is_current`: a result is
 reused only when both match, so an interrupted stage resumes and a checkpoint rewritten by another training run in
@@ -72,7 +73,11 @@ class Stage:
         return self.run.stage_dir(self.name)
 
     def steps(self, count: int, steps: Sequence[int] | None = None) -> list[int]:
-        """The checkpoints to analyse: ``steps`` (checked against the run's) or ``count`` spread evenly (0: all)."""
+        """The checkpoints to analyse: ``steps`` (checked against the run's) or ``count`` spread evenly (0: all).
+
+        Every one of them is checked from its header (:meth:`~serpent.rundir.Run.check_checkpoints`) before this
+        returns: a damaged or foreign checkpoint is refused before the stage samples any.
+        """
         available = self.run.checkpoint_steps()
         if steps is None:
             chosen = select_steps(available, count)
@@ -83,6 +88,7 @@ class Stage:
         if not chosen:
             raise CheckpointError(f"{self.run.path} has no checkpoints to analyse; train first "
                                   f"(`python -m serpent run --out {self.run.path}`)")
+        self.run.check_checkpoints(chosen)
         return chosen
 
     def key(self, **extra) -> str:

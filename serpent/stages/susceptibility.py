@@ -18,7 +18,7 @@ from ..errors import ConfigError, DivergenceError, SerpentError
 from ..io import atomic_write_json, read_json
 from ..susceptibility import SusceptibilityResult
 from .distributed import SOLO, current_world, susceptibilities_across_ranks
-from .llc import RETRY_EPSILON_FACTORS
+from .llc import RETRY_EPSILON_FACTORS, check_fits, epsilon_check
 from .stage import Stage
 
 __all__ = ["susceptibility_stage", "load_susceptibilities", "step_path"]
@@ -94,17 +94,21 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     cfg = run.config
     sc, mc = cfg.susceptibility, cfg.model
     world = current_world(device)
+    eps_note = epsilon_check(run, "susceptibility", echo=None if world.is_main else (lambda line: None))
     stage = Stage(run, STAGE, _settings(cfg))
     key = stage.settings
     chosen = stage.steps(sc.sampler.checkpoints, steps)
     stage_key = stage.key(steps=chosen)
     if gather and (done := stage.current(stage_key, [step_path(run, s) for s in chosen])) is not None:
-        return done
+        return {**done, **({"epsilon_note": eps_note} if eps_note else {})}
     length = sc.probe_length or mc.n_ctx
     if length > mc.n_ctx:
         raise ConfigError(f"susceptibility.probe_length: got {length}; must be at most model.n_ctx = {mc.n_ctx}")
     tok = run.tokenizer()
     test, train = run.tokens("test"), run.tokens("train")
+    check_fits("susceptibility.probe_sequences", sc.probe_sequences, test, length - 1, "held-out")
+    check_fits("susceptibility.task_sequences", sc.task_sequences, train, length - 1, "training")
+    check_fits("susceptibility.sampler.batch_size", sc.sampler.batch_size, train, mc.n_ctx - 1, "training")
     probe, offsets = fixed_windows(test, sc.probe_sequences, length, sc.probe_seed, tok.bos_id)
     starts, names = run.documents("test")
     docs = [names[i] if 0 <= i < len(names) else "?" for i in document_of(starts, offsets)]
@@ -174,6 +178,8 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     summary = {"steps": done, "computed": computed, "components": n_comp,
                "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(seconds, 1),
                "retried": retried, "diverged": diverged, "largest_drift": drift, "ranks": world.size}
+    if eps_note:
+        summary["epsilon_note"] = eps_note
     stage.done(stage_key, seconds, summary)
     return summary
 
