@@ -142,7 +142,17 @@ def book_numbers(run: Run) -> dict:
     per_step = {**{f"llc_at_{int(r.step)}": float(r.mean) for r in llc.itertuples()},
                 **{f"best_prefix_at_{int(k)}": float(v) for k, v in best_prefix.items()},
                 **{f"sep_induction_at_{k}": float(v.get("by_pattern_cross_token", {}).get("induction", np.nan))
-                   for k, v in sep.items()}}
+                   for k, v in sep.items()},
+                **{f"prev_score_at_{int(k)}": float(v) for k, v in
+                   scores[(scores["head"] == prev) & (scores["score"] == "prev_token")].set_index("step")["value"].items()},
+                **{f"induction_loss_diff_at_{int(k)}": float(v) for k, v in
+                   model[model["score"] == "induction_loss_diff"].set_index("step")["value"].items()}}
+    prev_on = _onset(scores, prev, "prev_token", float(th["prev_token"]))
+    # the first head of a later layer to copy the previous token (it serves no induction: nothing composes with it)
+    later = scores[(scores["score"] == "prev_token") & scores["head"].astype(str).str.match(r"[1-9]\d*:")]
+    early = {h: _onset(scores, h, "prev_token", float(th["prev_token"])) for h in later["head"].unique()}
+    early = {h: s for h, s in early.items() if s is not None}
+    early_head = min(early, key=early.get) if early else None
     pause_from, pause_to, pause_change = llc_pause(llc["step"], llc["mean"])
     at = llc.set_index("step")["mean"]
     frame = _serpent_frame(run)
@@ -153,6 +163,12 @@ def book_numbers(run: Run) -> dict:
         "n_layers": int(m.n_layers), "n_heads": int(m.n_heads), "d_model": int(m.d_model), "d_head": int(m.d_head),
         "d_vocab": int(m.d_vocab), "score_checkpoints": int(scores["step"].nunique()),
         "llc_pause_from": pause_from, "llc_pause_to": pause_to, "llc_pause_change": pause_change,
+        "early_prev_head": early_head or "none", "early_prev_onset": early.get(early_head, 0),
+        "early_prev_last": float(at_last[(early_head, "prev_token")]) if early_head else float("nan"),
+        # how far the induction loss difference wanders from zero before the previous-token head forms
+        "induction_loss_diff_noise": float(model[(model["score"] == "induction_loss_diff")
+                                                 & (model["step"] < (prev_on or 0))]["value"].abs().max())
+        if prev_on else float("nan"),
         "llc_pause_first": float(at[pause_from]) if pause_from is not None else float("nan"),
         "llc_pause_second": float(at[pause_to]) if pause_to is not None else float("nan"),
         "fin_tokens": fin_last[0], "fin_r2_first": fin_first[1], "fin_r2_last": fin_last[1],
@@ -175,7 +191,7 @@ def book_numbers(run: Run) -> dict:
         "llc_epsilon": float(cfg.llc.epsilon), "llc_epsilon_text": _power_text(cfg.llc.epsilon),
         "llc_n_beta": float(cfg.llc.n_beta),
         "prev_head": prev, "prev_score": float(at_last[(prev, "prev_token")]),
-        "prev_onset": _onset(scores, prev, "prev_token", float(th["prev_token"])),
+        "prev_onset": prev_on,
         "induction_heads": _listing(f"`{h}`" for h in heads["induction"]),
         "prefix_head": prefix, "prefix_score": float(at_last[(prefix, "prefix")]),
         "prefix_onset": onset,

@@ -294,12 +294,12 @@ def _png_pixels(path: Path) -> tuple[int, int, int, list[bytes]]:
     return width, height, bpp, rows
 
 
-def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+def _chromium(args: list[str], tmp: Path, height: int = 2400) -> subprocess.CompletedProcess:
     base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp / 'profile'}",
             # every host name fails to resolve: a page that tries the network logs an error we catch below
             "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0",
-            "--window-size=1280,2400", "--virtual-time-budget=10000"]
+            f"--window-size=1280,{height}", "--virtual-time-budget=10000"]
     return subprocess.run(base + args, capture_output=True, text=True, timeout=180)
 
 
@@ -321,11 +321,12 @@ def test_chart_page_draws_in_chromium(built, page, tmp_path):
     assert not errors, errors
     assert not [l for l in dom.stderr.splitlines() if "ERR_NAME_NOT_RESOLVED" in l], "the page tried the network"
 
+    # a window tall enough for the chapter's opening (its answer and body-axes figures) and the token chart after it
     shot = tmp_path / "page.png"
-    res = _chromium([f"--screenshot={shot}", url], tmp_path)
+    res = _chromium([f"--screenshot={shot}", url], tmp_path, height=7200)
     assert res.returncode == 0 and shot.is_file(), res.stderr[-3000:]
     width, height, bpp, rows = _png_pixels(shot)
-    assert (width, height) == (1280, 2400)
+    assert (width, height) == (1280, 7200)
     # not blank: many distinct colours over the page, and a good share of non-white pixels in the content column
     pixels = {row[i:i + 3] for row in rows[::4] for i in range(0, len(row), 4 * bpp)}
     assert len(pixels) > 30, f"only {len(pixels)} colours: the page looks blank"

@@ -136,6 +136,10 @@ def test_every_pasted_number_and_figure_exists(numbers):
         assert figs <= glued, f"{page.name}: figures never glued {sorted(figs - glued)}"
         for fmt_key, spec in re.findall(r"\{glue:text\}`([A-Za-z0-9_]+):([^`]+)`", text):
             format(numbers[fmt_key], spec)          # the format spec suits the value (no "None:.2f")
+        # text is glued as Markdown: pasted with glue:text it would print "<IPython.core.display.Markdown object>"
+        as_text = set(re.findall(r"\{glue:text\}`([A-Za-z0-9_]+)(?::[^`]*)?`", text))
+        wrong = sorted(k for k in as_text & set(numbers) if isinstance(numbers[k], str))
+        assert not wrong, f"{page.name}: paste {wrong} with {{glue:md}}, not {{glue:text}}"
 
 
 def test_no_chapter_promises_a_figure_only_a_notebook_has():

@@ -98,7 +98,7 @@ def loss_trace_chart(traces: pd.DataFrame, table: Optional[pd.DataFrame] = None,
     ).properties(width=width, height=height, title="SGLD loss traces (mean over chains)")
 
 
-def calibration_chart(cal: pd.DataFrame, width: int = 210, height: int = 220) -> alt.HConcatChart:
+def calibration_chart(cal: pd.DataFrame, width: int = 190, height: int = 220) -> alt.HConcatChart:
     """Left: LLC against ``epsilon`` (log scale), one line per ``n_beta``, points off the plateau circled (traces not
     flat, or estimates that still move with ``epsilon``: biased), diverged runs left out. Right: the ``epsilon ×
     n_beta`` grid coloured by the LLC, with a cross where a run diverged, a dot where it was stable (flat and on the
@@ -110,27 +110,35 @@ def calibration_chart(cal: pd.DataFrame, width: int = 210, height: int = 220) ->
         from ..llc import epsilon_plateau
         cal = epsilon_plateau(cal)
     df = cal[list(need) + ["status", "recommended"] + (["drift"] if "drift" in cal else [])].copy()
-    x = alt.X("epsilon:Q", scale=alt.Scale(type="log"), title="epsilon (step size)")
+    eps = df["epsilon"].to_numpy(float)
+    decades = [10.0 ** k for k in range(int(np.floor(np.log10(eps.min()))), int(np.ceil(np.log10(eps.max()))) + 1)]
+    x = alt.X("epsilon:Q", scale=alt.Scale(type="log"), title="epsilon (step size)",
+              axis=alt.Axis(format="~e", values=decades, labelOverlap=True))
     ok = df[~df["diverged"]]
     tips = ["epsilon:Q", "n_beta:Q", alt.Tooltip("llc_mean:Q", format=".3f", title="LLC"),
             alt.Tooltip("llc_std:Q", format=".3f", title="std"), "status:N"]
     lines = alt.Chart(ok).mark_line(point=alt.OverlayMarkDef(filled=True, size=60)).encode(
-        x=x, y=alt.Y("llc_mean:Q", title="LLC estimate"), color=alt.Color("n_beta:O", title="n_beta"),
+        x=x, y=alt.Y("llc_mean:Q", title="LLC estimate"),
+        color=alt.Color("n_beta:O", title="n_beta", legend=alt.Legend(orient="bottom", direction="horizontal")),
         tooltip=tips)
     hollow = alt.Chart(ok[ok["status"] != "stable"]).mark_point(shape="circle", size=160, color="black").encode(
         x=x, y="llc_mean:Q", tooltip=tips)
-    left = alt.layer(lines, hollow).properties(width=width, height=height,
-                                                title="LLC against step size (circled: not flat or biased)")
-    grid_base = alt.Chart(df).encode(x=alt.X("epsilon:O", title="epsilon"), y=alt.Y("n_beta:O", title="n_beta"))
-    heat = grid_base.mark_rect().encode(color=alt.Color("llc_mean:Q", title="LLC", scale=alt.Scale(scheme="blues")),
+    left = alt.layer(lines, hollow).properties(
+        width=width, height=height,
+        title=alt.TitleParams("LLC against step size", subtitle="circled: not flat, or biased"))
+    grid_base = alt.Chart(df).encode(x=alt.X("epsilon:O", title="epsilon", axis=alt.Axis(labelAngle=-45, format="~e")),
+                                     y=alt.Y("n_beta:O", title="n_beta"))
+    heat = grid_base.mark_rect().encode(color=alt.Color("llc_mean:Q", title="LLC", scale=alt.Scale(scheme="blues"),
+                                                        legend=alt.Legend(orient="bottom", direction="horizontal")),
                                         tooltip=tips)
     symbols = grid_base.mark_text(fontSize=16, fontWeight="bold").encode(
         text="symbol:N", color=alt.value("#d62728")).transform_calculate(
         symbol="datum.status == 'diverged' ? '✗' : (datum.recommended ? '★' : (datum.status == 'stable' ? '●' : "
                "(datum.status == 'biased' ? '▲' : '○')))")
     right = alt.layer(heat, symbols).properties(
-        width=width, height=height, title="Grid (✗ diverged, ○ not flat, ▲ biased, ● stable, ★ use)")
-    return alt.hconcat(left, right)
+        width=width + 40, height=height,
+        title=alt.TitleParams("The ε × n_beta grid", subtitle="✗ diverged ○ not flat ▲ biased ● stable ★ use"))
+    return alt.hconcat(left, right).resolve_scale(color="independent")
 
 
 def llc_with_scores_chart(table: pd.DataFrame, scores: pd.DataFrame, width: int = 400) -> alt.VConcatChart:
