@@ -121,7 +121,7 @@ def main(argv=None) -> int:
                     help="recompute the second seed and the larger probe only, keeping the rest of --out")
     args = ap.parse_args(argv)
 
-    from serpent.anatomy import checkpoint_anatomy, seed_agreement
+    from serpent.anatomy import seed_agreement
     from serpent.artifacts import load_artifacts
     from serpent.device import configure_cpu_threads
     from serpent.patterns import label_result

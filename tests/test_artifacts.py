@@ -18,7 +18,7 @@ from serpent.errors import SerpentError
 def finished_run(tmp_path_factory):
     """A micro run with checkpoints and induction tables, plus susceptibilities and a serpent frame (synthetic χ,
     real tokens) at two checkpoints: every kind of file an artifact folder holds."""
-    import random
+    from corpora import write_code_corpus
     from serpent.config import get_preset
     from serpent.embedding import serpent_frame
     from serpent.patterns import label_results
@@ -29,14 +29,7 @@ def finished_run(tmp_path_factory):
     from serpent.tokens import fixed_windows
 
     root = tmp_path_factory.mktemp("art")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    rng = random.Random(0)
-    words = ["def", "return", "self", "import", "class", "value", "print", "for", "in", "range", "if", "else"]
-    for i in range(30):
-        lines = ["    " * rng.randint(0, 2) + " ".join(rng.choice(words) for _ in range(5)) + f"({j})"
-                 for j in range(50)]
-        (corpus / f"doc{i}.py").write_text("\n".join(lines) + "\n")
+    corpus = write_code_corpus(root / "corpus", docs=30, lines=50, max_indent=2, words=(5, 5))
     cfg = get_preset("tiny").with_overrides(
         model={"d_model": 32, "d_head": 4, "n_ctx": 32, "d_vocab": 300},
         data={"corpus": f"files:{corpus}/*.py", "max_bytes": None, "tokenizer_train_bytes": 200_000,

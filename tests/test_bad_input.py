@@ -32,18 +32,11 @@ ROOT = Path(__file__).parents[1]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A trained micro run (2 x 2 heads, 30 steps, 6 checkpoints) whose sampling stages take three of them."""
-    import random
+    from corpora import write_code_corpus
     from serpent.config import get_preset
 
     root = tmp_path_factory.mktemp("bad")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    rng = random.Random(0)
-    words = ["def", "return", "self", "import", "class", "value", "print", "for", "in", "range", "if", "else"]
-    for i in range(40):
-        lines = ["    " * rng.randint(0, 3) + " ".join(rng.choice(words) for _ in range(rng.randint(2, 8))) + f"({j})"
-                 for j in range(60)]
-        (corpus / f"doc{i}.py").write_text("\n".join(lines) + "\n")
+    corpus = write_code_corpus(root / "corpus", docs=40, lines=60, max_indent=3, words=(2, 8))
     sampler = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=4, batch_size=4, checkpoints=3)
     cfg = get_preset("tiny").with_overrides(
         model={"d_model": 32, "d_head": 4, "n_ctx": 32, "d_vocab": 300, "n_heads": 2},
