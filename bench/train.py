@@ -23,6 +23,7 @@ from common import commit, count_flops, interleaved, machine, matmul_limit, prin
 
 from serpent.config import get_preset  # noqa: E402
 from serpent.device import autocast, autocast_dtype, default_device  # noqa: E402
+import serpent.model as model_module  # noqa: E402
 from serpent.model import build_model, hooked_per_token_loss, model_params, per_token_loss  # noqa: E402
 
 
@@ -57,7 +58,15 @@ def main() -> None:
 
     fast = lambda: per_token_loss(params, tokens, cfg).mean()  # noqa: E731
     hooked = lambda: hooked_per_token_loss(model, tokens).mean()  # noqa: E731
-    rows = [("TransformerLens eager (reference)", step(hooked)), ("serpent fast path eager", step(fast))]
+    def with_fused_attention():   # the fast path as it was before serpent.model.causal_attention (issue 32)
+        keep, model_module._ATTN_KEEP_ELEMENTS = model_module._ATTN_KEEP_ELEMENTS, 0
+        try:
+            return per_token_loss(params, tokens, cfg).mean()
+        finally:
+            model_module._ATTN_KEEP_ELEMENTS = keep
+
+    rows = [("TransformerLens eager (reference)", step(hooked)), ("serpent fast path eager", step(fast)),
+            ("fast path, torch's fused attention", step(with_fused_attention))]
     use_compile = args.compile == "yes" or (args.compile == "auto" and device.type == "cuda")
     if use_compile:
         cmodel = torch.compile(model)

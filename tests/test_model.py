@@ -159,3 +159,33 @@ def test_one_way_from_a_hooked_transformer_to_our_config(micro_model_cfg):
                                                        d_vocab=32, act_fn="gelu", d_mlp=32,
                                                        positional_embedding_type="rotary"))
     assert fast_model_config(rotary) is None                 # TransformerLens' own forward is used for it
+
+
+@pytest.mark.parametrize("T", [1, 7, 128])
+def test_causal_attention_matches_torchs_fused_attention_and_its_gradient(T):
+    """The CPU path of serpent.model.causal_attention (issue 32) against scaled_dot_product_attention."""
+    from serpent.model import causal_attention
+    import torch.nn.functional as F
+    torch.manual_seed(T)
+    q, k, v = [torch.randn(6, T, 8) * 3 for _ in range(3)]
+    g = torch.randn(6, T, 8)
+    outs = []
+    for fn in (causal_attention, lambda *a: F.scaled_dot_product_attention(*a, is_causal=True)):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        z = fn(*leaves)
+        z.backward(g)
+        outs.append([z.detach()] + [t.grad for t in leaves])
+    for ours, ref in zip(*outs):
+        torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_causal_attention_falls_back_to_fused_attention_past_its_memory_bound(monkeypatch):
+    import serpent.model as model_module
+    calls = []
+    monkeypatch.setattr(model_module._CausalAttention, "apply", lambda *a: calls.append(1) or None)
+    q = torch.randn(4, 16, 8)
+    model_module.causal_attention(q, q, q)
+    assert calls == [1]
+    monkeypatch.setattr(model_module, "_ATTN_KEEP_ELEMENTS", 4 * 16 * 16 - 1)
+    out = model_module.causal_attention(q, q, q)
+    assert calls == [1] and out.shape == q.shape

@@ -99,3 +99,21 @@ def test_pipeline_with_config_file(tmp_path, micro_run_config, capsys):
                  "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "run directory" in out and "train: 8 steps" in out
+
+
+def test_the_cpu_attention_trains_the_same_loss_curve_as_torchs_fused_attention(tmp_path, micro_run_config,
+                                                                                monkeypatch):
+    """Issue 32: the faster attention on the CPU changes the speed, not the run (same seed, float tolerance)."""
+    import serpent.model as model_module
+    from serpent.train import train
+    runs = {}
+    for name, keep in (("ours", model_module._ATTN_KEEP_ELEMENTS), ("fused", 0)):
+        monkeypatch.setattr(model_module, "_ATTN_KEEP_ELEMENTS", keep)
+        runs[name] = _train_run(tmp_path / name, micro_run_config)
+        train(runs[name], progress=False)
+    ours, fused = runs["ours"].metrics(), runs["fused"].metrics()
+    assert [m["step"] for m in ours] == [m["step"] for m in fused] and len(ours) >= 3
+    for a, b in zip(ours, fused):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=2e-4)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], abs=2e-4)
+    assert ours[-1]["test_loss"] < ours[0]["test_loss"] - 0.1   # it trained
