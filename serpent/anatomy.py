@@ -56,7 +56,7 @@ from .embedding import preprocess
 from .errors import SerpentError
 
 __all__ = ["ANATOMY_PREPROCESS", "BodyAxes", "body_axes", "body_axes_frame", "auc", "checkpoint_anatomy", "anatomy_table", "seed_agreement",
-           "pattern_readout", "spacing_fin", "PAPERS_BODY_PLAN"]
+           "training_seed_agreement", "pattern_readout", "spacing_fin", "PAPERS_BODY_PLAN"]
 
 #: What the papers say of the body plan (public reviews and summaries; see ../shared/science.md §1.7), beside which
 #: ``python -m serpent milestones`` prints this run's numbers.
@@ -410,3 +410,45 @@ def seed_agreement(chi_a: np.ndarray, chi_b: np.ndarray, se_a: Optional[np.ndarr
         out.update(rhat_median=float(np.median(rhat)), rhat_p95=float(np.percentile(rhat, 95)),
                    rhat_share_above_1_1=float((rhat > 1.1).mean()))
     return out
+
+
+def training_seed_agreement(chi_a: np.ndarray, chi_b: np.ndarray, patterns: Sequence[str], *,
+                            method: str = ANATOMY_PREPROCESS, k: int = 15) -> dict:
+    """How alike two *training* seeds' χ of the same probe tokens are, in measures that do not assume the heads
+    correspond (two initialisations need not put the previous-token head at the same index):
+
+    * ``pc1_corr``, ``pc2_corr``: correlation over tokens of their positions along the long and the short body axes
+      (:func:`body_axes`, PC2 oriented with the induction tokens below);
+    * ``knn_overlap``: the mean share of a token's ``k`` nearest tokens in one seed's pre-processed χ that are also
+      among its ``k`` nearest in the other's (``knn_chance`` = k/(n−1) for unrelated runs);
+    * ``head_match_median``, ``head_match_min``: each head of one seed paired with one head of the other so that the
+      summed correlation over tokens is largest (Hungarian assignment), and those correlations' median and minimum.
+
+    >>> rng = np.random.default_rng(1); t = rng.normal(size=(400, 1)) * np.ones((1, 6)) + rng.normal(size=(400, 6))
+    >>> lab = np.where(rng.random(400) < 0.2, "induction", "word part")
+    >>> s = training_seed_agreement(t, t[:, ::-1] + 0.1 * rng.normal(size=t.shape), lab)
+    >>> s["pc1_corr"] > 0.95, s["head_match_median"] > 0.95, s["knn_overlap"] > 10 * s["knn_chance"]
+    (True, True, True)
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from .embedding import _knn_overlap
+
+    a = np.asarray(chi_a, dtype=np.float64)
+    b = np.asarray(chi_b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise SerpentError(f"training_seed_agreement: the two results have shapes {a.shape} and {b.shape}; compare "
+                           "runs that probe the same tokens with the same number of heads")
+    patterns = np.asarray(patterns).astype(str)
+    axa, axb = body_axes(a, patterns, method=method, k=2), body_axes(b, patterns, method=method, k=2)
+    za, zb = preprocess(a, method), preprocess(b, method)
+    corr = np.array([[_corr(za[:, i], zb[:, j]) for j in range(b.shape[1])] for i in range(a.shape[1])])
+    rows, cols = linear_sum_assignment(-np.nan_to_num(corr))
+    matched = corr[rows, cols]
+    n = len(a)
+    kk = min(k, n - 1)
+    return {"pc1_corr": _corr(axa.scores[:, 0], axb.scores[:, 0]),
+            "pc2_corr": _corr(axa.scores[:, 1], axb.scores[:, 1]) if axa.scores.shape[1] > 1 else float("nan"),
+            "knn_overlap": _knn_overlap(a, b, kk, method), "knn_chance": kk / (n - 1),
+            "head_match_median": float(np.median(matched)), "head_match_min": float(matched.min()),
+            "head_match": {f"{i}": int(j) for i, j in zip(rows, cols)}}

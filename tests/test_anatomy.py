@@ -139,3 +139,22 @@ def test_auc_and_bad_input():
         checkpoint_anatomy(np.zeros((5, 16)), ["a"] * 5)
     with pytest.raises(SerpentError, match="non-finite"):
         checkpoint_anatomy(np.full((20, 16), np.nan), ["a"] * 20)
+
+
+def test_training_seed_agreement_ignores_head_order_and_sees_unrelated_runs():
+    """Two initialisations need not number their heads alike: a permutation of the heads is the same serpent, and
+    an unrelated χ agrees at chance (issue 31, item 4)."""
+    from serpent.anatomy import training_seed_agreement
+    rng = np.random.default_rng(3)
+    n = 500
+    lab = np.where(rng.random(n) < 0.2, "induction", "word part")
+    body = rng.normal(size=(n, 1))
+    second = np.where(lab == "induction", -1.5, 0.3)[:, None]
+    chi = body * np.ones((1, 16)) + 0.5 * second * np.r_[np.ones(8), -np.ones(8)] + 0.3 * rng.normal(size=(n, 16))
+    perm = rng.permutation(16)
+    same = training_seed_agreement(chi, chi[:, perm], lab)
+    assert same["pc1_corr"] > 0.999 and same["pc2_corr"] > 0.999 and same["knn_overlap"] > 0.999
+    assert same["head_match_median"] > 0.999 and [same["head_match"][str(i)] for i in perm] == list(range(16))
+    other = training_seed_agreement(chi, rng.normal(size=chi.shape), lab)
+    assert abs(other["pc1_corr"]) < 0.2 and other["knn_overlap"] < 3 * other["knn_chance"]
+    assert other["head_match_median"] < 0.3
