@@ -50,7 +50,7 @@ def main() -> None:
     bos = src.tokenizer().bos_id
     print(f"# training loop vs bare step, {cfg.preset} preset, batch {tc.batch_size} x {mc.n_ctx}, "
           f"{args.rounds} interleaved rounds of {args.steps} steps from step {args.start:,}")
-    print(f"# {machine()}, {torch.get_num_threads()} threads, commit {commit()}, {datetime.date.today()}")
+    print(f"# {machine()}, commit {commit()}, {datetime.date.today()}")
 
     def loop() -> float:
         """``train`` over [start, start + steps): a copy of the run (data linked) resumed at ``start``."""
