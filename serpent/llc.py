@@ -83,7 +83,7 @@ class LLCResult:
 
 
 def _resolve_loss(model_or_loss_fn, params, loss):
-    """(loss_fn, params) from a ModelConfig, a HookedTransformer, another nn.Module (+ loss) or a loss function."""
+    """(loss_fn, params) from a ModelConfig, our hooked model, another nn.Module (+ loss) or a loss function."""
     if isinstance(model_or_loss_fn, ModelConfig):
         if params is None:
             raise ConfigError("params: required with a ModelConfig; pass e.g. run.load_params(step)")
@@ -94,15 +94,11 @@ def _resolve_loss(model_or_loss_fn, params, loss):
             params = {k: v.detach() for k, v in module.named_parameters()}
         if loss is None:
             from .model import fast_model_config
-            try:
-                from transformer_lens import HookedTransformer
-            except ImportError:  # pragma: no cover
-                HookedTransformer = ()
             # the same guard as the susceptibility and induction code: the fast path only where it is exact
-            if isinstance(module, HookedTransformer) and (cfg := fast_model_config(module)) is not None:
+            if (cfg := fast_model_config(module)) is not None:
                 return transformer_loss_fn(cfg), params
             raise ConfigError("loss: required for a generic nn.Module; pass loss(output, batch) -> per-sample "
-                              "losses, or use a HookedTransformer of the serpent architecture")
+                              "losses, or use a model of the serpent architecture (serpent.model.build_model)")
         return module_loss_fn(module, loss), params
     if callable(model_or_loss_fn):
         if params is None:
@@ -159,7 +155,8 @@ def estimate_llc(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batch
     """Estimate the LLC at ``params`` with ``cfg.chains`` batched SGLD chains.
 
     ``model_or_loss_fn`` is a :class:`ModelConfig` (our transformer, fast path; ``params`` by TransformerLens name),
-    a ``HookedTransformer`` (fast path) or any ``nn.Module`` with ``loss(output, batch)`` (generic path), or a
+    a model of the serpent architecture (``build_model``: fast path) or any ``nn.Module`` with ``loss(output, batch)``
+    (generic path), or a
     function ``loss_fn(stacked_params, batch) -> (R, B, ...)``. ``batches(i)`` is the i-th minibatch (a list is
     cycled). ``restriction`` (e.g. ``"1:6"``) estimates a weight-restricted LLC. Returns an :class:`LLCResult`.
     """

@@ -1,7 +1,7 @@
 """Training: AdamW on random context windows, with checkpoints on a log-plus-linear schedule, and resume.
 
 The loss is computed by the fast functional forward (:func:`serpent.model.per_token_loss`) over the parameters of a
-TransformerLens ``HookedTransformer``, so checkpoints are plain TransformerLens state dicts. Precision follows the
+hooked model (:class:`~serpent.hooked.HookedShortformer`), so checkpoints are plain TransformerLens-named state dicts. Precision follows the
 hardware (bf16 autocast on recent GPUs, fp16 with loss scaling on GPUs without bf16, fp32 on the CPU) and
 ``torch.compile`` is used on GPUs.
 

@@ -147,15 +147,14 @@ def test_head_slices_have_the_papers_size():
     assert per_head == 32_864  # W_Q, W_K, W_V, W_O and the Q/K/V biases of one head (one head's slice of each matrix, as devinterp's head restriction)
 
 
-def test_one_way_from_a_hooked_transformer_to_our_config(micro_model_cfg):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+def test_one_way_from_a_hooked_model_to_our_config(micro_model_cfg):
+    from dataclasses import replace
+    from bridges import tiny_pythia
+    from serpent.hooked import HookedShortformer
     from serpent.model import fast_model_config, hooked_config, model_config_of
     ours = build_model(micro_model_cfg)
     assert model_config_of(ours) == micro_model_cfg == fast_model_config(ours)
-    other_eps = HookedTransformer(hooked_config(micro_model_cfg).__class__(
-        **{**hooked_config(micro_model_cfg).to_dict(), "eps": 1e-6}))
+    other_eps = HookedShortformer(replace(hooked_config(micro_model_cfg), eps=1e-6))
     assert fast_model_config(other_eps) is None              # our forward hard-codes LayerNorm's 1e-5
-    rotary = HookedTransformer(HookedTransformerConfig(n_layers=1, n_heads=2, d_model=16, d_head=8, n_ctx=16,
-                                                       d_vocab=32, act_fn="gelu", d_mlp=32,
-                                                       positional_embedding_type="rotary"))
-    assert fast_model_config(rotary) is None                 # TransformerLens' own forward is used for it
+    rotary = tiny_pythia(n_layers=1, n_heads=2, d_model=16, d_vocab=32, d_mlp=32)
+    assert fast_model_config(rotary) is None                 # a TransformerBridge's own forward is used for it
