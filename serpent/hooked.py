@@ -315,6 +315,11 @@ class HookedShortformer(HookedRootModule):
             cache = ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
         return out, cache
 
+    def to(self, *args, print_details: bool = False, **kwargs):
+        """``nn.Module.to``; ``print_details`` is accepted and ignored, as by ``HookedTransformer.to`` (devinterp
+        passes it to any TransformerLens model)."""
+        return super().to(*args, **kwargs)
+
     @property
     def W_E(self) -> torch.Tensor:
         return self.embed.W_E

@@ -359,9 +359,9 @@ def classify_heads(scores: pd.DataFrame, *, step: Optional[int] = None, prev_thr
 
 def planted_induction_model(d_vocab: int = 64, n_ctx: int = 64, n_heads: int = 4, prev_head: int = 1,
                             induction_head: int = 2, sharpness: float = 30.0, copy_logit: float = 20.0,
-                            decoys: bool = True, seed: int = 0) -> torch.nn.Module:
-    """A hand-built 2-layer attention-only :class:`~serpent.hooked.HookedShortformer` (no LayerNorm, standard positions) that implements
-    the induction circuit exactly.
+                            decoys: bool = True, seed: int = 0) -> HookedShortformer:
+    """A hand-built 2-layer attention-only :class:`~serpent.hooked.HookedShortformer` (no LayerNorm, standard
+    positions) that implements the induction circuit exactly.
 
     Residual stream = four one-hot blocks ``[token | position | previous token | output]`` (``d_model = 3 V + n_ctx``).
 

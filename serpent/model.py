@@ -91,11 +91,12 @@ def model_config_of(model: torch.nn.Module) -> ModelConfig:
 def fast_model_config(model: torch.nn.Module) -> Optional[ModelConfig]:
     """:func:`model_config_of` when :func:`per_token_loss` reproduces ``model`` exactly (:func:`supports_fast_path`,
     LayerNorm's eps 1e-5, an unembedding onto the same vocabulary), else None: the caller then uses the model
-    itself (TransformerLens' forward)."""
+    itself (its own forward)."""
+    if not supports_fast_path(model):
+        return None
     c = model.cfg
     try:
-        if (not supports_fast_path(model) or getattr(c, "eps", 1e-5) != 1e-5
-                or getattr(c, "d_vocab_out", c.d_vocab) not in (c.d_vocab, -1)):
+        if getattr(c, "eps", 1e-5) != 1e-5 or getattr(c, "d_vocab_out", c.d_vocab) not in (c.d_vocab, -1):
             return None
         return model_config_of(model)
     except (ConfigError, AttributeError):

@@ -9,7 +9,7 @@ def tiny_pythia(n_layers: int = 6, n_heads: int = 4, d_model: int = 128, d_mlp: 
     """The Pythia-14m architecture (GPT-NeoX: rotary positions on a quarter of each head's dimensions, parallel
     attention + MLP, LayerNorm), by default its sizes with the vocabulary shrunk for speed, random weights seeded by
     ``seed``, wrapped in a ``TransformerBridge``."""
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     hf = GPTNeoXConfig(vocab_size=d_vocab, hidden_size=d_model, num_hidden_layers=n_layers,
