@@ -173,7 +173,7 @@ def test_gaussian_known_answer_and_sign():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# transformers: fast and generic paths, any HookedTransformer, bad input
+# transformers: fast and generic paths, a TransformerBridge, bad input
 
 
 def _tiny_lm(n_ctx=24, d_vocab=64, seed=0):
