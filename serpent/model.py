@@ -25,7 +25,6 @@ Shapes: ``tokens`` is ``(batch, pos)`` (shared by all replicas) or ``(R, batch, 
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
