@@ -33,6 +33,8 @@ from torch import nn
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from .errors import ConfigError
+
 __all__ = ["HookedConfig", "HookedShortformer"]
 
 
@@ -72,12 +74,12 @@ class HookedConfig:
         if self.d_vocab_out < 0:
             self.d_vocab_out = self.d_vocab
         if self.positional_embedding_type not in ("shortformer", "standard"):
-            raise ValueError(f"positional_embedding_type: got {self.positional_embedding_type!r}; allowed: "
-                             "'shortformer', 'standard'")
+            raise ConfigError(f"positional_embedding_type: got {self.positional_embedding_type!r}; allowed: "
+                              "'shortformer', 'standard'")
         if self.normalization_type not in ("LN", None):
-            raise ValueError(f"normalization_type: got {self.normalization_type!r}; allowed: 'LN', None")
+            raise ConfigError(f"normalization_type: got {self.normalization_type!r}; allowed: 'LN', None")
         if not self.attn_only and (self.d_mlp is None or self.act_fn not in ("gelu", "gelu_new", "relu")):
-            raise ValueError("a model with MLPs needs d_mlp and act_fn 'gelu', 'gelu_new' or 'relu'")
+            raise ConfigError("a model with MLPs needs d_mlp and act_fn 'gelu', 'gelu_new' or 'relu'")
 
     @property
     def attn_scale(self) -> float:
@@ -282,10 +284,10 @@ class HookedShortformer(HookedRootModule):
 
     def forward(self, tokens: torch.Tensor, return_type: Optional[str] = "logits", loss_per_token: bool = False):
         if return_type not in ("logits", "loss", "both", None):
-            raise ValueError(f"return_type: got {return_type!r}; allowed: 'logits', 'loss', 'both', None")
+            raise ConfigError(f"return_type: got {return_type!r}; allowed: 'logits', 'loss', 'both', None")
         if tokens.shape[-1] > self.cfg.n_ctx:
-            raise ValueError(f"sequences of {tokens.shape[-1]} tokens are longer than the context "
-                             f"n_ctx={self.cfg.n_ctx}")
+            raise ConfigError(f"sequences of {tokens.shape[-1]} tokens are longer than the model's context "
+                              f"n_ctx={self.cfg.n_ctx}")
         tokens = tokens.to(self.embed.W_E.device)
         embed = self.hook_embed(self.embed(tokens))
         pos = self.hook_pos_embed(self.pos_embed(tokens))
