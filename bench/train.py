@@ -1,9 +1,13 @@
-"""Training throughput: our fast path against TransformerLens ``HookedTransformer`` (eager, and compiled).
+"""Training throughput: our fast path against the hooked reference model (eager, and compiled).
+
+The reference is :class:`serpent.hooked.HookedShortformer`, a TransformerLens 4 ``HookedRootModule`` (TransformerLens 4
+removed ``HookedTransformer``; up to commit 81e58fe the reference rows timed TransformerLens 3.9's ``HookedTransformer``,
+whose forward this module reproduces operation for operation, with ``ln1`` run once instead of three times).
 
 Same model, same batch, same AdamW step, in one process and interleaved: each round times every variant once
 (``--steps`` steps), the order rotating, so a load that comes and goes hits both alike. Runs at each thread count of
 ``--threads`` (default 1 and all cores); prints each variant's median ms per step with its range, the median of the
-per-round ratios to TransformerLens eager, the achieved GFLOP/s and that as a share of the machine's matmul
+per-round ratios to the hooked reference (eager), the achieved GFLOP/s and that as a share of the machine's matmul
 throughput measured at the step's dominant shapes.
 
     python bench/train.py                      # CPU: the tiny model (the cpu preset's), batch 16 x 128
@@ -65,12 +69,12 @@ def main() -> None:
         finally:
             model_module._ATTN_KEEP_ELEMENTS = keep
 
-    rows = [("TransformerLens eager (reference)", step(hooked)), ("serpent fast path eager", step(fast)),
+    rows = [("hooked reference eager (TL4 HookedRootModule)", step(hooked)), ("serpent fast path eager", step(fast)),
             ("fast path, torch's fused attention", step(with_fused_attention))]
     use_compile = args.compile == "yes" or (args.compile == "auto" and device.type == "cuda")
     if use_compile:
         cmodel = torch.compile(model)
-        rows.append(("TransformerLens + torch.compile (anchor)",
+        rows.append(("hooked reference + torch.compile (anchor)",
                      step(lambda: cmodel(tokens, return_type="loss", loss_per_token=True).mean())))
         cfast = torch.compile(lambda p, t: per_token_loss(p, t, cfg).mean())
         rows.append(("serpent fast path + torch.compile", step(lambda: cfast(params, tokens))))

@@ -27,6 +27,7 @@ from .tokens import TokenData, tokenize_corpus, batch_at, fixed_windows, documen
 # -- the model and its training --------------------------------------------------------------------------------------
 from .model import (build_model, model_params, per_token_loss, hooked_per_token_loss, stack_params,
                     supports_fast_path, head_param_names, model_config_of, fast_model_config)
+from .hooked import HookedShortformer, HookedConfig
 from .checkpoints import (save_checkpoint, load_checkpoint, check_checkpoint, checkpoint_schedule,
                           load_timaeus_checkpoint, download_timaeus_checkpoint)
 from .train import train, evaluate_loss, unigram_entropy, bigram_entropy, adamw
@@ -37,8 +38,8 @@ from .induction import (induction_scores, classify_heads, planted_induction_mode
 from .circuits import ablate_heads, patch_heads, corrupted_probe, composition_scores
 from .induction_toy import (TOY_MODEL, repeated_segments, copyable_tokens, sgld_minibatches, grow_induction_circuit,
                            GrownCircuit)
-from .sgld import (Restriction, make_restriction, head_restrictions, restriction_size, run_sgld, SGLDResult,
-                   DrawState, transformer_loss_fn, module_loss_fn)
+from .sgld import (Restriction, make_restriction, pulled_back_restriction, head_restrictions, restriction_size,
+                   run_sgld, SGLDResult, DrawState, transformer_loss_fn, module_loss_fn)
 from .llc import (estimate_llc, LLCResult, combine_chains, select_steps, calibrate, calibration_advice,
                   crossing_llc_target, trace_drift)
 from .susceptibility import (SusceptibilityResult, SusceptibilityStats, susceptibilities, sample_susceptibilities,
@@ -76,15 +77,16 @@ API = {
                  "autocast_dtype", "describe_device"],
     "data": ["open_corpus", "Corpus", "Document", "Tokenizer", "train_bpe", "build_tokenizer", "TokenData",
              "tokenize_corpus", "batch_at", "fixed_windows", "document_of"],
-    "model": ["build_model", "model_params", "per_token_loss", "hooked_per_token_loss", "stack_params",
-              "supports_fast_path", "head_param_names", "model_config_of", "fast_model_config", "save_checkpoint",
-              "load_checkpoint", "check_checkpoint", "checkpoint_schedule", "load_timaeus_checkpoint", "download_timaeus_checkpoint",
+    "model": ["build_model", "HookedShortformer", "HookedConfig", "model_params", "per_token_loss",
+              "hooked_per_token_loss", "stack_params", "supports_fast_path", "head_param_names", "model_config_of",
+              "fast_model_config", "save_checkpoint", "load_checkpoint", "check_checkpoint", "checkpoint_schedule",
+              "load_timaeus_checkpoint", "download_timaeus_checkpoint",
               "train", "evaluate_loss", "unigram_entropy", "bigram_entropy", "adamw"],
     "science": ["induction_scores", "classify_heads", "planted_induction_model", "repeated_random_tokens",
                 "icl_windows", "chance_scores", "ablate_heads", "patch_heads", "corrupted_probe",
                 "composition_scores", "TOY_MODEL", "repeated_segments", "copyable_tokens", "sgld_minibatches",
-                "grow_induction_circuit", "GrownCircuit", "Restriction", "make_restriction", "head_restrictions",
-                "restriction_size", "run_sgld", "SGLDResult", "DrawState", "transformer_loss_fn", "module_loss_fn",
+                "grow_induction_circuit", "GrownCircuit", "Restriction", "make_restriction", "pulled_back_restriction",
+                "head_restrictions", "restriction_size", "run_sgld", "SGLDResult", "DrawState", "transformer_loss_fn", "module_loss_fn",
                 "estimate_llc", "LLCResult", "combine_chains", "select_steps", "calibrate", "calibration_advice",
                 "crossing_llc_target",
                 "trace_drift", "SusceptibilityResult", "SusceptibilityStats", "susceptibilities",

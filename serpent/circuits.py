@@ -15,7 +15,7 @@ The scores of :mod:`serpent.induction` say what heads attend to; the three tools
   induction circuit is **K-composition**: the layer-0 previous-token head writes "my previous token was v", the
   layer-1 head's key reads it.
 
-All three take any 2-layer ``HookedTransformer`` (the course's model, the induction toy, the hand-built
+All three take any 2-layer hooked model (the course's model, the induction toy, the hand-built
 :func:`serpent.induction.planted_induction_model`, whose answer is known).
 
 >>> from serpent.induction import planted_induction_model, repeated_random_tokens

@@ -50,10 +50,10 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .config import InductionConfig   # re-exported: the induction section of RunConfig
 from .errors import ConfigError, CorpusError, SerpentError
+from .hooked import HookedConfig, HookedShortformer
 
 __all__ = [
     "InductionConfig", "repeated_random_tokens", "icl_windows", "icl_positions", "chance_scores",
@@ -174,7 +174,7 @@ def _chunk(n_heads: int, T: int) -> int:
 
 
 @torch.no_grad()
-def _probe_forward(model: HookedTransformer, tokens: torch.Tensor, half_len: int,
+def _probe_forward(model: torch.nn.Module, tokens: torch.Tensor, half_len: int,
                    batch_size: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, float, float]:
     """prev (n_layers, n_heads), prefix (n_layers, n_heads), loss_first_half, loss_second_half."""
     L = half_len
@@ -208,7 +208,7 @@ def _probe_forward(model: HookedTransformer, tokens: torch.Tensor, half_len: int
 
 
 @torch.no_grad()
-def _icl_forward(model: HookedTransformer, windows: torch.Tensor, batch_size: Optional[int] = None
+def _icl_forward(model: torch.nn.Module, windows: torch.Tensor, batch_size: Optional[int] = None
                  ) -> tuple[float, float]:
     """(loss_early, loss_late) on held-out windows ``(n, T)``.
 
@@ -236,12 +236,12 @@ def _icl_forward(model: HookedTransformer, windows: torch.Tensor, batch_size: Op
     return e_sum / (n * len(early)), l_sum / (n * len(late))
 
 
-def induction_scores(model: HookedTransformer, *, n_seqs: int = 32, half_len: int = 128, seed: int = 0,
+def induction_scores(model: torch.nn.Module, *, n_seqs: int = 32, half_len: int = 128, seed: int = 0,
                      bos_id: int = 0, exclude: Iterable[int] = (), vocab_size: Optional[int] = None,
                      text_tokens: Optional[torch.Tensor] = None, probe: Optional[torch.Tensor] = None,
                      batch_size: Optional[int] = None) -> pd.DataFrame:
     """Previous-token and prefix-matching scores per head, induction losses and (with ``text_tokens``) the ICL
-    score of any ``HookedTransformer`` (ours, the paper's checkpoints, Pythia...).
+    score of any hooked model (ours, the paper's checkpoints, a TransformerLens 4 ``TransformerBridge``...).
 
     ``half_len`` shrinks to ``(n_ctx-1)//2`` when ``2*half_len+1`` does not fit the context. ``vocab_size`` defaults
     to ``model.cfg.d_vocab``; with a tokenizer attached, its special tokens are excluded from the probe too.
@@ -359,9 +359,9 @@ def classify_heads(scores: pd.DataFrame, *, step: Optional[int] = None, prev_thr
 
 def planted_induction_model(d_vocab: int = 64, n_ctx: int = 64, n_heads: int = 4, prev_head: int = 1,
                             induction_head: int = 2, sharpness: float = 30.0, copy_logit: float = 20.0,
-                            decoys: bool = True, seed: int = 0) -> HookedTransformer:
-    """A hand-built 2-layer attention-only ``HookedTransformer`` (no LayerNorm, standard positions) that implements
-    the induction circuit exactly.
+                            decoys: bool = True, seed: int = 0) -> HookedShortformer:
+    """A hand-built 2-layer attention-only :class:`~serpent.hooked.HookedShortformer` (no LayerNorm, standard
+    positions) that implements the induction circuit exactly.
 
     Residual stream = four one-hot blocks ``[token | position | previous token | output]`` (``d_model = 3 V + n_ctx``).
 
@@ -385,10 +385,9 @@ def planted_induction_model(d_vocab: int = 64, n_ctx: int = 64, n_heads: int = 4
     tok, pos, prv, outb = 0, V, V + N, 2 * V + N
     D = 3 * V + N
     dh = max(V, N)
-    cfg = HookedTransformerConfig(n_layers=2, n_heads=H, d_model=D, d_head=dh, n_ctx=N, d_vocab=V, attn_only=True,
-                                  normalization_type=None, positional_embedding_type="standard", act_fn="relu",
-                                  default_prepend_bos=False, tokenizer_prepends_bos=False, seed=seed, device="cpu")
-    model = HookedTransformer(cfg)
+    cfg = HookedConfig(n_layers=2, n_heads=H, d_model=D, d_head=dh, n_ctx=N, d_vocab=V, attn_only=True,
+                       normalization_type=None, positional_embedding_type="standard", seed=seed, device="cpu")
+    model = HookedShortformer(cfg)
     g = torch.Generator().manual_seed(seed)
     scale = sharpness * math.sqrt(dh)  # TransformerLens divides scores by sqrt(d_head)
     sd = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if not k.endswith(("mask", "IGNORE"))}

@@ -51,7 +51,7 @@ _SGLD_SEED = 5_000_000  # sampling minibatches' seeds start here; training uses 
 class GrownCircuit(NamedTuple):
     """What :func:`grow_induction_circuit` returns."""
 
-    model: "torch.nn.Module"  #: the trained ``HookedTransformer`` (eval mode)
+    model: "torch.nn.Module"  #: the trained hooked model (eval mode)
     history: pd.DataFrame  #: ``step, head, score, value``: induction scores and ``train_loss`` over training
     snapshots: dict  #: ``{step: {name: tensor}}``, copies of the parameters every ``keep_every`` steps (and step 0)
 

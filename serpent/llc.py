@@ -48,8 +48,8 @@ import torch
 
 from .config import ModelConfig, SamplerConfig
 from .errors import ConfigError, DivergenceError
-from .sgld import (Restriction, SGLDResult, draw_drift, make_restriction, module_loss_fn, run_sgld,
-                   transformer_loss_fn)
+from .sgld import (Restriction, SGLDResult, draw_drift, make_restriction, module_loss_fn, pulled_back_restriction,
+                   run_sgld, transformer_loss_fn)
 
 __all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "combine_chains", "select_steps", "calibrate",
            "epsilon_plateau", "calibration_advice", "epsilon_note", "localisation_bias", "crossing_llc_target",
@@ -82,8 +82,18 @@ class LLCResult:
         return 1000.0 * self.seconds / max(self.steps, 1)
 
 
+def _is_bridge(model) -> bool:
+    """A TransformerLens 4 ``TransformerBridge`` (parameters under Hugging Face names, a TransformerLens view)."""
+    return isinstance(model, torch.nn.Module) and callable(getattr(type(model), "tl_parameters", None))
+
+
+def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+
+
 def _resolve_loss(model_or_loss_fn, params, loss):
-    """(loss_fn, params) from a ModelConfig, a HookedTransformer, another nn.Module (+ loss) or a loss function."""
+    """(loss_fn, params) from a ModelConfig, our hooked model, another nn.Module (+ loss) or a loss function."""
     if isinstance(model_or_loss_fn, ModelConfig):
         if params is None:
             raise ConfigError("params: required with a ModelConfig; pass e.g. run.load_params(step)")
@@ -92,18 +102,18 @@ def _resolve_loss(model_or_loss_fn, params, loss):
         module = model_or_loss_fn
         if params is None:
             params = {k: v.detach() for k, v in module.named_parameters()}
+        bridge = _is_bridge(module)
         if loss is None:
             from .model import fast_model_config
-            try:
-                from transformer_lens import HookedTransformer
-            except ImportError:  # pragma: no cover
-                HookedTransformer = ()
             # the same guard as the susceptibility and induction code: the fast path only where it is exact
-            if isinstance(module, HookedTransformer) and (cfg := fast_model_config(module)) is not None:
+            if (cfg := fast_model_config(module)) is not None:
                 return transformer_loss_fn(cfg), params
-            raise ConfigError("loss: required for a generic nn.Module; pass loss(output, batch) -> per-sample "
-                              "losses, or use a HookedTransformer of the serpent architecture")
-        return module_loss_fn(module, loss), params
+            if bridge:                    # a language model: the next-token loss of a (B, T) batch of token ids
+                loss = _next_token_loss
+            else:
+                raise ConfigError("loss: required for a generic nn.Module; pass loss(output, batch) -> per-sample "
+                                  "losses, or use a model of the serpent architecture (serpent.model.build_model)")
+        return module_loss_fn(module, loss, vmapped=not bridge), params
     if callable(model_or_loss_fn):
         if params is None:
             raise ConfigError("params: required with a loss function; pass the starting point w* by name")
@@ -159,12 +169,16 @@ def estimate_llc(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batch
     """Estimate the LLC at ``params`` with ``cfg.chains`` batched SGLD chains.
 
     ``model_or_loss_fn`` is a :class:`ModelConfig` (our transformer, fast path; ``params`` by TransformerLens name),
-    a ``HookedTransformer`` (fast path) or any ``nn.Module`` with ``loss(output, batch)`` (generic path), or a
-    function ``loss_fn(stacked_params, batch) -> (R, B, ...)``. ``batches(i)`` is the i-th minibatch (a list is
-    cycled). ``restriction`` (e.g. ``"1:6"``) estimates a weight-restricted LLC. Returns an :class:`LLCResult`.
+    a model of the serpent architecture (``build_model``: fast path), a TransformerLens 4 ``TransformerBridge``
+    (generic path; ``loss`` defaults to the next-token loss of token batches), any ``nn.Module`` with
+    ``loss(output, batch)`` (generic path), or a function ``loss_fn(stacked_params, batch) -> (R, B, ...)``.
+    ``batches(i)`` is the i-th minibatch (a list is cycled). ``restriction`` (e.g. ``"1:6"``, read in TransformerLens'
+    layout for a bridge too) estimates a weight-restricted LLC. Returns an :class:`LLCResult`.
     """
     loss_fn, params = _resolve_loss(model_or_loss_fn, params, loss)
-    if isinstance(restriction, str):
+    if isinstance(restriction, str) and _is_bridge(model_or_loss_fn):
+        restriction = pulled_back_restriction(model_or_loss_fn, restriction)
+    elif isinstance(restriction, str):
         restriction = make_restriction(restriction, params)
     res = run_sgld(loss_fn, params, batches, cfg, [restriction] if restriction is not None else None,
                    init_loss_batches=init_loss_batches, record_traces=record_traces, device=device,

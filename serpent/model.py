@@ -1,8 +1,9 @@
-"""The model: a TransformerLens ``HookedTransformer`` plus a fast functional forward over the same tensors.
+"""The model: a hooked transformer (:class:`~serpent.hooked.HookedShortformer`, a TransformerLens 4
+``HookedRootModule``) plus a fast functional forward over the same tensors.
 
 Two ways to get per-token losses, tested to agree (fp32, tight tolerance):
 
-* :func:`hooked_per_token_loss` runs the ``HookedTransformer`` itself, so every TransformerLens tool (hooks,
+* :func:`hooked_per_token_loss` runs the hooked model itself, so every TransformerLens tool (hooks,
   ``run_with_cache``, ``blocks.{l}.attn.hook_pattern``) works on our model.
 * :func:`per_token_loss` is a pure function of a parameter dictionary keyed by TransformerLens names
   (``blocks.0.attn.W_Q`` ...). It uses fused attention (``scaled_dot_product_attention``) and a memory-lean
@@ -24,16 +25,14 @@ Shapes: ``tokens`` is ``(batch, pos)`` (shared by all replicas) or ``(R, batch, 
 
 from __future__ import annotations
 
-import math
-import warnings
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from .config import ModelConfig
 from .errors import ConfigError
+from .hooked import HookedConfig, HookedShortformer
 
 __all__ = [
     "build_model", "hooked_config", "model_params", "per_token_loss", "hooked_per_token_loss", "stack_params",
@@ -42,22 +41,19 @@ __all__ = [
 ]
 
 
-def hooked_config(cfg: ModelConfig, device: str | torch.device = "cpu") -> HookedTransformerConfig:
-    """The ``HookedTransformerConfig`` for our :class:`ModelConfig`."""
-    return HookedTransformerConfig(
+def hooked_config(cfg: ModelConfig, device: str | torch.device = "cpu") -> HookedConfig:
+    """The :class:`~serpent.hooked.HookedConfig` (TransformerLens' vocabulary) for our :class:`ModelConfig`."""
+    return HookedConfig(
         n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_head=cfg.d_head, n_ctx=cfg.n_ctx,
         d_vocab=cfg.d_vocab, attn_only=cfg.attn_only, d_mlp=None if cfg.attn_only else cfg.d_mlp,
         act_fn=cfg.act_fn, positional_embedding_type=cfg.positional_embedding_type,
         normalization_type=cfg.normalization_type, seed=cfg.seed, device=str(device),
-        default_prepend_bos=False, tokenizer_prepends_bos=False,
     )
 
 
-def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> HookedTransformer:
-    """A freshly initialised ``HookedTransformer`` (seeded by ``cfg.seed``)."""
-    with warnings.catch_warnings():  # TL 3.x announces HookedTransformer's removal in 4.0; we pin 3.x
-        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
-        return HookedTransformer(hooked_config(cfg, device))
+def build_model(cfg: ModelConfig, device: str | torch.device = "cpu") -> HookedShortformer:
+    """A freshly initialised :class:`~serpent.hooked.HookedShortformer` (seeded by ``cfg.seed``)."""
+    return HookedShortformer(hooked_config(cfg, device))
 
 
 def model_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -71,19 +67,14 @@ def head_param_names(layer: int) -> list[str]:
     return [p + n for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")]
 
 
-def supports_fast_path(model: HookedTransformer) -> bool:
+def supports_fast_path(model: torch.nn.Module) -> bool:
     """Whether :func:`per_token_loss` reproduces this model (our architecture family) exactly."""
-    c = model.cfg
-    return (c.positional_embedding_type in ("shortformer", "standard") and c.normalization_type in ("LN", None)
-            and not c.parallel_attn_mlp and c.n_key_value_heads in (None, c.n_heads) and c.use_attn_scale
-            and (c.attn_only or c.act_fn in ("gelu", "relu", "gelu_new")) and c.attn_scale == math.sqrt(c.d_head)
-            and not c.use_normalization_before_and_after and c.final_rms is False and not c.gated_mlp
-            and not c.original_architecture)
+    return isinstance(model, HookedShortformer)
 
 
-def model_config_of(model: HookedTransformer) -> ModelConfig:
-    """The :class:`~serpent.config.ModelConfig` of a ``HookedTransformer`` of our architecture family: the one way
-    from a TransformerLens model to our config (the LLC, susceptibility and induction code all use it).
+def model_config_of(model: torch.nn.Module) -> ModelConfig:
+    """The :class:`~serpent.config.ModelConfig` of a model of our architecture family: the one way from a hooked
+    model to our config (the LLC, susceptibility and induction code all use it).
 
     >>> cfg = ModelConfig(d_model=16, d_head=4, n_heads=2, n_ctx=8, d_vocab=32)
     >>> model_config_of(build_model(cfg)) == cfg
@@ -96,22 +87,23 @@ def model_config_of(model: HookedTransformer) -> ModelConfig:
                        d_mlp=None if c.attn_only else c.d_mlp, act_fn=c.act_fn or "gelu")
 
 
-def fast_model_config(model: HookedTransformer) -> Optional[ModelConfig]:
+def fast_model_config(model: torch.nn.Module) -> Optional[ModelConfig]:
     """:func:`model_config_of` when :func:`per_token_loss` reproduces ``model`` exactly (:func:`supports_fast_path`,
     LayerNorm's eps 1e-5, an unembedding onto the same vocabulary), else None: the caller then uses the model
-    itself (TransformerLens' forward)."""
+    itself (its own forward)."""
+    if not supports_fast_path(model):
+        return None
     c = model.cfg
     try:
-        if (not supports_fast_path(model) or getattr(c, "eps", 1e-5) != 1e-5
-                or getattr(c, "d_vocab_out", c.d_vocab) not in (c.d_vocab, -1)):
+        if getattr(c, "eps", 1e-5) != 1e-5 or getattr(c, "d_vocab_out", c.d_vocab) not in (c.d_vocab, -1):
             return None
         return model_config_of(model)
     except (ConfigError, AttributeError):
         return None
 
 
-def hooked_per_token_loss(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
-    """Per-token loss ``(batch, pos-1)`` computed by the ``HookedTransformer`` (the reference)."""
+def hooked_per_token_loss(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-token loss ``(batch, pos-1)`` computed by the hooked model itself (the reference)."""
     return model(tokens, return_type="loss", loss_per_token=True)
 
 

@@ -251,7 +251,8 @@ class Run:
         return params
 
     def load_model(self, step: int | None = None, device: str | torch.device = "cpu"):
-        """A ``HookedTransformer`` with the weights of ``step`` (the last checkpoint if None)."""
+        """The hooked model (:func:`serpent.model.build_model`) with the weights of ``step`` (the last checkpoint if
+        None)."""
         from .model import build_model
         model = build_model(self.config.model, device=device)
         params = self.load_params(step, device=device)

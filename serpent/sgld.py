@@ -61,7 +61,7 @@ FP16_LOSS_SCALE = 1024.0
 
 __all__ = [
     "Restriction", "make_restriction", "head_restrictions", "restriction_size", "DrawState", "SGLDResult",
-    "run_sgld", "transformer_loss_fn", "module_loss_fn", "sgld_steps", "draw_drift",
+    "run_sgld", "transformer_loss_fn", "module_loss_fn", "sgld_steps", "draw_drift", "pulled_back_restriction",
 ]
 
 LossFn = Callable[[dict, Any], torch.Tensor]
@@ -150,6 +150,33 @@ def make_restriction(spec: str, params: dict[str, torch.Tensor], n_heads: int | 
     raise ConfigError(f"restriction: got {spec!r}; valid choices: {_valid_choices(params)}")
 
 
+def pulled_back_restriction(model: torch.nn.Module, spec: str) -> Restriction:
+    """:func:`make_restriction` for a model whose parameters are stored under other names than TransformerLens'
+    (a TransformerLens 4 ``TransformerBridge`` keeps the Hugging Face model's) but which shows them in TransformerLens'
+    layout through ``model.tl_parameters()`` (views: reshapes, transposes, slices of its own parameters).
+
+    The spec (``"1:6"``, ``"mlp:0"``, a TransformerLens name) is read in that layout, and each mask is pulled back onto
+    the model's own parameters: an entry of a stored parameter is free when some free entry of the view depends on
+    it (the gradient of ``sum(mask * view)``). The result is keyed by ``model.named_parameters()`` names.
+    """
+    views = model.tl_parameters()
+    n_heads = getattr(getattr(model, "cfg", None), "n_heads", None)
+    tl = make_restriction(spec, {k: v.detach() for k, v in views.items()}, n_heads)
+    own = dict(model.named_parameters())
+    with torch.enable_grad():
+        picked = sum(((views[n] * (1.0 if m is None else m.to(views[n].dtype))).sum() for n, m in tl.masks.items()))
+        grads = torch.autograd.grad(picked, list(own.values()), allow_unused=True)
+    masks = {}
+    for (name, p), g in zip(own.items(), grads):
+        if g is None or not bool((g != 0).any()):
+            continue
+        hit = (g != 0).float()
+        masks[name] = None if bool(hit.all()) else hit
+    if not masks:
+        raise ConfigError(f"restriction {spec!r}: it selects no stored parameter of this model")
+    return Restriction(spec, masks)
+
+
 def _valid_choices(params: dict[str, torch.Tensor]) -> str:
     layers = sorted({int(n.split(".")[1]) for n in params if re.match(r"blocks\.\d+\.attn\.W_Q$", n)})
     heads = {l: params[f"blocks.{l}.attn.W_Q"].shape[0] for l in layers}
@@ -183,8 +210,10 @@ def transformer_loss_fn(model_cfg: ModelConfig) -> LossFn:
     return loss_fn
 
 
-def module_loss_fn(model: torch.nn.Module, loss: Callable[[Any, Any], torch.Tensor]) -> LossFn:
-    """Generic path for any ``nn.Module``: ``torch.func.functional_call`` vmapped over the replica dimension.
+def module_loss_fn(model: torch.nn.Module, loss: Callable[[Any, Any], torch.Tensor], vmapped: bool = True) -> LossFn:
+    """Generic path for any ``nn.Module``: ``torch.func.functional_call`` vmapped over the replica dimension
+    (``vmapped=False``: one call per replica, for modules that keep state between calls, such as a TransformerLens 4
+    ``TransformerBridge``, whose cached tensors would escape ``vmap``).
 
     The module is called on ``batch[0]`` when the batch is a tuple or list, else on ``batch``; then
     ``loss(output, batch)`` must return per-sample losses ``(B, ...)``. Buffers are shared by all replicas.
@@ -205,6 +234,9 @@ def module_loss_fn(model: torch.nn.Module, loss: Callable[[Any, Any], torch.Tens
         def one(p):
             return loss(functional_call(model, (p, buffers), (inputs,)), batch)
 
+        if not vmapped:
+            R = next(iter(params.values())).shape[0]
+            return torch.stack([one({k: v[r] for k, v in params.items()}) for r in range(R)])
         return vmap(one, randomness="different")(params)
 
     return loss_fn

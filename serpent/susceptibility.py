@@ -30,8 +30,10 @@ Design:
   uses the task loss at w* instead (then φ_C(w*) = 0 exactly).
 * Standard errors: χ is recomputed per chain (restricted chain c against full chain c); the standard error is the
   standard deviation of those per-chain estimates divided by √chains (NaN with a single chain).
-* Any ``HookedTransformer``: our architecture family uses the fast stacked forward of :mod:`serpent.model`; any other
-  (e.g. Pythia: rotary, parallel attention + MLP) uses the engine's generic ``torch.func`` path.
+* Any hooked transformer: our architecture family uses the fast stacked forward of :mod:`serpent.model`; any other
+  (a TransformerLens 4 ``TransformerBridge``, e.g. Pythia: rotary, parallel attention + MLP) uses the engine's
+  generic ``torch.func`` path, its components named in TransformerLens' layout (``"1:6"``, ``"mlp:0"``) and pulled
+  back onto the bridge's own parameters (:func:`serpent.sgld.pulled_back_restriction`).
 * The response matrix (components × token-pattern means of χ) and its principal components take the token labels
   from any classifier (an array of category names per token), so the pattern classifier plugs in.
 
@@ -456,11 +458,11 @@ def sample_susceptibilities(loss_fn, init_params: dict[str, torch.Tensor], batch
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Transformers (any HookedTransformer)
+# Transformers (ours, or a TransformerLens 4 TransformerBridge)
 # ----------------------------------------------------------------------------------------------------------------
 
 def component_specs(model, components="heads") -> list[str]:
-    """Component names for a ``HookedTransformer``: ``"heads"`` (every ``"L:H"``), ``"heads+mlp"`` (then every
+    """Component names for a hooked transformer: ``"heads"`` (every ``"L:H"``), ``"heads+mlp"`` (then every
     ``"mlp:L"``), or an explicit list of specs (checked against the model)."""
     c = model.cfg
     heads = [f"{l}:{h}" for l in range(c.n_layers) for h in range(c.n_heads)]
@@ -474,10 +476,18 @@ def component_specs(model, components="heads") -> list[str]:
         raise ConfigError(f"components: got {components!r}; allowed: 'heads', 'heads+mlp' or a list such as "
                           "['0:1', '1:6', 'mlp:0']")
     from .sgld import make_restriction
-    params = dict(model.named_parameters())
+    params = _tl_views(model) or dict(model.named_parameters())
     for spec in components:
         make_restriction(spec, params, c.n_heads)         # raises ConfigError listing the valid choices
     return list(components)
+
+
+def _tl_views(model) -> dict | None:
+    """A TransformerLens 4 ``TransformerBridge``'s parameters in TransformerLens' layout (views of its Hugging Face
+    parameters), or None for a model that stores them under TransformerLens' names itself."""
+    if not callable(getattr(type(model), "tl_parameters", None)):
+        return None
+    return {k: v.detach() for k, v in model.tl_parameters().items()}
 
 
 def _generic_loss_fn(model):
@@ -487,7 +497,7 @@ def _generic_loss_fn(model):
         lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         return -lp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
-    return module_loss_fn(model, ce)
+    return module_loss_fn(model, ce, vmapped=_tl_views(model) is None)
 
 
 def _check_tokens(tokens, what: str, n_ctx: int, d_vocab: int) -> torch.Tensor:
@@ -509,15 +519,16 @@ def susceptibilities(model, probe_tokens, batches, cfg, *, task_tokens=None, com
                      init_loss_batches: int = 4, device=None, progress: bool = True,
                      max_forward_tokens: int | None = None, forward: str = "auto",
                      settings: dict | None = None) -> SusceptibilityResult:
-    """Per-token susceptibilities of a ``HookedTransformer`` at its current weights.
+    """Per-token susceptibilities of a hooked transformer at its current weights.
 
     ``probe_tokens`` ``(S, L)``: fixed probe sequences (held-out text), every target token of every sequence is a row
     of the result. ``batches(i)`` ``-> (B, T)`` token ids: the SGLD minibatches (training distribution).
     ``cfg``: a :class:`~serpent.config.SamplerConfig`. ``task_tokens`` ``(S', L')``: the fixed sequences defining the
     sampling-task loss L (default: the probe sequences themselves; then the mean of χ over probe tokens is 0).
     ``components``: ``"heads"``, ``"heads+mlp"`` or a list of specs (``"1:6"``, ``"mlp:0"``, a parameter name).
-    Any ``HookedTransformer`` works: our architecture family runs the fast stacked forward, any other (Pythia, GPT-2...)
-    the generic ``torch.func`` path (``forward="generic"`` forces it). ``max_forward_tokens`` bounds replicas × sequences × length of one observation
+    Our model (:func:`serpent.model.build_model`) runs the fast stacked forward; a TransformerLens 4
+    ``TransformerBridge`` (Pythia, GPT-2...) the generic ``torch.func`` path (``forward="generic"`` forces it).
+    ``max_forward_tokens`` bounds replicas × sequences × length of one observation
     forward (default 2^20 on a GPU, 2^15 on the CPU).
     """
     from .device import default_device
@@ -564,7 +575,11 @@ def susceptibilities(model, probe_tokens, batches, cfg, *, task_tokens=None, com
         r = probe_l.shape[0]
         return task_l.reshape(r, -1).mean(1), probe_l.reshape(r, -1)
 
-    chi, se, info = sample_susceptibilities(loss_fn, params, batches, cfg, specs, observe, baseline=baseline,
+    restrictions = specs
+    if fast_cfg is None and _tl_views(model) is not None:     # a bridge: specs read in TL's layout, pulled back
+        from .sgld import pulled_back_restriction
+        restrictions = [pulled_back_restriction(model, s) for s in specs]
+    chi, se, info = sample_susceptibilities(loss_fn, params, batches, cfg, restrictions, observe, baseline=baseline,
                                             init_loss_batches=init_loss_batches, device=device, progress=progress)
     seq_index = np.repeat(np.arange(S, dtype=np.int64), L - 1)
     position = np.tile(np.arange(1, L, dtype=np.int64), S)

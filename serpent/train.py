@@ -1,9 +1,9 @@
 """Training: AdamW on random context windows, with checkpoints on a log-plus-linear schedule, and resume.
 
-The loss is computed by the fast functional forward (:func:`serpent.model.per_token_loss`) over the parameters of a
-TransformerLens ``HookedTransformer``, so checkpoints are plain TransformerLens state dicts. Precision follows the
-hardware (bf16 autocast on recent GPUs, fp16 with loss scaling on GPUs without bf16, fp32 on the CPU) and
-``torch.compile`` is used on GPUs.
+The loss is computed by the fast functional forward (:func:`serpent.model.per_token_loss`) over the parameters of the
+hooked model (:class:`~serpent.hooked.HookedShortformer`), so checkpoints are plain state dicts under TransformerLens'
+names. Precision follows the hardware (bf16 autocast on recent GPUs, fp16 with loss scaling on GPUs without bf16,
+fp32 on the CPU) and ``torch.compile`` is used on GPUs.
 
 The minibatch of step ``i`` is a pure function of ``(seed, i)`` (:func:`serpent.tokens.batch_at`), and at every
 checkpoint the optimizer state is saved next to the weights, so an interrupted run resumes from its last checkpoint

@@ -73,7 +73,7 @@ def test_no_import_circles():
 
 
 #: Modules that compute: they take tensors or frames and return results, and know nothing of run directories.
-SCIENCE = ["model", "sgld", "llc", "susceptibility", "induction", "circuits", "induction_toy", "patterns",
+SCIENCE = ["model", "hooked", "sgld", "llc", "susceptibility", "induction", "circuits", "induction_toy", "patterns",
            "embedding", "patterning", "corpus", "tokenizer", "tokens"]
 
 

@@ -73,8 +73,13 @@ def test_resume_state_round_trip(tmp_path, micro_model_cfg):
 
 
 def _timaeus_layout(model) -> dict:
-    """A state dict as written by the paper's training code (TransformerLens names, buffers included)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """A state dict as written by the paper's training code (TransformerLens 3 names, with each attention layer's
+    ``mask`` and ``IGNORE`` buffers, which our TransformerLens 4 module does not keep)."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for layer in range(model.cfg.n_layers):
+        sd[f"blocks.{layer}.attn.mask"] = torch.ones(model.cfg.n_ctx, model.cfg.n_ctx, dtype=torch.bool).tril()
+        sd[f"blocks.{layer}.attn.IGNORE"] = torch.tensor(-float("inf"))
+    return sd
 
 
 def test_published_checkpoint_layout_loads_and_maps(tmp_path, micro_model_cfg):

@@ -218,7 +218,7 @@ if current_world().is_main:
 
 
 def test_a_pythia_architecture_model_with_mlps_across_two_ranks(tmp_path):
-    """Models beyond the course's: a Pythia-14m-architecture HookedTransformer (rotary, parallel attention + MLP,
+    """Models beyond the course's: a Pythia-14m-architecture TransformerBridge (rotary, parallel attention + MLP,
     random weights) through the torch.func path, its heads and MLPs shared between two gloo ranks, equals one
     process. Memory stays O(replicas x probe tokens): the estimator streams its sums and keeps no draws."""
     from serpent.susceptibility import SusceptibilityResult, susceptibilities
@@ -235,7 +235,7 @@ def test_a_pythia_architecture_model_with_mlps_across_two_ranks(tmp_path):
                            _sampler(epsilon=1e-4, draws=3), components=components, progress=False, device="cpu")
     assert two.components == one.components == components and two.settings["forward"] == "generic"
     assert set(two.settings["drift"]) == {"full", *components}
-    # generic forward (TransformerLens) batched across ranks: per-token losses of a 6-layer model with MLPs, 3 draws
+    # generic forward (the bridge's) batched across ranks: per-token losses of a 6-layer model with MLPs, 3 draws
     # spread: the range of the minibatches' losses about L0 at w* (epsilon 1e-4 and 3 draws barely move the weights;
     # twice that for the chains' own movement)
     model = _pythia14m_like()

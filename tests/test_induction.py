@@ -310,19 +310,17 @@ def test_synthetic_training_grows_the_circuit_and_the_stage_records_it(tmp_path)
     pd.testing.assert_frame_equal(one.reset_index(drop=True), by[400].reset_index(drop=True), check_exact=False)
 
 
-def test_any_hooked_transformer_works_three_layers_mlps_rotary():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    cfg = HookedTransformerConfig(n_layers=3, n_heads=2, d_model=32, d_head=16, d_mlp=64, n_ctx=48, d_vocab=80,
-                                  act_fn="gelu", normalization_type="LNPre", positional_embedding_type="rotary",
-                                  rotary_dim=16, seed=0, default_prepend_bos=False)
-    model = HookedTransformer(cfg)
+def test_any_transformer_bridge_works_three_layers_mlps_rotary():
+    from bridges import tiny_pythia
+    model = tiny_pythia(n_layers=3, n_heads=2, d_model=32, d_mlp=64, n_ctx=48, d_vocab=80, rotary_pct=1.0)
+    cfg = model.cfg
     windows = icl_windows(np.arange(3000) % 79 + 1, 4, 48, bos_id=0, seed=0)
     df = induction_scores(model, n_seqs=3, half_len=12, bos_id=0, exclude=[1, 2], text_tokens=windows)
     assert sorted(df[df["head"] != "model"]["head"].unique()) == ["0:0", "0:1", "1:0", "1:1", "2:0", "2:1"]
     full = model(windows, return_type="loss", loss_per_token=True)  # the fallback path (no fused forward here)
     early, late = icl_positions(48)
     icl = _model_rows(df)
-    # TransformerLens' forward both times, maybe batched otherwise: a difference of two mean losses (scale: the losses)
+    # the bridge's forward both times, maybe batched otherwise: a difference of two mean losses (scale: the losses)
     want = full[:, late.start - 1:late.stop - 1].mean().item() - full[:, early.start - 1:early.stop - 1].mean().item()
     assert_f32_close(icl["icl_score"], want, scale=full.max().item(),
                      terms=forward_terms(cfg, tokens=4 * (early.stop - early.start)) + 1, what="ICL score vs losses")

@@ -147,18 +147,45 @@ def test_head_slices_have_the_papers_size():
     assert per_head == 32_864  # W_Q, W_K, W_V, W_O and the Q/K/V biases of one head (one head's slice of each matrix, as devinterp's head restriction)
 
 
-def test_one_way_from_a_hooked_transformer_to_our_config(micro_model_cfg):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+def test_one_way_from_a_hooked_model_to_our_config(micro_model_cfg):
+    from dataclasses import replace
+    from bridges import tiny_pythia
+    from serpent.hooked import HookedShortformer
     from serpent.model import fast_model_config, hooked_config, model_config_of
     ours = build_model(micro_model_cfg)
     assert model_config_of(ours) == micro_model_cfg == fast_model_config(ours)
-    other_eps = HookedTransformer(hooked_config(micro_model_cfg).__class__(
-        **{**hooked_config(micro_model_cfg).to_dict(), "eps": 1e-6}))
+    other_eps = HookedShortformer(replace(hooked_config(micro_model_cfg), eps=1e-6))
     assert fast_model_config(other_eps) is None              # our forward hard-codes LayerNorm's 1e-5
-    rotary = HookedTransformer(HookedTransformerConfig(n_layers=1, n_heads=2, d_model=16, d_head=8, n_ctx=16,
-                                                       d_vocab=32, act_fn="gelu", d_mlp=32,
-                                                       positional_embedding_type="rotary"))
-    assert fast_model_config(rotary) is None                 # TransformerLens' own forward is used for it
+    rotary = tiny_pythia(n_layers=1, n_heads=2, d_model=16, d_vocab=32, d_mlp=32)
+    assert fast_model_config(rotary) is None                 # a TransformerBridge's own forward is used for it
+
+
+def test_the_hooked_model_works_like_a_transformer_lens_model(micro_model_cfg):
+    """Hooks, caches and return types as with TransformerLens 3's HookedTransformer; the ln1 hook fires once."""
+    model = build_model(micro_model_cfg)
+    tokens = torch.randint(0, micro_model_cfg.d_vocab, (2, micro_model_cfg.n_ctx))
+    logits, loss = model(tokens, return_type="both")
+    assert logits.shape == (2, micro_model_cfg.n_ctx, micro_model_cfg.d_vocab) and loss.shape == ()
+    assert model(tokens, return_type=None) is None
+    assert torch.allclose(loss, hooked_per_token_loss(model, tokens).mean())
+    calls = []
+    model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.ln1.hook_normalized", lambda x, hook: calls.append(1))])
+    assert len(calls) == 1
+    # zero-ablating every head of both layers leaves only the direct path: embedding -> unembedding
+    zero = [(f"blocks.{l}.attn.hook_z", lambda z, hook: torch.zeros_like(z)) for l in range(2)]
+    ablated = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True, fwd_hooks=zero)
+    with torch.no_grad():
+        for l in range(2):
+            model.blocks[l].attn.W_O.zero_()
+    assert_f32_close(ablated, hooked_per_token_loss(model, tokens), terms=forward_terms(micro_model_cfg),
+                     what="hook_z ablation vs zero W_O")
+    assert not model.hook_dict["blocks.0.attn.hook_z"].fwd_hooks            # run_with_hooks removed its hooks
+    _, cache = model.run_with_cache(tokens[:1], remove_batch_dim=True)
+    assert cache["pattern", 0].shape == (micro_model_cfg.n_heads, micro_model_cfg.n_ctx, micro_model_cfg.n_ctx)
+    assert model.to("cpu", print_details=False) is model                    # devinterp passes print_details
+    with pytest.raises(ConfigError, match="longer than the model's context"):
+        model(torch.zeros(1, micro_model_cfg.n_ctx + 1, dtype=torch.long))
+
 
 
 @pytest.mark.parametrize("T", [1, 7, 128])

@@ -173,7 +173,7 @@ def test_gaussian_known_answer_and_sign():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# transformers: fast and generic paths, any HookedTransformer, bad input
+# transformers: fast and generic paths, a TransformerBridge, bad input
 
 
 def _tiny_lm(n_ctx=24, d_vocab=64, seed=0):
@@ -227,20 +227,13 @@ def test_fast_and_generic_forward_give_the_same_susceptibilities(tmp_path):
 
 def _pythia14m_like(d_vocab=256):
     """The Pythia-14m architecture (6 layers × 4 heads, d_model 128, MLP 512, rotary on 8 dims, parallel
-    attention + MLP, GPT-NeoX), randomly initialised from a TransformerLens config; vocabulary shrunk for speed."""
-    import warnings
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    cfg = HookedTransformerConfig(
-        d_model=128, d_head=32, n_heads=4, d_mlp=512, n_layers=6, n_ctx=2048, eps=1e-5, d_vocab=d_vocab,
-        act_fn="gelu", use_attn_scale=True, use_local_attn=False, scale_attn_by_inverse_layer_idx=False,
-        parallel_attn_mlp=True, positional_embedding_type="rotary", rotary_adjacent_pairs=False, rotary_dim=8,
-        normalization_type="LN", default_prepend_bos=False, original_architecture="GPTNeoXForCausalLM", seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return HookedTransformer(cfg)
+    attention + MLP, GPT-NeoX), randomly initialised from a ``transformers`` config and wrapped in a TransformerLens 4
+    ``TransformerBridge``; vocabulary shrunk for speed."""
+    from bridges import tiny_pythia
+    return tiny_pythia(d_vocab=d_vocab)
 
 
-def test_any_hooked_transformer_pythia14m_architecture_with_mlp_components():
+def test_a_transformer_bridge_pythia14m_architecture_with_mlp_components():
     from serpent.susceptibility import component_specs, susceptibilities
     model = _pythia14m_like()
     specs = component_specs(model, "heads+mlp")
@@ -449,3 +442,27 @@ def test_stage_retries_a_diverged_checkpoint_records_it_and_goes_on(tmp_path, mi
     page = serpent_stage(run, progress=False)
     assert page["missing_steps"] == [chosen[-1]]
     assert f"no susceptibilities at step {chosen[-1]}" in (run.path / "explorer.html").read_text()
+
+
+def test_a_bridge_restriction_is_a_head_in_transformer_lens_layout_pulled_back():
+    """A head of a TransformerBridge (Hugging Face parameters: q, k, v and dense weights of shape (d_model, d_model))
+    frees exactly that head's rows and columns: W_Q, W_K, W_V, W_O and the Q, K, V biases of one head."""
+    from serpent.sgld import pulled_back_restriction, restriction_size
+    from bridges import tiny_pythia
+    model = tiny_pythia(n_layers=2, n_heads=4, d_model=32, d_mlp=64, d_vocab=64, n_ctx=32)
+    own = {k: v.detach() for k, v in model.named_parameters()}
+    head = pulled_back_restriction(model, "1:2")
+    assert restriction_size(head, own) == 4 * 32 * 8 + 3 * 8
+    assert all(".layers.1." in n for n in head.masks)
+    mlp = pulled_back_restriction(model, "mlp:0")
+    assert restriction_size(mlp, own) == 32 * 64 + 64 + 64 * 32 + 32
+
+
+def test_llc_of_a_transformer_bridge_with_a_head_restriction():
+    from serpent.llc import estimate_llc
+    from bridges import tiny_pythia
+    model = tiny_pythia(n_layers=2, n_heads=2, d_model=16, d_mlp=32, d_vocab=64, n_ctx=32)
+    data = _data(16, 12, V=64)
+    res = estimate_llc(model, None, lambda i: data[(4 * i) % 16:(4 * i) % 16 + 4], _sampler(draws=4),
+                       restriction="1:0", progress=False, device="cpu")
+    assert np.isfinite(res.mean) and np.isfinite(res.per_chain).all()

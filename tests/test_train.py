@@ -26,7 +26,7 @@ def test_training_writes_checkpoints_metrics_and_loss_falls(tmp_path, micro_run_
     data = run.stage_summary("data")["summary"]
     assert m[-1]["test_loss"] < m[0]["test_loss"]
     assert summary["final_test_loss"] < torch.log(torch.tensor(float(data["vocab_size"]))).item()
-    # the checkpoint loads into a HookedTransformer that gives the logged loss scale
+    # the checkpoint loads into the hooked model, which gives the logged loss scale
     model = run.load_model()
     assert model.cfg.n_heads == 8
     # a second call with the same config is skipped (stage is current)

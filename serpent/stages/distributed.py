@@ -146,15 +146,17 @@ def current_world(device=None) -> World:
 
 def susceptibilities_across_ranks(model, probe_tokens, batches, cfg, *, components="heads", world: World | None = None,
                                   **kwargs):
-    """:func:`serpent.susceptibility.susceptibilities` of any ``HookedTransformer`` (Pythia, GPT-2, ours), its
-    components shared among the ranks of ``torchrun``: each rank samples a contiguous share of them beside its own
-    unrestricted chains (the same seeds on every rank), and every rank returns the whole result
-    (:func:`~serpent.susceptibility.combine_components`). A divergence on any rank raises on all of them. Alone
-    (no ``torchrun``) it is ``susceptibilities`` itself. ``kwargs`` are those of ``susceptibilities``.
+    """:func:`serpent.susceptibility.susceptibilities` of any hooked transformer (ours, or a TransformerLens 4
+    ``TransformerBridge``: Pythia, GPT-2...), its components shared among the ranks of ``torchrun``: each rank
+    samples a contiguous share of them beside its own unrestricted chains (the same seeds on every rank), and every
+    rank returns the whole result (:func:`~serpent.susceptibility.combine_components`). A divergence on any rank
+    raises on all of them. Alone (no ``torchrun``) it is ``susceptibilities`` itself. ``kwargs`` are those of
+    ``susceptibilities``.
 
     A script run as ``torchrun --nproc_per_node=8 script.py``::
 
-        model = HookedTransformer.from_pretrained("pythia-1.4b", device=f"cuda:{os.environ['LOCAL_RANK']}")
+        model = TransformerBridge.boot_transformers("EleutherAI/pythia-1.4b",
+                                                    device=f"cuda:{os.environ['LOCAL_RANK']}")
         result = susceptibilities_across_ranks(model, probe, batches, cfg, components="heads+mlp", device="cuda")
         if current_world().is_main:
             result.save("pythia-1.4b_step143000.safetensors")
