@@ -51,6 +51,7 @@ from pathlib import Path
 
 from serpent.cli import parse_overrides
 from serpent.config import RunConfig, get_preset
+from serpent.outputs import CHECKPOINT, SUSCEPTIBILITY
 from serpent.rundir import Run
 
 PART_BYTES = 15 * 2 ** 20
@@ -179,7 +180,7 @@ def main() -> int:
         return out
 
     from serpent.stages import STAGES
-    if "train" in args.skip and not (Path(args.out) / "checkpoints").is_dir():
+    if "train" in args.skip and not CHECKPOINT.file(args.out, step=0).parent.is_dir():
         print(f"{args.out} has no checkpoints and --skip train was given: this machine is not the one that trained "
               f"(it was handed back); nothing to do", flush=True)
         save_log()
@@ -236,7 +237,7 @@ def main() -> int:
         log["skipped"].append("(deadline reached between stages)")
     finally:
         arm_watchdog(0)                      # the summaries and the export always run
-    done = sorted(int(p.stem.split("_")[1]) for p in (run.path / "susceptibility").glob("step_*.safetensors"))
+    done = sorted(int(p.stem.split("_")[1]) for p in SUSCEPTIBILITY.files(run))
     if done:
         stage("susceptibility", lambda: susceptibility_stage(run, steps=done, progress=False), None)
     if not run.checkpoint_steps():

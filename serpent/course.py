@@ -89,16 +89,16 @@ def micro_config(preset: str = "tiny") -> RunConfig:
 def run_is_complete(path: str | os.PathLike) -> bool:
     """True when ``path`` is a run directory whose every available pipeline stage has run and whose training
     reached ``train.steps``."""
+    from .outputs import CONFIG, STAGES_RECORD
     from .stages import STAGES
-    from .io import read_json
     from .rundir import Run
 
     path = Path(path)
-    if not (path / "config.json").is_file() or not (path / "stages.json").is_file():
+    if not CONFIG.file(path).is_file() or not STAGES_RECORD.file(path).is_file():
         return False
     try:
         run = Run.open(path)
-        stages = read_json(path / "stages.json")
+        stages = STAGES_RECORD.read(path)
     except (SerpentError, ConfigError):
         return False
     if not all(s in stages for s in STAGES):

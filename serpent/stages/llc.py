@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -26,6 +25,7 @@ from ..errors import CheckpointError, ConfigError, DivergenceError, SerpentError
 from ..io import atomic_write_json, read_json, write_parquet
 from ..llc import INIT_LOSS_BATCHES, calibrate, calibration_advice, combine_chains, epsilon_note, epsilon_plateau, \
     estimate_llc, trace_drift
+from ..outputs import LLC_CALIBRATION, LLC_STEP, LLC_TABLE, LLC_TRACES
 from .distributed import SOLO, World, current_world
 from .stage import Stage
 
@@ -49,7 +49,7 @@ def epsilon_check(run, sampler: str = "llc", echo: Callable[[str], None] | None 
     name, settings, _ = _SAMPLERS[sampler]
     cfg = settings(run.config)
     tables = []
-    for f in sorted((Path(run.path) / STAGE).glob("calibration*.parquet")):
+    for f in LLC_CALIBRATION.files(run):
         try:
             table = pd.read_parquet(f)
             tables.append(table if "status" in table else epsilon_plateau(table))   # an older table: marked here
@@ -127,13 +127,13 @@ def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerCo
     return pd.DataFrame(rows), pd.concat(trace_rows, ignore_index=True)
 
 
-def _step_file(out, step: int):
-    return out / "steps" / f"step_{step:07d}.json"
+def _step_file(run, step: int):
+    return LLC_STEP.file(run, step=step)
 
 
 def _kept(stage: Stage, step: int):
     """The kept result of ``step`` (its row and traces, or the note of a checkpoint that diverged), if current."""
-    f = _step_file(stage.dir, step)
+    f = _step_file(stage.run, step)
     try:
         kept = read_json(f) if f.is_file() else None
     except SerpentError:                                # unreadable: estimate that checkpoint again
@@ -168,7 +168,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     steps = stage.steps(cfg.checkpoints, steps)
     key = stage.key(steps=steps, charts=charts)
     out = stage.dir
-    if gather and (done := stage.current(key, [out / "llc.parquet"])) is not None:
+    if gather and (done := stage.current(key, [LLC_TABLE.file(run)])) is not None:
         return {**done, "skipped": True, **({"epsilon_note": eps_note} if eps_note else {})}
 
     results = {s: _kept(stage, s) for s in steps}
@@ -187,7 +187,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
             record.update(diverged=note)
             if progress:
                 tqdm.write(f"LLC at step {step}: {note}; going on without it")
-        atomic_write_json(_step_file(out, step), record)
+        atomic_write_json(_step_file(run, step), record)
     world.barrier()
     if not gather or not world.is_main:
         return {"computed": [] if within and not world.is_main else mine, "rank": world.rank,
@@ -205,8 +205,8 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     table = table[["step", "mean", "std", "init_loss", *chains, "epsilon", "burnin", "drift", "note", "seconds",
                    "ms_per_step"]]
     traces = pd.concat([results[s][1] for s in good], ignore_index=True)
-    write_parquet(table, out / "llc.parquet")
-    write_parquet(traces, out / "traces.parquet")
+    write_parquet(table, LLC_TABLE.file(run))
+    write_parquet(traces, LLC_TRACES.file(run))
     if charts:
         from ..charts.llc import llc_curve_chart, loss_trace_chart, save_chart
         save_chart(llc_curve_chart(table), out / "llc")
@@ -309,7 +309,7 @@ def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None
                     progress=progress)
     cal.insert(0, "step", int(step))
     out = run.stage_dir("llc")
-    write_parquet(cal, out / f"{filename}.parquet")
+    write_parquet(cal, LLC_CALIBRATION.file(run, suffix=filename[len("calibration"):]))
     from ..charts.llc import calibration_chart, save_chart
     save_chart(calibration_chart(cal), out / filename)
     if progress:

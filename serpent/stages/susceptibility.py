@@ -17,6 +17,7 @@ from ..config import SamplerConfig, config_hash
 from ..errors import ConfigError, DivergenceError, SerpentError
 from ..io import atomic_write_json, read_json
 from ..susceptibility import SusceptibilityResult
+from ..outputs import SUSCEPTIBILITY, load_susceptibilities
 from .distributed import SOLO, current_world, susceptibilities_across_ranks
 from .llc import RETRY_EPSILON_FACTORS, check_fits, epsilon_check
 from .stage import Stage
@@ -24,16 +25,6 @@ from .stage import Stage
 __all__ = ["susceptibility_stage", "load_susceptibilities", "step_path"]
 
 STAGE = "susceptibility"
-
-
-def load_susceptibilities(run) -> dict[int, SusceptibilityResult]:
-    """All saved results of a run directory, by training step (``susceptibility/step_{step:07d}.safetensors``)."""
-    d = Path(run.path) / STAGE
-    out = {}
-    for p in sorted(d.glob("step_*.safetensors")) if d.is_dir() else []:
-        r = SusceptibilityResult.load(p)
-        out[r.step] = r
-    return out
 
 
 def _settings(cfg) -> dict:
@@ -51,7 +42,8 @@ def _stage_key(cfg) -> str:
 
 def step_path(run, step: int) -> Path:
     """Where the result of checkpoint ``step`` lives: ``RUN/susceptibility/step_{step:07d}.safetensors``."""
-    return run.stage_dir(STAGE) / f"step_{step:07d}.safetensors"
+    run.stage_dir(STAGE)
+    return SUSCEPTIBILITY.file(run, step=step)
 
 
 def _kept(stage: Stage, step: int) -> dict | str | None:
