@@ -222,7 +222,7 @@ def main() -> int:
             stage("induction", lambda: STAGES["induction"](run, progress=False), 20)
         if "llc" not in args.skip:   # at most --llc-share of the time left, so the susceptibilities are not starved
             llc_until = left() * (1 - args.llc_share) if "susceptibility" not in args.skip else 0.0
-            llc_done = one_at_a_time("llc", select_steps(run.checkpoint_steps(), cfg.llc.checkpoints),
+            llc_done = one_at_a_time("llc", select_steps(run.checkpoint_steps(), cfg.llc.sampler.checkpoints),
                                      lambda s: llc_stage(run, steps=[s], charts=False, progress=False), llc_until)
             if llc_done:   # the table and charts over every checkpoint done (reused, not estimated again)
                 stage("llc", lambda: llc_stage(run, steps=llc_done, progress=False), None)

@@ -31,7 +31,7 @@ __all__ = ["main", "parse_overrides"]
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["train.steps=100", "llc.chains=2"]`` -> ``{"train": {"steps": 100}, "llc": {"chains": 2}}``.
+    """``["train.steps=100", "llc.sampler.chains=2"]`` -> ``{"train": {"steps": 100}, "llc": {"sampler.chains": 2}}``.
 
     Nested fields keep their dots; a top-level field has none:
 
@@ -240,8 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "colab (T4-sized full), paper (the tetrahedron-3m recipe on the paper's data)")
     r.add_argument("--config", default=None, help="a JSON file with a whole RunConfig (instead of --preset)")
     r.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
-                   help="override one config field, e.g. --set train.steps=500 --set susceptibility.sampler.draws=50 "
-                        "--set susceptibility.sampler.checkpoints=4 (repeatable)")
+                   help="override one config field, e.g. --set train.steps=500 --set llc.sampler.draws=50 "
+                        "--set susceptibility.sampler.checkpoints=4 (repeatable; each sampler's settings sit under "
+                        "llc.sampler and susceptibility.sampler)")
     r.add_argument("--out", default=None, help="run directory (default runs/<preset>); an existing one is resumed")
     r.add_argument("--stages", nargs="+", default=None,
                    help="only these stages (data train induction llc susceptibility serpent)")

@@ -80,7 +80,8 @@ def micro_config(preset: str = "tiny") -> RunConfig:
         model={"n_ctx": min(64, base.model.n_ctx)},
         data={"max_bytes": 1_500_000, "tokenizer_train_bytes": 1_000_000},
         train={"steps": 150, "batch_size": 8, "log_checkpoints": 6, "linear_checkpoints": 3, "eval_every": 25, "eval_batches": 2},
-        llc={"chains": 2, "draws": 12, "burnin": 36, "batch_size": 8, "checkpoints": 4},
+        llc={"sampler.chains": 2, "sampler.draws": 12, "sampler.burnin": 36, "sampler.batch_size": 8,
+             "sampler.checkpoints": 4},
         susceptibility={"sampler": s, "probe_sequences": 4, "probe_length": min(64, base.model.n_ctx)},
         embedding={"n_neighbors": 10, "max_points_page": 400},
     )

@@ -336,18 +336,18 @@ def calibration_advice(cal: pd.DataFrame) -> list[str]:
     return lines
 
 
-def epsilon_note(cfg: SamplerConfig, cal: pd.DataFrame | None = None, name: str = "llc") -> str | None:
+def epsilon_note(cfg: SamplerConfig, cal: pd.DataFrame | None = None, name: str = "llc.sampler") -> str | None:
     """One line when the step size ``cfg.epsilon`` sits past the plateau of the estimate against ``epsilon``, else
     None. ``cal``: calibration tables (:func:`calibrate`, any ``n_beta``); their rows at this ``n_beta`` and
     ``gamma`` (and batch size) decide when ``cfg.epsilon`` is at or above a step size they found ``biased``. Where
     they do not say so, the cheap check: the localisation alone biases the estimate by more than :data:`BIAS_LIMIT`
-    (:func:`localisation_bias`, a bound that needs no sampling). ``name`` is the config section (``llc``,
+    (:func:`localisation_bias`, a bound that needs no sampling). ``name`` is the config section (``llc.sampler``,
     ``susceptibility.sampler``).
 
     >>> epsilon_note(SamplerConfig(epsilon=1e-3, gamma=100.0)) is None
     True
     >>> epsilon_note(SamplerConfig(epsilon=3e-3, gamma=300.0)).split(":")[0]
-    'llc.epsilon = 0.003 with gamma = 300 sits past the plateau of the estimate against epsilon'
+    'llc.sampler.epsilon = 0.003 with gamma = 300 sits past the plateau of the estimate against epsilon'
     """
     eps = float(cfg.epsilon)
     rows = None

@@ -456,7 +456,7 @@ def test_gpu_session_end_to_end_then_a_second_call_fills_in_and_reexports(tmp_pa
     from pathlib import Path
     from serpent.artifacts import load_artifacts
     cfg = micro_run_config.with_overrides(
-        llc={"checkpoints": 3, "chains": 1, "draws": 4, "batch_size": 2},
+        llc={"sampler.checkpoints": 3, "sampler.chains": 1, "sampler.draws": 4, "sampler.batch_size": 2},
         susceptibility={"probe_sequences": 2, "probe_length": 32, "sampler.chains": 1, "sampler.draws": 4,
                         "sampler.batch_size": 2, "sampler.checkpoints": 2})
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))

@@ -36,7 +36,7 @@ STAGE = "llc"
 
 
 #: The samplers a run's calibration can be centred on: their config section, the settings, and the table's file.
-_SAMPLERS = {"llc": ("llc", lambda c: c.llc, "calibration"),
+_SAMPLERS = {"llc": ("llc.sampler", lambda c: c.llc.sampler, "calibration"),
              "susceptibility": ("susceptibility.sampler", lambda c: c.susceptibility.sampler,
                                 "calibration_susceptibility")}
 
@@ -70,7 +70,7 @@ def check_fits(field: str, count: int, tokens, length: int, split: str) -> None:
                           f"{length} tokens, so set it to at most {available:,} (or give the run more text)")
 
 
-def _run_batches(run, cfg: SamplerConfig, field: str = "llc.batch_size") -> Callable[[int], torch.Tensor]:
+def _run_batches(run, cfg: SamplerConfig, field: str = "llc.sampler.batch_size") -> Callable[[int], torch.Tensor]:
     from ..tokens import batch_at
     tokens = run.tokens("train")
     bos = run.tokenizer().bos_id
@@ -93,7 +93,7 @@ def _llc_at(run, step: int, cfg: SamplerConfig, batches, init_loss_batches: int,
                            if chains else None, combine_chains)
     except DivergenceError as e:
         raise DivergenceError(f"checkpoint step {step}: {e} (run `calibrate` to choose epsilon and n_beta; set "
-                              "them with --set llc.epsilon=... --set llc.gamma=...)") from None
+                              "them with --set llc.sampler.epsilon=... --set llc.sampler.gamma=...)") from None
     row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss, "epsilon": cfg.epsilon,
            "drift": trace_drift(r, cfg)}
     row.update({f"chain_{c}": float(v) for c, v in enumerate(r.per_chain)})
@@ -114,7 +114,7 @@ def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerCo
     """
     from tqdm.auto import tqdm
 
-    cfg = cfg or run.config.llc
+    cfg = cfg or run.config.llc.sampler
     steps = Stage(run, STAGE).steps(cfg.checkpoints, steps)
     batches = _run_batches(run, cfg)
     from ..device import default_device
@@ -147,7 +147,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
               progress: bool = True, gather: bool = True) -> dict:
     """Pipeline stage ``llc``: the LLC over the run's checkpoints, with charts.
 
-    ``steps``: the checkpoints (default :func:`~serpent.llc.select_steps` of ``run.config.llc.checkpoints``). Writes
+    ``steps``: the checkpoints (default :func:`~serpent.llc.select_steps` of ``run.config.llc.sampler.checkpoints``). Writes
     into ``RUN/llc/``: ``llc.parquet`` (step, mean, std, init_loss, chain_*, epsilon, burnin, drift, note),
     ``traces.parquet`` (step, chain, sgld_step, loss), ``llc.{png,html}`` (LLC across training) and
     ``traces.{png,html}`` (loss traces; ``charts=False`` leaves both out), and one ``steps/step_*.json`` per
@@ -160,7 +160,7 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     from tqdm.auto import tqdm
 
     world = current_world(device)
-    cfg = run.config.llc
+    cfg = run.config.llc.sampler
     eps_note = epsilon_check(run, "llc", echo=None if world.is_main else (lambda line: None))
     # which checkpoints are analysed does not change one checkpoint's estimate: the count is not a setting
     stage = Stage(run, STAGE, {"v": 3, "llc": {**cfg.to_dict(), "checkpoints": 0},
@@ -255,7 +255,7 @@ def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progres
     else:
         note = (f"diverged at epsilon {cfg.epsilon:g} ({failure}); retried with {', '.join(tried[1:])}, which "
                 f"diverged too. Sweep epsilon and n_beta with serpent.calibrate_run(serpent.Run.open('{run.path}')) "
-                "(notebook 4), set llc.epsilon / llc.n_beta (smaller n_beta or larger gamma localise the chains more)")
+                "(notebook 4), set llc.sampler.epsilon / llc.sampler.n_beta (smaller n_beta or larger gamma localise the chains more)")
         return None, None, note
     notes = [f"retried: epsilon {cfg.epsilon:g} diverged, {c.epsilon:.2g} did not"] if tried else []
     if abs(row["drift"]) >= FLAT_TOLERANCE:
@@ -269,7 +269,7 @@ def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progres
                              "steps reached the plateau")
             else:
                 notes.append(f"{_NOT_AT_EQUILIBRIUM}: drift {row['drift']:+.2f} after a burn-in of {c.burnin} steps; "
-                             "raise llc.burnin or see serpent.calibrate_run")
+                             "raise llc.sampler.burnin or see serpent.calibrate_run")
         except DivergenceError:
             notes.append(f"{_NOT_AT_EQUILIBRIUM}: drift {moved:+.2f}, and a longer chain diverged; see "
                          "serpent.calibrate_run")
@@ -282,7 +282,7 @@ def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None
                   n_betas: Sequence[float] | None = None, *, sampler: str = "llc", device=None,
                   progress: bool = True) -> pd.DataFrame:
     """:func:`serpent.llc.calibrate` at one checkpoint of a run (default: the last), around the settings of
-    ``sampler``: ``"llc"`` (``run.config.llc``) or ``"susceptibility"`` (``run.config.susceptibility.sampler``: the
+    ``sampler``: ``"llc"`` (``run.config.llc.sampler``) or ``"susceptibility"`` (``run.config.susceptibility.sampler``: the
     LLC at the posterior the susceptibilities sample, whose bias they share).
 
     Default grid: ``epsilon`` x {1/10, 1/3, 1, 3, 10} and ``n_beta`` x {1/3, 1, 3}. Writes
