@@ -22,8 +22,8 @@ _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 _GROUPS: dict[str, dict[str, list[str]]] = {
     # -- settings, errors, devices
     "settings": {
-        "config": ["RunConfig", "get_preset", "PRESETS", "ModelConfig", "SamplerConfig", "LLCConfig", "SusceptibilityConfig",
-                   "EmbeddingConfig", "config_hash"],
+        "config": ["RunConfig", "get_preset", "PRESETS", "ModelConfig", "SamplerConfig", "LLCConfig",
+                   "SusceptibilityConfig", "EmbeddingConfig", "config_hash"],
         "errors": ["SerpentError", "ConfigError", "CheckpointError", "DivergenceError"],
         "device": ["default_device", "describe_device"],
     },

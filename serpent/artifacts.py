@@ -15,8 +15,8 @@ folder keeps what the book and the notebooks read, in the run directory's own la
                                         coordinates and the token labels the stage computed) and clusters.json
                                         (the clusters' cards, when under 2 MB)
 
-Which files go, and how each is made smaller, is declared with the outputs themselves (:attr:`serpent.outputs.Output.export`):
-this module applies those rules and adds the manifest.
+Which files go, and how each is made smaller, is declared with the outputs themselves
+(:attr:`serpent.outputs.Output.export`): this module applies those rules and adds the manifest.
 
 Data flows one way: :func:`export_artifacts` (run directory → artifact folder, refused above ``max_mb``),
 :func:`verify_artifacts` (every file present with its declared size, hash, dtype and shape) and
@@ -52,8 +52,8 @@ import numpy as np
 from .config import config_hash
 from .errors import SerpentError
 from .io import atomic_write_bytes, atomic_write_json, find_root, read_json, write_parquet
-from .outputs import (ARTIFACT_STAMP, CHECKPOINT, CONFIG, CORPUS, DOCUMENTS, EMBEDDING, MAP, MAP_COLUMNS, OUTPUTS, STAGES_RECORD,
-                      SUSCEPTIBILITY, TOKENS, load_susceptibilities)
+from .outputs import (ARTIFACT_STAMP, CHECKPOINT, CONFIG, CORPUS, DOCUMENTS, EMBEDDING, MAP, MAP_COLUMNS, OUTPUTS,
+                      STAGES_RECORD, TOKENS, load_susceptibilities)
 from .rundir import Run
 
 __all__ = ["ArtifactError", "export_artifacts", "verify_artifacts", "load_artifacts", "fetch_artifacts",

@@ -11,7 +11,8 @@ Every check has the form ``check_xxx(student_fn) -> bool`` and behaves the same 
   missing term, an off-by-one in the positions, the wrong noise scale... Diagnoses come from fitting or matching the
   student's output against the typical mistakes, not from reading the code.
 
-References: the SGLD update :func:`serpent.sgld.sgld_update` (chapter 3 of the book), the previous-token and prefix-matching scores
+References: the SGLD update :func:`serpent.sgld.sgld_update` (chapter 3 of the book), the previous-token and
+prefix-matching scores
 of :mod:`serpent.induction`, the K-composition score of :func:`serpent.circuits.composition_scores`, :func:`serpent.susceptibility.susceptibility_from_traces` and
 :func:`serpent.patterns.classify_tokens`; :func:`check_cluster_names` checks names given to susceptibility clusters
 (:mod:`serpent.clusters`) against the patterns they hold.

@@ -310,7 +310,8 @@ def sgld_update(w: torch.Tensor, grad: torch.Tensor, w_star: torch.Tensor, noise
                 in_place: bool = False) -> torch.Tensor:
     """One SGLD step (Welling and Teh, localised as in Lau et al.; devinterp's ``SGLD``)::
 
-        w_new = w - (epsilon / 2) * M * (n_beta * grad + gamma * (w - w*) + weight_decay * w) + sqrt(epsilon) * M * noise
+        w_new = w - (epsilon / 2) * M * (n_beta * grad + gamma * (w - w*) + weight_decay * w)
+                  + sqrt(epsilon) * M * noise
 
     ``grad`` is the gradient of the mean minibatch loss at ``w``, ``noise`` ~ N(0, I), ``M`` the 0/1 ``mask`` of the
     weights that may move (``None``: all). ``noise``, ``w_star`` and ``mask`` broadcast against ``w`` (the engine

@@ -147,7 +147,8 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
               progress: bool = True, gather: bool = True) -> dict:
     """Pipeline stage ``llc``: the LLC over the run's checkpoints, with charts.
 
-    ``steps``: the checkpoints (default :func:`~serpent.llc.select_steps` of ``run.config.llc.sampler.checkpoints``). Writes
+    ``steps``: the checkpoints (default :func:`~serpent.llc.select_steps` of
+    ``run.config.llc.sampler.checkpoints``). Writes
     into ``RUN/llc/``: ``llc.parquet`` (step, mean, std, init_loss, chain_*, epsilon, burnin, drift, note),
     ``traces.parquet`` (step, chain, sgld_step, loss), ``llc.{png,html}`` (LLC across training) and
     ``traces.{png,html}`` (loss traces; ``charts=False`` leaves both out), and one ``steps/step_*.json`` per
@@ -255,7 +256,8 @@ def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progres
     else:
         note = (f"diverged at epsilon {cfg.epsilon:g} ({failure}); retried with {', '.join(tried[1:])}, which "
                 f"diverged too. Sweep epsilon and n_beta with serpent.calibrate_run(serpent.Run.open('{run.path}')) "
-                "(notebook 4), set llc.sampler.epsilon / llc.sampler.n_beta (smaller n_beta or larger gamma localise the chains more)")
+                "(notebook 4), set llc.sampler.epsilon / llc.sampler.n_beta (smaller n_beta or larger gamma "
+                "localise the chains more)")
         return None, None, note
     notes = [f"retried: epsilon {cfg.epsilon:g} diverged, {c.epsilon:.2g} did not"] if tried else []
     if abs(row["drift"]) >= FLAT_TOLERANCE:
@@ -282,7 +284,8 @@ def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None
                   n_betas: Sequence[float] | None = None, *, sampler: str = "llc", device=None,
                   progress: bool = True) -> pd.DataFrame:
     """:func:`serpent.llc.calibrate` at one checkpoint of a run (default: the last), around the settings of
-    ``sampler``: ``"llc"`` (``run.config.llc.sampler``) or ``"susceptibility"`` (``run.config.susceptibility.sampler``: the
+    ``sampler``: ``"llc"`` (``run.config.llc.sampler``) or ``"susceptibility"``
+    (``run.config.susceptibility.sampler``: the
     LLC at the posterior the susceptibilities sample, whose bias they share).
 
     Default grid: ``epsilon`` x {1/10, 1/3, 1, 3, 10} and ``n_beta`` x {1/3, 1, 3}. Writes
