@@ -196,7 +196,7 @@ def main() -> int:
         steps = run.checkpoint_steps()
         return {"checkpoints": len(steps), "last_step": steps[-1] if steps else None, "target": cfg.train.steps}
 
-    from serpent.llc import select_steps
+    from serpent.stages.sweep import select_steps
     from serpent.stages import llc_stage, susceptibility_stage
 
     def one_at_a_time(name: str, steps: list[int], fn, until: float) -> list[int]:

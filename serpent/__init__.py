@@ -86,7 +86,7 @@ _ELSEWHERE: dict[str, list[str]] = {
     "circuits": ["corrupted_probe"],
     "induction_toy": ["repeated_segments", "copyable_tokens", "sgld_minibatches", "GrownCircuit"],
     "sgld": ["Restriction", "head_restrictions", "restriction_size", "SGLDResult", "DrawState", "module_loss_fn"],
-    "llc": ["combine_chains", "select_steps", "trace_drift"],
+    "llc": ["combine_chains", "trace_drift"],
     "susceptibility": ["SusceptibilityStats", "sample_susceptibilities", "susceptibility_from_traces",
                        "component_specs", "combine_components", "response_pca", "SIGN_CONVENTION"],
     "patterns": ["repeated_bigrams", "n_prev_spaces"],
@@ -98,6 +98,7 @@ _ELSEWHERE: dict[str, list[str]] = {
     "stages": ["corpus_notes", "data_stage", "train_stage", "induction_stage", "llc_stage", "susceptibility_stage",
                "serpent_stage"],
     "stages.distributed": ["susceptibilities_across_ranks"],
+    "stages.sweep": ["select_steps"],
     "artifacts": ["verify_artifacts"],
     "course": ["default_preset", "is_fast"],
 }

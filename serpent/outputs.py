@@ -171,14 +171,17 @@ INDUCTION_HEADS = Output("induction_heads", "induction", "induction/heads.json",
 INDUCTION_CHARTS = Output("induction_charts", "induction", "induction/*.png", "png", _bytes, _KEY, "chart")
 LLC_TABLE = Output("llc_table", "llc", "llc/llc.parquet", "parquet", _parquet, _KEY, "copy")
 LLC_TRACES = Output("llc_traces", "llc", "llc/traces.parquet", "parquet", _parquet, _KEY, "copy")
-LLC_STEP = Output("llc_step", "llc", "llc/steps/step_{step:07d}.json", "json", read_json, _STAMP)
+LLC_STEP = Output("llc_step", "llc", "llc/steps/step_{step:07d}.json", "json", read_json, _STAMP,
+                  description="a checkpoint's row and traces, or its divergence record (serpent.stages.sweep)")
 LLC_CALIBRATION = Output("llc_calibration", "llc", "llc/calibration{suffix}.parquet", "parquet", _parquet,
                          "written by calibrate_run (suffix: '' for the LLC's sampler, '_susceptibility')")
 LLC_CHARTS = Output("llc_charts", "llc", "llc/*.png", "png", _bytes, _KEY, "chart")
 SUSCEPTIBILITY = Output("susceptibility", "susceptibility", "susceptibility/step_{step:07d}.safetensors",
                         "safetensors", _susceptibility_result, _STAMP, "compact")
 SUSCEPTIBILITY_DIVERGED = Output("susceptibility_diverged", "susceptibility",
-                                 "susceptibility/step_{step:07d}.diverged.json", "json", read_json, _STAMP)
+                                 "susceptibility/step_{step:07d}.diverged.json", "json", read_json, _STAMP,
+                                 description="the divergence record of a checkpoint that diverged at every step "
+                                             "size (serpent.stages.sweep)")
 #: what an artifact folder keeps of the serpent frame: the map and the labels the stage computed (the token text
 #: and the χ columns are rebuilt on unpacking from the tokenizer and the susceptibility files)
 MAP_COLUMNS = ("step", "point", "x", "y", "pattern", "n_prev_spaces")

@@ -8,7 +8,8 @@ import torch
 
 from serpent.config import ModelConfig, SamplerConfig
 from serpent.errors import ConfigError, SerpentError
-from serpent.llc import calibrate, crossing_llc_target, estimate_llc, select_steps
+from serpent.llc import calibrate, crossing_llc_target, estimate_llc
+from serpent.stages.sweep import select_steps
 from serpent.model import build_model, model_params
 from tolerances import assert_f32_close, assert_separates, forward_terms
 
