@@ -130,10 +130,14 @@ class SusceptibilityResult:
         except (SafetensorError, OSError, ValueError) as e:
             raise SerpentError(f"{path} is damaged ({str(e)[:120]}); delete it and run `python -m serpent "
                                "susceptibilities RUN_DIR` again to recompute that checkpoint") from None
-        if meta.get("format") != _FORMAT or "settings" not in meta:
+        try:
+            settings = json.loads(meta["settings"]) if meta.get("format") == _FORMAT else None
+        except (KeyError, ValueError):
+            settings = None
+        if not isinstance(settings, dict):
             raise SerpentError(f"{path}: not a serpent susceptibility file (format {meta.get('format')!r}); "
                                "recompute it with `python -m serpent susceptibilities RUN_DIR`")
-        return json.loads(meta["settings"])
+        return settings
 
     @classmethod
     def load(cls, path) -> "SusceptibilityResult":

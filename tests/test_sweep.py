@@ -146,3 +146,6 @@ def test_a_damaged_result_is_computed_again_and_its_stamp_is_read_from_the_heade
     assert sus.kept(10)["checkpoint"] == "c10"               # from the safetensors header alone
     f.write_bytes(f.read_bytes()[:-7])
     assert sus.kept(10) is None
+    from safetensors.numpy import save_file
+    save_file({"x": np.zeros(2)}, str(f), metadata={"format": "something else"})    # a foreign file
+    assert sus.kept(10) is None
