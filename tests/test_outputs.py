@@ -59,7 +59,7 @@ def test_a_run_reads_through_the_declarations(tmp_path):
 
 
 _READERS = ["serpent/figures.py", "serpent/explorer.py", "serpent/milestones.py", "serpent/widgets.py",
-            "serpent/cli.py", "serpent/artifacts.py", "serpent/course.py", "serpent/rundir.py",
+            "serpent/cli.py", "serpent/artifacts.py", "serpent/course.py", "serpent/rundir.py", "serpent/train.py",
             "bench/gpu_session.py", "bench/serpent_stage.py", *map(str, sorted(ROOT.glob("serpent/stages/*.py")))]
 
 
