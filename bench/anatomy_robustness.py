@@ -145,8 +145,8 @@ def main(argv=None) -> int:
 
     def sampled(name: str) -> dict[int, SusceptibilityResult]:
         """The variant's χ: first kept compactly (float16) from ``runs/cpu-NAME`` when that run is here."""
-        src = run.path.parent / f"cpu-{name}" / "susceptibility"
-        for p in sorted(src.glob("step_*.safetensors")) if src.is_dir() else []:
+        from serpent.outputs import SUSCEPTIBILITY
+        for p in SUSCEPTIBILITY.files(run.path.parent / f"cpu-{name}"):
             SusceptibilityResult.load(p).save(SAMPLES / name / p.name, compact=True)
         d = SAMPLES / name
         return {SusceptibilityResult.load(p).step: SusceptibilityResult.load(p)

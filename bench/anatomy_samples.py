@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     base = load_artifacts("cpu")
     name, change = VARIANTS[args.what]
     run = variant_run(base, name, change)
-    steps = sorted(int(p.stem.split("_")[1]) for p in (base.path / "susceptibility").glob("step_*.safetensors"))
+    from serpent.outputs import SUSCEPTIBILITY
+    steps = sorted(int(p.stem.split("_")[1]) for p in SUSCEPTIBILITY.files(base))
     if args.steps:
         steps = args.steps
     elif args.what == "probe":

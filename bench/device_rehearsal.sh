@@ -21,7 +21,7 @@ S=$(date +%s)
 "$ENV/bin/python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
 PYTHONPATH="$SITE:$PWD" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 SERPENT_COMMIT=$(git -C "$OLDPWD" rev-parse HEAD) \
   "$ENV/bin/python" bench/gpu_session.py --preset tiny --set train.steps=60 --set train.compile=yes \
-  --set train.precision=bf16 --set llc.precision=bf16 --set susceptibility.sampler.precision=bf16 \
+  --set train.precision=bf16 --set llc.sampler.precision=bf16 --set susceptibility.sampler.precision=bf16 \
   --set susceptibility.sampler.draws=10 --deadline 280 --started-at "$S" --export "$OUT" --out "$ENV-run"
 # the parts must unpack and load with this machine's own environment
 rm -rf "$ENV-load" && mkdir -p "$ENV-load/artifacts" && cat "$OUT"/full.tgz.part* | tar xz -C "$ENV-load/artifacts"

@@ -59,7 +59,8 @@ def main() -> None:
     if not (run / "checkpoints").is_dir():
         raise SystemExit(f"{run} has no checkpoints: python -m serpent run --preset tiny --out {run} "
                          "--stages data train")
-    steps = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.safetensors"))
+    from serpent.outputs import CHECKPOINT
+    steps = sorted(int(p.stem.split("_")[1]) for p in CHECKPOINT.files(run))
     across = [str(s) for s in steps[-args.checkpoints:]]
     within = [str(steps[-1])]
     env = {k: v for k, v in os.environ.items() if k not in ("SERPENT_THREADS", "OMP_NUM_THREADS")}

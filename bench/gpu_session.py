@@ -51,6 +51,7 @@ from pathlib import Path
 
 from serpent.cli import parse_overrides
 from serpent.config import RunConfig, get_preset
+from serpent.outputs import CHECKPOINT, SUSCEPTIBILITY
 from serpent.rundir import Run
 
 PART_BYTES = 15 * 2 ** 20
@@ -179,7 +180,7 @@ def main() -> int:
         return out
 
     from serpent.stages import STAGES
-    if "train" in args.skip and not (Path(args.out) / "checkpoints").is_dir():
+    if "train" in args.skip and not CHECKPOINT.file(args.out, step=0).parent.is_dir():
         print(f"{args.out} has no checkpoints and --skip train was given: this machine is not the one that trained "
               f"(it was handed back); nothing to do", flush=True)
         save_log()
@@ -195,7 +196,7 @@ def main() -> int:
         steps = run.checkpoint_steps()
         return {"checkpoints": len(steps), "last_step": steps[-1] if steps else None, "target": cfg.train.steps}
 
-    from serpent.llc import select_steps
+    from serpent.stages.sweep import select_steps
     from serpent.stages import llc_stage, susceptibility_stage
 
     def one_at_a_time(name: str, steps: list[int], fn, until: float) -> list[int]:
@@ -221,7 +222,7 @@ def main() -> int:
             stage("induction", lambda: STAGES["induction"](run, progress=False), 20)
         if "llc" not in args.skip:   # at most --llc-share of the time left, so the susceptibilities are not starved
             llc_until = left() * (1 - args.llc_share) if "susceptibility" not in args.skip else 0.0
-            llc_done = one_at_a_time("llc", select_steps(run.checkpoint_steps(), cfg.llc.checkpoints),
+            llc_done = one_at_a_time("llc", select_steps(run.checkpoint_steps(), cfg.llc.sampler.checkpoints),
                                      lambda s: llc_stage(run, steps=[s], charts=False, progress=False), llc_until)
             if llc_done:   # the table and charts over every checkpoint done (reused, not estimated again)
                 stage("llc", lambda: llc_stage(run, steps=llc_done, progress=False), None)
@@ -236,7 +237,7 @@ def main() -> int:
         log["skipped"].append("(deadline reached between stages)")
     finally:
         arm_watchdog(0)                      # the summaries and the export always run
-    done = sorted(int(p.stem.split("_")[1]) for p in (run.path / "susceptibility").glob("step_*.safetensors"))
+    done = sorted(int(p.stem.split("_")[1]) for p in SUSCEPTIBILITY.files(run))
     if done:
         stage("susceptibility", lambda: susceptibility_stage(run, steps=done, progress=False), None)
     if not run.checkpoint_steps():

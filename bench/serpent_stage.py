@@ -29,6 +29,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from serpent.config import get_preset
+    from serpent.outputs import SUSCEPTIBILITY, TOKENIZER
     from serpent.stages import serpent_stage
     from serpent.patterns import PATTERNS, classify_ids
     from serpent.rundir import Run
@@ -44,7 +45,7 @@ def main() -> None:
     src = Path(os.__file__).parent
     text = "".join(p.read_text(errors="replace") for p in sorted(src.glob("*.py"))[:60])
     tok = train_bpe([text], min(cfg.model.d_vocab, 4000))
-    tok.save(run.path / "tokenizer")
+    tok.save(TOKENIZER.file(run))
     ids = np.array(tok.encode(text))
     rng = np.random.default_rng(0)
     starts = rng.integers(0, len(ids) - L, S)
@@ -59,7 +60,7 @@ def main() -> None:
         SusceptibilityResult(step=int(step), components=comps, chi=chi.astype(np.float32),
                              chi_se=np.zeros_like(chi, np.float32), probe_tokens=probe, seq_index=seq, position=pos,
                              doc_names=[""] * S, settings={}).save(
-            run.path / "susceptibility" / f"step_{int(step):07d}.safetensors")
+            SUSCEPTIBILITY.file(run, step=int(step)))
     t0 = time.time()
     summary = serpent_stage(run, progress=True)
     total = time.time() - t0

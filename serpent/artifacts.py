@@ -11,8 +11,12 @@ folder keeps what the book and the notebooks read, in the run directory's own la
     ART/checkpoints/step_*.safetensors  a few checkpoints in bf16 (the last one always)
     ART/induction/, llc/                the tables (parquet, json) and the PNG charts
     ART/susceptibility/step_*.safetensors   χ and its standard error in float16
-    ART/serpent/                        separation.json, the PNGs, map.parquet (the 2-D coordinates only) and
-                                        clusters.json (the clusters' cards, when under 2 MB)
+    ART/serpent/                        separation.json, anatomy.json, the PNGs, map.parquet (the 2-D
+                                        coordinates and the token labels the stage computed) and clusters.json
+                                        (the clusters' cards, when under 2 MB)
+
+Which files go, and how each is made smaller, is declared with the outputs themselves
+(:attr:`serpent.outputs.Output.export`): this module applies those rules and adds the manifest.
 
 Data flows one way: :func:`export_artifacts` (run directory → artifact folder, refused above ``max_mb``),
 :func:`verify_artifacts` (every file present with its declared size, hash, dtype and shape) and
@@ -48,6 +52,8 @@ import numpy as np
 from .config import config_hash
 from .errors import SerpentError
 from .io import atomic_write_bytes, atomic_write_json, find_root, read_json, write_parquet
+from .outputs import (ARTIFACT_STAMP, CHECKPOINT, CONFIG, CORPUS, DOCUMENTS, EMBEDDING, MAP, MAP_COLUMNS, OUTPUTS,
+                      STAGES_RECORD, TOKENS, load_susceptibilities)
 from .rundir import Run
 
 __all__ = ["ArtifactError", "export_artifacts", "verify_artifacts", "load_artifacts", "fetch_artifacts",
@@ -56,11 +62,8 @@ __all__ = ["ArtifactError", "export_artifacts", "verify_artifacts", "load_artifa
 FORMAT = "serpent-artifacts/1"
 MAX_MB = 40.0
 
-_COPY = ("config.json", "stages.json", "corpus.json", "metrics.jsonl", "data/meta.json")
-_TABLES = ("induction/scores.parquet", "induction/heads.json", "llc/llc.parquet", "llc/traces.parquet",
-           "serpent/separation.json", "serpent/anatomy.json")
-_CHARTS = ("induction", "llc", "serpent")
-_SMALL = {"serpent/clusters.json": 2_000_000}      # kept when at most this many bytes (the clusters' cards)
+#: the export rules :func:`export_artifacts` knows (:attr:`serpent.outputs.Output.export`); ``None``: not kept
+EXPORT_RULES = ("copy", "small", "tree", "sample", "bf16", "compact", "chart", "columns")
 
 
 class ArtifactError(SerpentError):
@@ -118,17 +121,17 @@ def _export_tokens(run: Run, out: Path, limits: dict[str, int]) -> None:
         keep = starts < cut
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(stream[:cut]))
-        atomic_write_bytes(out / "data" / f"{split}.npy", buf.getvalue())
-        atomic_write_json(out / "data" / f"{split}_docs.json",
+        atomic_write_bytes(TOKENS.file(out, split=split), buf.getvalue())
+        atomic_write_json(DOCUMENTS.file(out, split=split),
                           {"starts": starts[keep].tolist(), "names": [n for n, k in zip(names, keep) if k],
                            "sample_of_tokens": int(len(stream))})
 
 
-def _export_map(src: Path, dst: Path) -> None:
-    """Only the 2-D coordinates of the serpent frame: its token labels and χ columns are rebuilt on unpacking from
-    the susceptibility files and the tokenizer (:func:`serpent.embedding.serpent_frame`)."""
+def _export_columns(src: Path, dst: Path, columns: Sequence[str]) -> None:
+    """Only ``columns`` of a table (the serpent frame: the 2-D coordinates and the labels the stage computed; its
+    token text and χ columns are rebuilt on unpacking from the susceptibility files and the tokenizer)."""
     import pandas as pd
-    frame = pd.read_parquet(src, columns=["step", "point", "x", "y"])
+    frame = pd.read_parquet(src, columns=list(columns))
     write_parquet(frame, dst, compression="zstd")
 
 
@@ -191,35 +194,58 @@ def export_artifacts(run: Run | str | os.PathLike, out: str | os.PathLike, *, na
         shutil.rmtree(tmp, ignore_errors=True)                  # whatever happened, no half-written folder stays
 
 
+def _export_output(o, run: Run, tmp: Path, keep: list[int], token_limits: dict[str, int], charts: bool,
+                   susceptibility_steps: list[int]) -> None:
+    """Keep the output ``o`` of ``run`` in the folder ``tmp`` by its export rule (:mod:`serpent.outputs`)."""
+    src = run.path
+    if o.export not in EXPORT_RULES:
+        raise ArtifactError(f"output {o.name}: unknown export rule {o.export!r}; known: {EXPORT_RULES}")
+    if o.export in ("copy", "small"):
+        f = o.file(src)
+        if f.is_file() and (o.export == "copy" or f.stat().st_size <= o.keep_bytes):
+            o.file(tmp).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, o.file(tmp))
+    elif o.export == "tree":
+        shutil.copytree(o.file(src), o.file(tmp))
+    elif o.export == "sample":
+        if o is TOKENS:                                  # with their documents (DOCUMENTS shares the rule)
+            _export_tokens(run, tmp, token_limits)
+    elif o.export == "bf16":
+        import torch
+        from .checkpoints import load_checkpoint, save_checkpoint
+        for s in keep:
+            params, _ = load_checkpoint(run.checkpoint_path(s), run.config.model)
+            save_checkpoint(CHECKPOINT.file(tmp, step=s), params, s, run.config.model, dtype=torch.bfloat16)
+    elif o.export == "compact":
+        for step, result in load_susceptibilities(run).items():
+            result.save(o.file(tmp, step=step), compact=True)
+            susceptibility_steps.append(step)
+    elif o.export == "chart":
+        if charts:
+            for png in o.files(src):
+                dst = tmp / png.relative_to(src)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(png, dst)
+    elif o.export == "columns":
+        if o.exists(src):
+            _export_columns(o.file(src), OUTPUTS[o.into].file(tmp), _present(o.file(src), o.columns))
+
+
+def _present(path: Path, columns: Sequence[str]) -> list[str]:
+    """The ``columns`` a parquet file has (a serpent frame of an older stage may lack a label column)."""
+    import pyarrow.parquet as pq
+    names = set(pq.read_schema(path).names)
+    return [c for c in columns if c in names]
+
+
 def _export_into(run: Run, tmp: Path, out: Path, steps: list[int], keep: list[int], name: Optional[str],
                  train_tokens: int, test_tokens: int, max_mb: float, charts: bool) -> dict:
-    import torch
-    from .checkpoints import load_checkpoint, save_checkpoint
-    from .stages import load_susceptibilities
-
     src = run.path
-    for rel in _COPY + _TABLES + tuple(r for r, most in _SMALL.items()
-                                        if (src / r).is_file() and (src / r).stat().st_size <= most):
-        if (src / rel).is_file():
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, tmp / rel)
-    shutil.copytree(src / "tokenizer", tmp / "tokenizer")
-    _export_tokens(run, tmp, {"train": int(train_tokens), "test": int(test_tokens)})
-    for s in keep:
-        params, _ = load_checkpoint(run.checkpoint_path(s), run.config.model)
-        save_checkpoint(tmp / "checkpoints" / f"step_{s:07d}.safetensors", params, s, run.config.model,
-                        dtype=torch.bfloat16)
-    susceptibility_steps = []
-    for step, result in load_susceptibilities(run).items():
-        result.save(tmp / "susceptibility" / f"step_{step:07d}.safetensors", compact=True)
-        susceptibility_steps.append(step)
-    if (src / "serpent" / "embedding.parquet").is_file():
-        _export_map(src / "serpent" / "embedding.parquet", tmp / "serpent" / "map.parquet")
-    if charts:
-        for d in _CHARTS:
-            for png in sorted((src / d).glob("*.png")) if (src / d).is_dir() else []:
-                (tmp / d).mkdir(exist_ok=True)
-                shutil.copy2(png, tmp / d / png.name)
+    susceptibility_steps: list[int] = []
+    for o in OUTPUTS.values():
+        if o.export is not None:
+            _export_output(o, run, tmp, keep, {"train": int(train_tokens), "test": int(test_tokens)}, charts,
+                           susceptibility_steps)
 
     files = {}
     for p in sorted(tmp.rglob("*")):
@@ -233,9 +259,9 @@ def _export_into(run: Run, tmp: Path, out: Path, steps: list[int], keep: list[in
         raise ArtifactError(f"the artifacts would take {total / 1e6:.1f} MB, over the {max_mb:g} MB limit "
                             f"(largest: {listing}); keep fewer checkpoints or fewer tokens (train_tokens, "
                             f"test_tokens), or drop the charts")
-    stages = read_json(src / "stages.json") if (src / "stages.json").is_file() else {}
+    stages = STAGES_RECORD.read(src, missing={})
     # an unpacked artifact folder exported again: the manifest names the original run as its origin
-    origin = read_json(src / "artifact.json").get("origin") if (src / "artifact.json").is_file() else None
+    origin = ARTIFACT_STAMP.read(src, missing={}).get("origin") or None
     train_summary = stages.get("train", {}).get("summary", {})
     manifest = {
         "format": FORMAT,
@@ -245,7 +271,7 @@ def _export_into(run: Run, tmp: Path, out: Path, steps: list[int], keep: list[in
         "commit": _git_commit(),
         "preset": run.config.preset,
         "config_hash": config_hash(run.config.to_dict()),
-        "corpus": read_json(src / "corpus.json") if (src / "corpus.json").is_file() else None,
+        "corpus": CORPUS.read(src, missing=None),
         "versions": _versions(),
         "hardware": {"train_device": train_summary.get("device"), "precision": train_summary.get("precision"),
                      "exported_on": f"{platform.system()} {platform.machine()}, {_device()}"},
@@ -282,7 +308,7 @@ def _check_manifest(manifest: object, where: object) -> dict:
         raise ArtifactError(f"{where}: format {got!r} is not {FORMAT!r}; re-export the artifacts with this version "
                             f"(or upgrade serpent)")
     files = manifest.get("files")
-    if not isinstance(files, dict) or "config.json" not in files:
+    if not isinstance(files, dict) or CONFIG.path not in files:
         raise ArtifactError(f"{where} lists no files (or no config.json); the manifest is damaged: re-export")
     return files
 
@@ -332,23 +358,36 @@ def _origin_of(manifest: dict, manifest_sha: str) -> dict:
             "manifest_sha256": first.get("manifest_sha256", manifest_sha)}
 
 
+def _labels(run: Run, maps):
+    """The token labels of an unpacked run: the token text, context and χ columns rebuilt from its tokenizer and
+    susceptibility files, and the labels its serpent stage computed (``pattern``, ``n_prev_spaces``) as the export
+    kept them, so a changed classifier never relabels a committed run. An older folder whose map lacks them gets
+    them from :func:`serpent.patterns.label_results` with this version's classifier."""
+    import pandas as pd
+    from .patterns import label_results
+    labels = label_results(load_susceptibilities(run), run.tokenizer())
+    stored = [c for c in MAP_COLUMNS if c in maps.columns and c not in ("step", "point", "x", "y")]
+    if stored:
+        kept = maps.set_index(["step", "point"])[stored]
+        where = pd.MultiIndex.from_frame(labels[["step", "point"]])
+        for c in stored:
+            labels[c] = kept[c].reindex(where).values
+    return labels
+
+
 def _unpack(src: Path, dst: Path, manifest: dict, manifest_sha: str) -> None:
     tmp = dst.with_name(dst.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     for rel in manifest["files"]:
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, tmp / rel)
-    if (tmp / "serpent" / "map.parquet").is_file():
-        import pandas as pd
+    if MAP.exists(tmp):
         from .embedding import serpent_frame
-        from .patterns import label_results
-        from .stages import load_susceptibilities
         run = Run.open(tmp)
-        frame = serpent_frame(pd.read_parquet(tmp / "serpent" / "map.parquet"),
-                              label_results(load_susceptibilities(run), run.tokenizer()))
-        write_parquet(frame, tmp / "serpent" / "embedding.parquet")
-    atomic_write_json(tmp / "artifact.json", {"sha256": manifest_sha, "source": str(src),
-                                              "origin": _origin_of(manifest, manifest_sha)})
+        maps = MAP.read(tmp)
+        write_parquet(serpent_frame(maps, _labels(run, maps)), EMBEDDING.file(tmp))
+    atomic_write_json(ARTIFACT_STAMP.file(tmp), {"sha256": manifest_sha, "source": str(src),
+                                                 "origin": _origin_of(manifest, manifest_sha)})
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
 
@@ -367,9 +406,8 @@ def load_artifacts(path_or_name: str | os.PathLike, *, into: Optional[str | os.P
     if into is None:
             into = Path(root if root is not None else find_root()) / "runs" / f"{manifest.get('name', src.name)}-artifacts"
     into = Path(into)
-    stamp = into / "artifact.json"
     want = _sha256(src / "manifest.json")
-    if not (stamp.is_file() and read_json(stamp).get("sha256") == want):
+    if ARTIFACT_STAMP.read(into, missing={}).get("sha256") != want:
         _unpack(src, into, manifest, want)
     return Run.open(into)
 

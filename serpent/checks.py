@@ -11,7 +11,8 @@ Every check has the form ``check_xxx(student_fn) -> bool`` and behaves the same 
   missing term, an off-by-one in the positions, the wrong noise scale... Diagnoses come from fitting or matching the
   student's output against the typical mistakes, not from reading the code.
 
-References: the SGLD update of :mod:`serpent.sgld` (chapter 3 of the book), the previous-token and prefix-matching scores
+References: the SGLD update :func:`serpent.sgld.sgld_update` (chapter 3 of the book), the previous-token and
+prefix-matching scores
 of :mod:`serpent.induction`, the K-composition score of :func:`serpent.circuits.composition_scores`, :func:`serpent.susceptibility.susceptibility_from_traces` and
 :func:`serpent.patterns.classify_tokens`; :func:`check_cluster_names` checks names given to susceptibility clusters
 (:mod:`serpent.clusters`) against the patterns they hold.
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import SerpentError
+from .sgld import sgld_update
 
 __all__ = [
     "CheckFailed", "check_sgld_step", "check_prefix_score", "check_prev_token_score",
@@ -113,7 +115,7 @@ def _near(x: float, target: float, tol: float = 1e-3) -> bool:
 
 def reference_sgld_step(w: torch.Tensor, grad: torch.Tensor, w_star: torch.Tensor, noise: torch.Tensor, *,
                         epsilon: float, n_beta: float, gamma: float) -> torch.Tensor:
-    """One SGLD step, as :mod:`serpent.sgld` and devinterp take it (no weight decay):
+    """One SGLD step, the engine's own :func:`serpent.sgld.sgld_update` (no weight decay, no mask):
     ``w - (epsilon/2) * (n_beta * grad + gamma * (w - w_star)) + sqrt(epsilon) * noise``; all tensors of one shape,
     ``grad`` = gradient of the mean minibatch loss at ``w``, ``noise`` ~ N(0, I).
 
@@ -121,7 +123,7 @@ def reference_sgld_step(w: torch.Tensor, grad: torch.Tensor, w_star: torch.Tenso
     ...                                               epsilon=0.04, n_beta=10.0, gamma=5.0)
     tensor([0.6000])
     """
-    return w - (epsilon / 2) * (n_beta * grad + gamma * (w - w_star)) + math.sqrt(epsilon) * noise
+    return sgld_update(w, grad, w_star, noise, epsilon=epsilon, n_beta=n_beta, gamma=gamma)
 
 
 _SGLD_SETTINGS = ((0.01, 7.5, 2.5), (0.003, 20.0, 100.0), (0.02, 3.0, 0.7))

@@ -31,7 +31,7 @@ __all__ = ["main", "parse_overrides"]
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["train.steps=100", "llc.chains=2"]`` -> ``{"train": {"steps": 100}, "llc": {"chains": 2}}``.
+    """``["train.steps=100", "llc.sampler.chains=2"]`` -> ``{"train": {"steps": 100}, "llc": {"sampler.chains": 2}}``.
 
     Nested fields keep their dots; a top-level field has none:
 
@@ -85,7 +85,8 @@ def _summary_lines(run, results: dict) -> list[str]:
         if results.get(name):
             short = {k: v for k, v in results[name].items() if not isinstance(v, (list, dict))}
             lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in list(short.items())[:6]))
-    explorer = run.path / "explorer.html"
+    from .outputs import EXPLORER
+    explorer = EXPLORER.file(run)
     if explorer.exists():
         lines.append(f"explorer page: {explorer.resolve()}  (open it in a browser; works offline)")
     return lines
@@ -126,9 +127,10 @@ def _cmd_stage(stage: str):
 
 def _cmd_explore(args) -> int:
     from .explorer import write_explorer
+    from .outputs import EXPLORER
     from .rundir import Run
     run = Run.open(args.run_dir)
-    path = write_explorer(run, args.output or run.path / "explorer.html")
+    path = write_explorer(run, args.output or EXPLORER.file(run))
     print(f"explorer page written to {Path(path).resolve()}")
     return 0
 
@@ -160,15 +162,15 @@ def _cmd_milestones(args) -> int:
 
 
 def _cmd_clusters(args) -> int:
-    import json
     from .clusters import cards_from_json, cluster_table, pattern_births, read_notes
+    from .outputs import CLUSTERS
     from .rundir import Run
     run = Run.open(args.run_dir)
-    path = run.path / "serpent" / "clusters.json"
+    path = CLUSTERS.file(run)
     if not path.is_file():
         raise SerpentError(f"{run.path} has no clusters yet ({path} is missing); compute them with "
                            f"`python -m serpent run --out {run.path} --stages serpent`")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = CLUSTERS.read(run)
     notes = read_notes(args.notes) if args.notes else None
     cards = cards_from_json(data, args.step, notes)
     step = cards[0].step if cards else args.step
@@ -190,15 +192,16 @@ def _cmd_clusters(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    import pandas as pd
     from .embedding import compare_serpents
+    from .outputs import EMBEDDING
     from .rundir import Run
     frames = []
     for d in (args.run_a, args.run_b):
-        f = Run.open(d).path / "serpent" / "embedding.parquet"
+        run = Run.open(d)
+        f = EMBEDDING.file(run)
         if not f.is_file():
             raise SerpentError(f"{d} has no serpent yet ({f} is missing); run `python -m serpent serpent {d}` first")
-        frames.append(pd.read_parquet(f))
+        frames.append(EMBEDDING.read(run))
     table = compare_serpents(*frames, k=args.k)
     print(table.round(3).to_string(index=False))
     if args.json:
@@ -237,8 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "colab (T4-sized full), paper (the tetrahedron-3m recipe on the paper's data)")
     r.add_argument("--config", default=None, help="a JSON file with a whole RunConfig (instead of --preset)")
     r.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
-                   help="override one config field, e.g. --set train.steps=500 --set susceptibility.sampler.draws=50 "
-                        "--set susceptibility.sampler.checkpoints=4 (repeatable)")
+                   help="override one config field, e.g. --set train.steps=500 --set llc.sampler.draws=50 "
+                        "--set susceptibility.sampler.checkpoints=4 (repeatable; each sampler's settings sit under "
+                        "llc.sampler and susceptibility.sampler)")
     r.add_argument("--out", default=None, help="run directory (default runs/<preset>); an existing one is resumed")
     r.add_argument("--stages", nargs="+", default=None,
                    help="only these stages (data train induction llc susceptibility serpent)")

@@ -39,15 +39,15 @@ from typing import Any, Optional
 from .errors import ConfigError
 
 __all__ = [
-    "ModelConfig", "DataConfig", "TrainConfig", "SamplerConfig", "InductionConfig", "SusceptibilityConfig",
+    "ModelConfig", "DataConfig", "TrainConfig", "SamplerConfig", "LLCConfig", "InductionConfig", "SusceptibilityConfig",
     "EmbeddingConfig", "RunConfig", "PRESETS", "get_preset", "config_hash",
 ]
 
 
 @contextlib.contextmanager
 def _named(inner: str, outer: str):
-    """A ConfigError raised by a section as ``inner.field`` named as the user set it, ``outer.field`` (``llc.epsilon``,
-    not ``sampler.epsilon``)."""
+    """A ConfigError raised by a section as ``inner.field`` named as the user set it, ``outer.field``
+    (``llc.sampler.epsilon``, not ``sampler.epsilon``)."""
     try:
         yield
     except ConfigError as e:
@@ -246,6 +246,21 @@ class SamplerConfig(_Section):
 
 
 @dataclass(frozen=True)
+class LLCConfig(_Section):
+    """The LLC stage's settings: its SGLD sampler, ``llc.sampler`` (as the susceptibilities' is
+    ``susceptibility.sampler``): ``--set llc.sampler.draws=100``."""
+
+    _name = "llc"
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    def __post_init__(self):
+        if isinstance(self.sampler, dict):
+            with _named("sampler", "llc.sampler"):
+                object.__setattr__(self, "sampler", SamplerConfig.from_dict(self.sampler))
+        _check(isinstance(self.sampler, SamplerConfig), "llc", "sampler", self.sampler, "must be a SamplerConfig")
+
+
+@dataclass(frozen=True)
 class SusceptibilityConfig(_Section):
     """Per-token, per-head susceptibilities: an SGLD run per head plus a full run, probed on held-out text."""
 
@@ -336,7 +351,7 @@ class InductionConfig(_Section):
             _positive(s, name, getattr(self, name), allow_zero=True)
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "llc": SamplerConfig,
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "llc": LLCConfig,
              "induction": InductionConfig, "susceptibility": SusceptibilityConfig, "embedding": EmbeddingConfig}
 
 
@@ -361,7 +376,7 @@ class RunConfig(_Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    llc: SamplerConfig = field(default_factory=SamplerConfig)
+    llc: LLCConfig = field(default_factory=LLCConfig)
     induction: InductionConfig = field(default_factory=InductionConfig)
     susceptibility: SusceptibilityConfig = field(default_factory=SusceptibilityConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -387,7 +402,7 @@ class RunConfig(_Section):
         for name, changes in sections.items():
             if name == _MOVED:
                 raise ConfigError(f"run: {_MOVED} is now susceptibility.sampler.checkpoints (one `checkpoints` per "
-                                  f"sampler, as llc.checkpoints); set that instead, e.g. "
+                                  f"sampler, as llc.sampler.checkpoints); set that instead, e.g. "
                                   f"--set susceptibility.sampler.checkpoints={changes}")
             if name not in _SECTIONS and name != "preset":
                 raise ConfigError(f"run: unknown section {name!r}; allowed: {sorted(_SECTIONS)} and the field "
@@ -400,6 +415,7 @@ class RunConfig(_Section):
                 else:
                     d = getattr(self, name).to_dict()
                     for key, value in changes.items():
+                        _moved_llc_field(name, key, value)
                         _set_dotted(d, name, key, value)
                     with _named(_SECTIONS[name]._name, name):
                         new[name] = _SECTIONS[name].from_dict(d)
@@ -423,23 +439,40 @@ class RunConfig(_Section):
 
 
 _MOVED = "susceptibility_checkpoints"
+_SAMPLER_FIELDS = frozenset(f.name for f in fields(SamplerConfig))
+
+
+def _moved_llc_field(section: str, key: str, value: Any) -> None:
+    """``llc.draws`` and the LLC's other sampler settings moved to ``llc.sampler.draws``: say so, with the new name."""
+    if section == "llc" and key in _SAMPLER_FIELDS:
+        raise ConfigError(f"llc.{key} is now llc.sampler.{key} (the LLC's sampler settings sit under llc.sampler, "
+                          f"as the susceptibilities' under susceptibility.sampler); set that instead, e.g. "
+                          f"--set llc.sampler.{key}={value}")
 
 
 def _migrated(d: dict) -> dict:
-    """A run config written before ``susceptibility_checkpoints`` moved into ``susceptibility.sampler.checkpoints``.
+    """A run config written before ``susceptibility_checkpoints`` moved into ``susceptibility.sampler.checkpoints``,
+    or before the LLC's sampler settings moved from ``llc.*`` into ``llc.sampler.*``.
 
     Run directories and JSON files written by earlier versions keep loading, with the same meaning:
 
     >>> _migrated({"susceptibility_checkpoints": 8, "susceptibility": {"sampler": {"draws": 40}}})
     {'susceptibility': {'sampler': {'draws': 40, 'checkpoints': 8}}}
+    >>> _migrated({"llc": {"draws": 40, "epsilon": 0.001}})
+    {'llc': {'sampler': {'draws': 40, 'epsilon': 0.001}}}
     """
-    if _MOVED not in d:
+    llc = d.get("llc")
+    old_llc = isinstance(llc, dict) and "sampler" not in llc and bool(set(llc) & _SAMPLER_FIELDS)
+    if _MOVED not in d and not old_llc:
         return d
     d = dict(d)
-    k = d.pop(_MOVED)
-    sus = dict(d.get("susceptibility") or {})
-    sus["sampler"] = {**(sus.get("sampler") or SusceptibilityConfig().sampler.to_dict()), "checkpoints": k}
-    d["susceptibility"] = sus
+    if old_llc:
+        d["llc"] = {"sampler": dict(llc)}
+    if _MOVED in d:
+        k = d.pop(_MOVED)
+        sus = dict(d.get("susceptibility") or {})
+        sus["sampler"] = {**(sus.get("sampler") or SusceptibilityConfig().sampler.to_dict()), "checkpoints": k}
+        d["susceptibility"] = sus
     return d
 
 
@@ -464,8 +497,8 @@ def _tiny() -> RunConfig:
                           linear_checkpoints=6, eval_every=100, eval_batches=4),
         # burn-in: from w* the loss takes about 50-100 steps to reach its plateau at these settings; draws taken
         # before it are not at equilibrium (serpent.llc.trace_drift; BENCHMARKS.md, "LLC chains at equilibrium").
-        llc=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, burnin=80, batch_size=16,
-                          checkpoints=8),
+        llc=LLCConfig(sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=40, burnin=80,
+                                             batch_size=16, checkpoints=8)),
         susceptibility=SusceptibilityConfig(
             sampler=SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=4, draws=30, batch_size=4,
                                   checkpoints=4),
@@ -485,7 +518,7 @@ def _cpu() -> RunConfig:
         data={"max_bytes": 250_000_000, "test_fraction": 0.02},
         train={"steps": 42_000, "warmup_steps": 100, "log_checkpoints": 16, "linear_checkpoints": 42,
                "eval_every": 500, "eval_batches": 8},
-        llc={"chains": 4, "draws": 50, "burnin": 100, "checkpoints": 16},
+        llc={"sampler.chains": 4, "sampler.draws": 50, "sampler.burnin": 100, "sampler.checkpoints": 16},
         susceptibility={"sampler.draws": 40, "sampler.checkpoints": 8},
     )
 
@@ -496,8 +529,8 @@ def _full() -> RunConfig:
         model=ModelConfig(),
         data=DataConfig(corpus="python"),
         train=TrainConfig(steps=26_000, batch_size=64, log_checkpoints=40, linear_checkpoints=60),
-        llc=SamplerConfig(epsilon=3e-3, gamma=300.0, n_beta=21.71, chains=4, draws=200, batch_size=32,
-                          checkpoints=24),
+        llc=LLCConfig(sampler=SamplerConfig(epsilon=3e-3, gamma=300.0, n_beta=21.71, chains=4, draws=200,
+                                             batch_size=32, checkpoints=24)),
         susceptibility=SusceptibilityConfig(
             sampler=SamplerConfig(epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=4, draws=200, batch_size=32,
                                   checkpoints=12),
@@ -511,7 +544,7 @@ def _colab() -> RunConfig:
         preset="colab",
         model={"n_ctx": 512},
         train={"steps": 12_000, "batch_size": 64, "log_checkpoints": 30, "linear_checkpoints": 30},
-        llc={"chains": 2, "draws": 100, "batch_size": 16, "checkpoints": 12},
+        llc={"sampler.chains": 2, "sampler.draws": 100, "sampler.batch_size": 16, "sampler.checkpoints": 12},
         susceptibility={"sampler": SamplerConfig(epsilon=1e-3, gamma=300.0, n_beta=30.0, chains=2, draws=100,
                                                  batch_size=16, checkpoints=6),
                         "probe_sequences": 32, "probe_length": 512},
@@ -525,8 +558,8 @@ def _paper() -> RunConfig:
         data=DataConfig(corpus="hf:timaeus/dsir-pile-10m:contents", tokenizer="hf:georgeyw/TinyStories-tokenizer-5k"),
         train=TrainConfig(steps=50_000, batch_size=100, lr=1e-3, weight_decay=0.05, log_checkpoints=100,
                           linear_checkpoints=500),
-        llc=SamplerConfig(epsilon=3e-3, gamma=300.0, n_beta=21.71, chains=20, draws=200, batch_size=100,
-                          checkpoints=0),
+        llc=LLCConfig(sampler=SamplerConfig(epsilon=3e-3, gamma=300.0, n_beta=21.71, chains=20, draws=200,
+                                             batch_size=100, checkpoints=0)),
     ).with_overrides(susceptibility={"sampler.checkpoints": 12})
 
 

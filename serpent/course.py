@@ -80,7 +80,8 @@ def micro_config(preset: str = "tiny") -> RunConfig:
         model={"n_ctx": min(64, base.model.n_ctx)},
         data={"max_bytes": 1_500_000, "tokenizer_train_bytes": 1_000_000},
         train={"steps": 150, "batch_size": 8, "log_checkpoints": 6, "linear_checkpoints": 3, "eval_every": 25, "eval_batches": 2},
-        llc={"chains": 2, "draws": 12, "burnin": 36, "batch_size": 8, "checkpoints": 4},
+        llc={"sampler.chains": 2, "sampler.draws": 12, "sampler.burnin": 36, "sampler.batch_size": 8,
+             "sampler.checkpoints": 4},
         susceptibility={"sampler": s, "probe_sequences": 4, "probe_length": min(64, base.model.n_ctx)},
         embedding={"n_neighbors": 10, "max_points_page": 400},
     )
@@ -89,16 +90,16 @@ def micro_config(preset: str = "tiny") -> RunConfig:
 def run_is_complete(path: str | os.PathLike) -> bool:
     """True when ``path`` is a run directory whose every available pipeline stage has run and whose training
     reached ``train.steps``."""
+    from .outputs import CONFIG, STAGES_RECORD
     from .stages import STAGES
-    from .io import read_json
     from .rundir import Run
 
     path = Path(path)
-    if not (path / "config.json").is_file() or not (path / "stages.json").is_file():
+    if not CONFIG.file(path).is_file() or not STAGES_RECORD.file(path).is_file():
         return False
     try:
         run = Run.open(path)
-        stages = read_json(path / "stages.json")
+        stages = STAGES_RECORD.read(path)
     except (SerpentError, ConfigError):
         return False
     if not all(s in stages for s in STAGES):

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SerpentError
+from .outputs import CLUSTERS, EMBEDDING, EXPLORER, SEPARATION
 from .patterns import PALETTE, PATTERNS
 
 __all__ = ["write_explorer", "explorer_html", "vega_bundle"]
@@ -57,19 +58,17 @@ def _frame_of(run_or_frame: Any) -> tuple[pd.DataFrame, Optional[dict], str, Opt
         run_or_frame = Run.open(run_or_frame)
     if hasattr(run_or_frame, "path") and hasattr(run_or_frame, "config"):
         run = run_or_frame
-        pq = Path(run.path) / "serpent" / "embedding.parquet"
+        pq = EMBEDDING.file(run)
         if not pq.exists():   # the explorer renders a frame; computing it is the serpent stage's work
             raise SerpentError(f"{run.path} has no serpent yet ({pq} is missing); compute it with "
                                f"`python -m serpent run --out {run.path} --stages serpent`, then write the explorer")
-        frame = pd.read_parquet(pq)
+        frame = EMBEDDING.read(run)
         sep = None
-        sj = Path(run.path) / "serpent" / "separation.json"
-        if sj.exists():
-            js = json.loads(sj.read_text())
+        js = SEPARATION.read(run, missing=None)
+        if js is not None:
             name = js.get("headline", "map")
             sep = {int(k): row.get(name, row.get("map")) for k, row in js["steps"].items()}
-        cj = Path(run.path) / "serpent" / "clusters.json"
-        clusters = json.loads(cj.read_text(encoding="utf-8")) if cj.exists() else None
+        clusters = CLUSTERS.read(run, missing=None)
         return frame, sep, f"serpent explorer: {Path(run.path).name}", clusters
     raise SerpentError(f"write_explorer needs a run directory, a Run or the serpent frame, got "
                        f"{type(run_or_frame).__name__}")
@@ -571,7 +570,7 @@ def write_explorer(run_or_frame: Any, path=None, *, max_points: Optional[int] = 
     if path is None:
         if run_path is None:
             raise SerpentError("write_explorer: give a path for the HTML file when passing a frame")
-        path = Path(run_path) / "explorer.html"
+        path = EXPLORER.file(run_path)
     if max_points is None:
         cfg = getattr(getattr(run_or_frame, "config", None), "embedding", None)
         max_points = cfg.max_points_page if cfg is not None else 4000

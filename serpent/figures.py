@@ -23,6 +23,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from .outputs import (ANATOMY, CLUSTERS, EMBEDDING, load_anatomy, load_embedding, load_heads, load_llc_table,
+                      load_scores, load_separation, load_susceptibilities)
 from .rundir import Run
 
 __all__ = ["book_run", "book_numbers", "glue_numbers", "ablation_numbers", "corpus_figure", "loss_figure",
@@ -43,12 +45,11 @@ def book_run(preset: str = BOOK_PRESET) -> Run:
 
 
 def _scores(run: Run) -> pd.DataFrame:
-    return pd.read_parquet(run.path / "induction" / "scores.parquet")
+    return load_scores(run)
 
 
 def _separation(run: Run) -> dict[int, dict]:
-    steps = json.loads((run.path / "serpent" / "separation.json").read_text())["steps"]
-    return dict(sorted((int(k), v) for k, v in steps.items()))
+    return load_separation(run)
 
 
 def _onset(scores: pd.DataFrame, head: str, score: str, threshold: float) -> Optional[int]:
@@ -81,7 +82,7 @@ def _circuit_heads(run: Run, heads: dict, at_last: pd.Series) -> tuple[str, str]
 
 
 def _last_scores(run: Run) -> tuple[dict, pd.DataFrame, pd.Series]:
-    heads = json.loads((run.path / "induction" / "heads.json").read_text())
+    heads = load_heads(run)
     scores = _scores(run)
     at_last = scores[scores["step"] == scores["step"].max()].set_index(["head", "score"])["value"]
     return heads, scores, at_last
@@ -126,11 +127,10 @@ def book_numbers(run: Run) -> dict:
     onset = _onset(scores, prefix, "prefix", float(th["prefix"]))
     onset_tokens = onset * cfg.train.batch_size * cfg.model.n_ctx if onset is not None else None
     law = predicted_induction_onset(cfg.train.batch_size, cfg.model.n_ctx)   # Aoyama et al. (arXiv 2511.16893)
-    llc = pd.read_parquet(run.path / "llc" / "llc.parquet").sort_values("step")
+    llc = load_llc_table(run).sort_values("step")
     llc_summary = run.stage_summary("llc")["summary"]
     sep = _separation(run)
     s_last = sep[max(sep)]
-    from .stages import load_susceptibilities
     chi_results = load_susceptibilities(run)
     chi_steps = sorted(chi_results)
     chi_last = chi_results[chi_steps[-1]]
@@ -187,9 +187,9 @@ def book_numbers(run: Run) -> dict:
         "llc_first": float(llc["mean"].iloc[0]), "llc_last": float(llc["mean"].iloc[-1]),
         "llc_std_last": float(llc["std"].iloc[-1]),
         "llc_flagged": _listing(f"{s:,}" for s in llc_summary.get("not_at_equilibrium", [])),
-        "llc_draws": int(cfg.llc.draws), "llc_burnin": int(cfg.llc.burnin), "llc_chains": int(cfg.llc.chains),
-        "llc_epsilon": float(cfg.llc.epsilon), "llc_epsilon_text": _power_text(cfg.llc.epsilon),
-        "llc_n_beta": float(cfg.llc.n_beta),
+        "llc_draws": int(cfg.llc.sampler.draws), "llc_burnin": int(cfg.llc.sampler.burnin),
+        "llc_chains": int(cfg.llc.sampler.chains), "llc_epsilon": float(cfg.llc.sampler.epsilon),
+        "llc_epsilon_text": _power_text(cfg.llc.sampler.epsilon), "llc_n_beta": float(cfg.llc.sampler.n_beta),
         "prev_head": prev, "prev_score": float(at_last[(prev, "prev_token")]),
         "prev_onset": prev_on,
         "induction_heads": _listing(f"`{h}`" for h in heads["induction"]),
@@ -256,7 +256,7 @@ def ablation_numbers(run: Run, half_len: int = 31, seed: int = 7) -> dict:
     (``ablated_prev``, ``ablated_induction``)."""
     from .circuits import ablate_heads
     from .induction import repeated_random_tokens
-    heads = json.loads((run.path / "induction" / "heads.json").read_text())
+    heads = load_heads(run)
     model = run.load_model()
     n = model.cfg.n_heads
     probe = repeated_random_tokens(16, min(half_len, (model.cfg.n_ctx - 1) // 2), model.cfg.d_vocab, seed=seed)
@@ -304,14 +304,14 @@ def loss_figure(run: Run) -> alt.LayerChart:
 def induction_figure(run: Run) -> alt.TopLevelMixin:
     """Previous-token and prefix scores of every head over the checkpoints, with the classification thresholds."""
     from .charts.induction import induction_scores_chart
-    heads = json.loads((run.path / "induction" / "heads.json").read_text())
+    heads = load_heads(run)
     return induction_scores_chart(_scores(run), thresholds=heads["thresholds"])
 
 
 def llc_figure(run: Run) -> alt.VConcatChart:
     """The LLC across training above the best induction scores, on one step axis."""
     from .charts.llc import llc_with_scores_chart
-    table = pd.read_parquet(run.path / "llc" / "llc.parquet")
+    table = load_llc_table(run)
     return llc_with_scores_chart(table, _scores(run))
 
 
@@ -320,7 +320,6 @@ def chi_tokens_figure(run: Run, heads: Optional[list[str]] = None, seq: int = 0,
     """A probe sequence at the last checkpoint with susceptibilities (default: one coloured by χ of the best
     prefix head, one by χ of the circuit's previous-token head)."""
     from .charts.tokens import token_strip
-    from .stages import load_susceptibilities
     results = load_susceptibilities(run)
     res = results[max(results) if step is None else step]
     if heads is None:
@@ -339,7 +338,6 @@ def response_figure(run: Run, step: Optional[int] = None) -> alt.HConcatChart:
     """The response matrix (mean χ per head and pattern) at the last checkpoint, beside the heads in its PCA."""
     from .charts.susceptibility import response_matrix_chart, response_pca_chart
     from .patterns import PATTERNS, label_result
-    from .stages import load_susceptibilities
     from .susceptibility import response_matrix, response_pca
     results = load_susceptibilities(run)
     res = results[max(results) if step is None else step]
@@ -364,7 +362,7 @@ def toy_figure(cache=None) -> alt.VConcatChart:
 
 
 def _serpent_frame(run: Run) -> pd.DataFrame:
-    return pd.read_parquet(run.path / "serpent" / "embedding.parquet")
+    return load_embedding(run)
 
 
 def serpent_figure(run: Run, max_points: int = 500) -> alt.TopLevelMixin:
@@ -386,11 +384,10 @@ def spacing_fin_figure(run: Run) -> alt.LayerChart:
 
 
 def _anatomy(run: Run) -> dict[int, dict]:
-    from .stages import load_anatomy
-    anat = load_anatomy(run)
+    anat = load_anatomy(run, missing={})
     if not anat:
         from .errors import SerpentError
-        raise SerpentError(f"{run.path} has no serpent/anatomy.json (its serpent stage ran before the anatomy "
+        raise SerpentError(f"{run.path} has no {ANATOMY.path} (its serpent stage ran before the anatomy "
                            f"existed): run `python -m serpent run --out {run.path}` to add it")
     return anat
 
@@ -471,10 +468,9 @@ _CLUSTERS_CACHE: dict = {}
 def run_clusters(run: Run) -> dict:
     """The run's ``serpent/clusters.json`` (the serpent stage writes it); for a run whose serpent stage ran before
     clusters existed, computed from its serpent frame (about 20 s on one core, kept for the session)."""
-    p = run.path / "serpent" / "clusters.json"
-    if p.is_file():
-        return json.loads(p.read_text(encoding="utf-8"))
-    key = (str(run.path), (run.path / "serpent" / "embedding.parquet").stat().st_mtime_ns)
+    if CLUSTERS.exists(run):
+        return CLUSTERS.read(run)
+    key = (str(run.path), EMBEDDING.file(run).stat().st_mtime_ns)
     if key not in _CLUSTERS_CACHE:
         from .clusters import clusters_over_training
         _CLUSTERS_CACHE[key] = json.loads(json.dumps(clusters_over_training(_serpent_frame(run)).to_json()))

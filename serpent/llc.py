@@ -23,7 +23,8 @@ All chains (and the restriction, if any) run as one batched computation on :mod:
 :func:`calibrate` sweeps ``epsilon × n_beta`` and reports where the chains are stable, their traces flat and the
 estimate no longer moving with ``epsilon`` (the plateau: past it SGLD's finite step biases the estimate even when the
 trace is flat); :func:`epsilon_note` says in one line when a sampler's ``epsilon`` sits past it. The LLC over a run's
-checkpoints, with its per-checkpoint cache and retries, is the ``llc`` stage (:mod:`serpent.stages.llc`).
+checkpoints, with its per-checkpoint cache and retries, is the ``llc`` stage (:mod:`serpent.stages.llc`; its sweep
+over the checkpoints, and which ones it analyses, :mod:`serpent.stages.sweep`).
 
 >>> import torch
 >>> from serpent.config import SamplerConfig
@@ -32,8 +33,6 @@ checkpoints, with its per-checkpoint cache and retries, is the ``llc`` stage (:m
 >>> res = estimate_llc(quad, {"w": torch.zeros(8)}, lambda i: None, cfg, progress=False)
 >>> 2.0 < res.mean < 6.0
 True
->>> select_steps([0, 10, 20, 30, 40, 50], 3)
-[0, 20, 50]
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ from .errors import ConfigError, DivergenceError
 from .sgld import (Restriction, SGLDResult, draw_drift, make_restriction, module_loss_fn, pulled_back_restriction,
                    run_sgld, transformer_loss_fn)
 
-__all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "combine_chains", "select_steps", "calibrate",
+__all__ = ["LLCResult", "estimate_llc", "llc_from_sgld", "combine_chains", "calibrate",
            "epsilon_plateau", "calibration_advice", "epsilon_note", "localisation_bias", "crossing_llc_target",
            "trace_drift"]
 
@@ -184,25 +183,6 @@ def estimate_llc(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batch
                    init_loss_batches=init_loss_batches, record_traces=record_traces, device=device,
                    progress=progress, **sgld_kwargs)
     return llc_from_sgld(res, convention)
-
-
-def select_steps(steps: Sequence[int], k: int) -> list[int]:
-    """``k`` checkpoint steps spread evenly over ``steps`` (always the first and the last); ``k = 0``: all.
-
-    >>> select_steps(range(0, 100, 10), 0) == list(range(0, 100, 10))
-    True
-    >>> select_steps([5, 7, 9], 2), select_steps([5, 7, 9], 10), select_steps([5, 7, 9], 1)
-    ([5, 9], [5, 7, 9], [9])
-    """
-    steps = sorted(int(s) for s in steps)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise ConfigError(f"checkpoints: got {k!r}; must be 0 (all) or a positive number of checkpoints")
-    if k == 0 or k >= len(steps):
-        return steps
-    if k == 1:
-        return [steps[-1]]
-    idx = np.unique(np.round(np.linspace(0, len(steps) - 1, k)).astype(int))
-    return [steps[i] for i in idx]
 
 
 def crossing_llc_target(a: int, b: int, n_beta: float, gamma: float = 1.0) -> float:
@@ -350,18 +330,18 @@ def calibration_advice(cal: pd.DataFrame) -> list[str]:
     return lines
 
 
-def epsilon_note(cfg: SamplerConfig, cal: pd.DataFrame | None = None, name: str = "llc") -> str | None:
+def epsilon_note(cfg: SamplerConfig, cal: pd.DataFrame | None = None, name: str = "llc.sampler") -> str | None:
     """One line when the step size ``cfg.epsilon`` sits past the plateau of the estimate against ``epsilon``, else
     None. ``cal``: calibration tables (:func:`calibrate`, any ``n_beta``); their rows at this ``n_beta`` and
     ``gamma`` (and batch size) decide when ``cfg.epsilon`` is at or above a step size they found ``biased``. Where
     they do not say so, the cheap check: the localisation alone biases the estimate by more than :data:`BIAS_LIMIT`
-    (:func:`localisation_bias`, a bound that needs no sampling). ``name`` is the config section (``llc``,
+    (:func:`localisation_bias`, a bound that needs no sampling). ``name`` is the config section (``llc.sampler``,
     ``susceptibility.sampler``).
 
     >>> epsilon_note(SamplerConfig(epsilon=1e-3, gamma=100.0)) is None
     True
     >>> epsilon_note(SamplerConfig(epsilon=3e-3, gamma=300.0)).split(":")[0]
-    'llc.epsilon = 0.003 with gamma = 300 sits past the plateau of the estimate against epsilon'
+    'llc.sampler.epsilon = 0.003 with gamma = 300 sits past the plateau of the estimate against epsilon'
     """
     eps = float(cfg.epsilon)
     rows = None

@@ -29,12 +29,12 @@ True
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from .outputs import ANATOMY, load_anatomy, load_llc_table, load_scores, load_separation
 
 __all__ = ["PAPER", "onset", "largest_dip", "llc_pause", "predicted_induction_onset", "milestones"]
 
@@ -108,7 +108,6 @@ def milestones(run) -> "pd.DataFrame":
     from .rundir import Run
 
     run = run if isinstance(run, Run) else Run.open(run)
-    path = Path(run.path)
     rows = []
 
     m = pd.DataFrame(run.metrics())
@@ -121,9 +120,8 @@ def milestones(run) -> "pd.DataFrame":
         rows.append(("held-out loss, first → last logged step", "not computed", "7.94 → 3.22", ""))
 
     prev_on = ind_on = None
-    scores_file = path / "induction" / "scores.parquet"
-    if scores_file.is_file():
-        df = pd.read_parquet(scores_file)
+    df = load_scores(run, missing=None)
+    if df is not None:
         th = classify_heads(df)["thresholds"]
         heads = df[df["head"] != "model"]
         best = heads.pivot_table(index="step", columns="score", values="value", aggfunc="max").sort_index()
@@ -167,9 +165,9 @@ def milestones(run) -> "pd.DataFrame":
     else:
         rows.append(("induction heads appear (onset step)", "not computed", f"{PAPER['induction_onset']:,}", ""))
 
-    llc_file = path / "llc" / "llc.parquet"
-    if llc_file.is_file():
-        llc = pd.read_parquet(llc_file).sort_values("step")
+    llc = load_llc_table(run, missing=None)
+    if llc is not None:
+        llc = llc.sort_values("step")
         rows.append(("LLC, first → last checkpoint", f"{llc['mean'].iloc[0]:.1f} → {llc['mean'].iloc[-1]:.1f}",
                      f"{PAPER['llc'][0]} → {PAPER['llc'][1]}", "absolute values depend on model, data and sampler"))
         start, end, change = llc_pause(llc["step"], llc["mean"])
@@ -182,9 +180,8 @@ def milestones(run) -> "pd.DataFrame":
     else:
         rows.append(("LLC, first → last checkpoint", "not computed", f"{PAPER['llc'][0]} → {PAPER['llc'][1]}", ""))
 
-    sep_file = path / "serpent" / "separation.json"
-    if sep_file.is_file():
-        sep = {int(k): v for k, v in json.loads(sep_file.read_text())["steps"].items()}
+    sep = load_separation(run, missing=None)
+    if sep is not None:
         ind_sep = {s: v.get("by_pattern_cross_token", {}).get("induction") for s, v in sep.items()}
         ind_sep = {s: x for s, x in sorted(ind_sep.items()) if x is not None and np.isfinite(x)}
         nulls = {s: v.get("by_pattern_cross_token_null", {}).get("induction") for s, v in sep.items()}
@@ -211,18 +208,18 @@ def milestones(run) -> "pd.DataFrame":
                      "above the same measure when every token takes a random other token's pattern"))
     else:
         rows.append(("induction tokens gather as induction heads form", "not computed", "yes", ""))
-    rows += _body_plan_rows(path / "serpent" / "anatomy.json", ind_on)
+    rows += _body_plan_rows(load_anatomy(run, missing=None), ind_on)
     return pd.DataFrame(rows, columns=["milestone", "ours", "paper", "note"])
 
 
-def _body_plan_rows(anatomy_file: Path, ind_on: Optional[int]) -> list[tuple]:
-    """The body plan's rows (``serpent/anatomy.json``, :mod:`serpent.anatomy`) beside what the papers say of it."""
+def _body_plan_rows(anat: Optional[dict], ind_on: Optional[int]) -> list[tuple]:
+    """The body plan's rows (``serpent/anatomy.json`` by step, :mod:`serpent.anatomy`; None when the run has none)
+    beside what the papers say of it."""
     from .anatomy import PAPERS_BODY_PLAN as P
     names = ("body plan: anterior–posterior axis (PC1)", "body plan: dorsal–ventral stratification (PC2)",
              "body plan: pattern read back from χ", "body plan: spacing fin")
-    if not anatomy_file.is_file():
-        return [(n, "not computed", "", "the serpent stage writes serpent/anatomy.json") for n in names]
-    anat = {int(k): v for k, v in json.loads(anatomy_file.read_text())["steps"].items()}
+    if anat is None:
+        return [(n, "not computed", "", f"the serpent stage writes {ANATOMY.path}") for n in names]
     steps = sorted(anat)
     a0, a1 = anat[steps[0]], anat[steps[-1]]
     shares = [anat[s]["pc1_share"] for s in steps]

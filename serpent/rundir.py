@@ -12,6 +12,9 @@ Layout::
     RUN/metrics.jsonl            training metrics, one JSON object a line
     RUN/<stage>/                 each analysis stage's outputs (induction, llc, susceptibility, serpent)
 
+Every file's path, format and reader is declared once, in :mod:`serpent.outputs`; :class:`Run` reads the top-level
+files and the data and checkpoints through those declarations.
+
 Every file is written to a temporary name and moved into place (``os.replace``), so an interrupted run never leaves
 a half-written file behind. A stage records the hash of the settings it ran with; running it again with the same
 settings is skipped. A stage run by a command holds a lock on ``RUN/.<stage>.lock`` while it writes
@@ -31,7 +34,6 @@ True
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import sys
@@ -45,6 +47,7 @@ import torch
 from .config import RunConfig
 from .errors import CheckpointError, ConfigError, SerpentError
 from .io import atomic_write_json, read_json
+from .outputs import CHECKPOINT, CONFIG, DOCUMENTS, METRICS, STAGES_RECORD, TOKENIZER, TOKENS
 
 __all__ = ["Run"]
 
@@ -66,7 +69,7 @@ class Run:
         mix with another's (raising the number of training steps is allowed: training resumes and continues).
         """
         path = Path(path)
-        cfg_file = path / "config.json"
+        cfg_file = CONFIG.file(path)
         if cfg_file.exists():
             old = RunConfig.from_dict(read_json(cfg_file))
             for section in ("model", "data"):
@@ -89,10 +92,10 @@ class Run:
     def open(cls, path: str | Path) -> "Run":
         """Open an existing run directory."""
         path = Path(path)
-        if not (path / "config.json").exists():
+        if not CONFIG.exists(path):
             raise SerpentError(f"{path} is not a run directory (no config.json); create one with "
                                f"`python -m serpent run --preset tiny --out {path}`")
-        return cls(path, RunConfig.from_dict(read_json(path / "config.json")))
+        return cls(path, RunConfig.from_dict(CONFIG.read(path)))
 
     # -- stages ---------------------------------------------------------------------------------------------------
     def stage_dir(self, name: str) -> Path:
@@ -101,8 +104,7 @@ class Run:
         return d
 
     def _stages(self) -> dict:
-        f = self.path / "stages.json"
-        return read_json(f) if f.exists() else {}
+        return STAGES_RECORD.read(self, missing={})
 
     def stage_is_current(self, name: str, key: str) -> bool:
         """True when stage ``name`` already ran to completion with settings key ``key``."""
@@ -123,7 +125,7 @@ class Run:
             fcntl.flock(lock, fcntl.LOCK_EX)
             stages = self._stages()
             stages[name] = {"key": key, "seconds": round(float(seconds), 3), "summary": summary or {}}
-            atomic_write_json(self.path / "stages.json", stages)
+            atomic_write_json(STAGES_RECORD.file(self), stages)
 
     def stage_summary(self, name: str) -> dict:
         return self._stages().get(name, {})
@@ -177,7 +179,7 @@ class Run:
         """The run's tokenizer."""
         if "tokenizer" not in self._cache:
             from .tokenizer import Tokenizer
-            d = self.path / "tokenizer"
+            d = TOKENIZER.file(self)
             if not d.exists():
                 raise SerpentError(f"{self.path} has no tokenizer yet; run the data stage first "
                                    f"(`python -m serpent run --out {self.path}`)")
@@ -190,7 +192,7 @@ class Run:
             raise ConfigError(f"split: got {split!r}; allowed: 'train', 'test'")
         key = f"tokens_{split}"
         if key not in self._cache:
-            f = self.path / "data" / f"{split}.npy"
+            f = TOKENS.file(self, split=split)
             if not f.exists():
                 raise SerpentError(f"{f} is missing; run the data stage first (`python -m serpent run --out {self.path}`)")
             self._cache[key] = np.load(f, mmap_mode="r")
@@ -198,20 +200,17 @@ class Run:
 
     def documents(self, split: str) -> tuple[np.ndarray, list[str]]:
         """``(starts, names)``: offset of each document in :meth:`tokens` and its name."""
-        d = read_json(self.path / "data" / f"{split}_docs.json")
+        d = DOCUMENTS.read(self, split=split)
         return np.asarray(d["starts"], dtype=np.int64), list(d["names"])
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def checkpoint_path(self, step: int) -> Path:
-        return self.path / "checkpoints" / f"step_{step:07d}.safetensors"
+        return CHECKPOINT.file(self, step=step)
 
     def checkpoint_steps(self) -> list[int]:
         """Sorted training steps that have a checkpoint."""
-        d = self.path / "checkpoints"
-        if not d.exists():
-            return []
         steps = []
-        for f in d.glob("step_*.safetensors"):
+        for f in CHECKPOINT.files(self):
             try:
                 steps.append(int(f.stem.split("_")[1]))
             except ValueError:
@@ -262,18 +261,7 @@ class Run:
 
     def metrics(self) -> list[dict]:
         """The training metrics log (one dict per logged step)."""
-        f = self.path / "metrics.jsonl"
-        if not f.exists():
-            return []
-        out = []
-        for line in f.read_text().splitlines():
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line cut by an interruption
-        return out
+        return METRICS.read(self, missing=[])
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, preset={self.config.preset!r}, checkpoints={len(self.checkpoint_steps())})"

@@ -2,14 +2,17 @@
 
 Design
 ------
-* **Update** (Welling and Teh's SGLD with the localising term of Lau et al.; the same as devinterp's ``SGLD``)::
+* **Update** (Welling and Teh's SGLD with the localising term of Lau et al.; the same as devinterp's ``SGLD``), one
+  named function, :func:`sgld_update`, which the exercise check of :mod:`serpent.checks` holds learners' code to::
 
       g  = n_beta * grad L_B(w) + gamma * (w - w*) + weight_decay * w
       w <- w - (epsilon / 2) * M * g + sqrt(epsilon) * M * xi,      xi ~ N(0, I)
 
   with ``L_B`` the mean loss of minibatch B, ``w*`` the starting point (a checkpoint) and ``M`` the 0/1 mask of the
   replica's weight restriction. Step ``i`` records a *draw* when ``i >= burnin`` and ``(i - burnin) %
-  steps_between_draws == 0``; there are ``burnin + draws * steps_between_draws`` steps.
+  steps_between_draws == 0``; there are ``burnin + draws * steps_between_draws`` steps. :func:`run_sgld` is the
+  inputs checked (``_checked_restrictions``), the buffer and masks (``_Layout``), the starting loss
+  (``_initial_loss``), the noise (``_Noise``), the divergence watch (``_DivergenceWatch``) and the loop.
 * **Replicas.** Every (restriction, chain) pair is one *replica*; replica ``r = restriction_index * chains + chain``.
   All replicas live in one flat ``(R, P)`` fp32 buffer holding every parameter that some restriction frees (the
   ``P`` weights); the loss function sees ``(R, ...)`` views of it (``torch.split``, so the gradient arrives as one
@@ -61,7 +64,8 @@ FP16_LOSS_SCALE = 1024.0
 
 __all__ = [
     "Restriction", "make_restriction", "head_restrictions", "restriction_size", "DrawState", "SGLDResult",
-    "run_sgld", "transformer_loss_fn", "module_loss_fn", "sgld_steps", "draw_drift", "pulled_back_restriction",
+    "run_sgld", "sgld_update", "transformer_loss_fn", "module_loss_fn", "sgld_steps", "draw_drift",
+    "pulled_back_restriction",
 ]
 
 LossFn = Callable[[dict, Any], torch.Tensor]
@@ -334,20 +338,41 @@ def _mean_per_replica(losses: torch.Tensor, R: int, what: str) -> torch.Tensor:
     return losses.float().reshape(R, -1).mean(1)
 
 
-def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg: SamplerConfig,
-             restrictions: list[Restriction] | None = None, *, on_draw: Callable[[DrawState], None] | None = None,
-             init_loss_batches: int = 4, record_traces: bool = False, device=None, progress: bool = True,
-             check_every: int = 20, max_loss_increase: float | None = None) -> SGLDResult:
-    """Run ``cfg.chains`` SGLD chains for every restriction, all replicas in one batched computation.
+def sgld_update(w: torch.Tensor, grad: torch.Tensor, w_star: torch.Tensor, noise: torch.Tensor, *, epsilon: float,
+                n_beta: float, gamma: float, weight_decay: float = 0.0, mask: torch.Tensor | None = None,
+                in_place: bool = False) -> torch.Tensor:
+    """One SGLD step (Welling and Teh, localised as in Lau et al.; devinterp's ``SGLD``)::
 
-    ``loss_fn(stacked_params, batch)`` returns per-sample losses ``(R, B, ...)`` (the engine averages everything but
-    R); ``init_params`` is ``w*`` (plain shapes, TransformerLens names for the transformer); ``batches(i)`` is the
-    i-th minibatch, shared by all replicas (a list is cycled). ``restrictions`` defaults to ``[full]``.
-    ``init_loss`` is the mean loss at ``w*`` over ``batches(0..init_loss_batches-1)`` (the first sampling
-    minibatches, as devinterp does). A replica diverges when its loss is NaN/inf or exceeds
-    ``init_loss + max_loss_increase`` (default ``max(10, 10 * |init_loss|)``): then :class:`DivergenceError`.
-    Returns an :class:`SGLDResult`; replica ``r = restriction_index * chains + chain``.
+        w_new = w - (epsilon / 2) * M * (n_beta * grad + gamma * (w - w*) + weight_decay * w)
+                  + sqrt(epsilon) * M * noise
+
+    ``grad`` is the gradient of the mean minibatch loss at ``w``, ``noise`` ~ N(0, I), ``M`` the 0/1 ``mask`` of the
+    weights that may move (``None``: all). ``noise``, ``w_star`` and ``mask`` broadcast against ``w`` (the engine
+    passes ``w`` as ``(restrictions, chains, P)``, the noise as ``(chains, P)`` and the masks as
+    ``(restrictions, 1, P)``). Returns the new weights; with ``in_place=True`` ``grad`` is overwritten (it becomes
+    the step) and ``w`` is updated in place and returned, which is what :func:`run_sgld` does at every step. A
+    weight whose mask is 0 receives ``w + 0``: it stays bit-identical.
+
+    >>> w = torch.tensor([1.0]); sgld_update(w, torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([0.5]),
+    ...                                      epsilon=0.04, n_beta=10.0, gamma=5.0)
+    tensor([0.6000])
     """
+    half = epsilon / 2
+    step = grad.mul_(-half * n_beta) if in_place else grad * (-half * n_beta)
+    if gamma:
+        step.add_(w - w_star, alpha=-half * gamma)
+    if weight_decay:
+        step.add_(w, alpha=-half * weight_decay)
+    step.add_(noise, alpha=math.sqrt(epsilon))
+    if mask is not None:
+        step.mul_(mask)
+    return w.add_(step) if in_place else w + step
+
+
+def _checked_restrictions(cfg: SamplerConfig, init_params: dict[str, torch.Tensor],
+                          restrictions: list[Restriction] | None, init_loss_batches: int,
+                          check_every: int) -> list[Restriction]:
+    """The inputs of :func:`run_sgld` checked; the restrictions (default ``[full]``)."""
     if not isinstance(cfg, SamplerConfig):
         raise ConfigError(f"cfg: expected a SamplerConfig, got {type(cfg).__name__}")
     if not init_params:
@@ -356,12 +381,6 @@ def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg
         raise ConfigError(f"init_loss_batches: got {init_loss_batches}; must be >= 1")
     if check_every < 1:
         raise ConfigError(f"check_every: got {check_every}; must be >= 1")
-    device = default_device(device)
-    dtype = autocast_dtype(device, cfg.precision)
-    # fp16 (GPUs without bf16): gradients of a mean over thousands of tokens fall below fp16's normal range in the
-    # backward; a fixed scale keeps them there (a mean loss's gradients are far from overflowing 65504)
-    loss_scale = FP16_LOSS_SCALE if dtype == torch.float16 else 1.0
-    get_batch = _batch_fn(batches)
     restrictions = restrictions if restrictions is not None else [make_restriction("full", init_params)]
     if not restrictions:
         raise ConfigError("restrictions: empty list; pass None for the full model or at least one Restriction")
@@ -375,105 +394,184 @@ def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg
             if m is not None and tuple(m.shape) != tuple(init_params[n].shape):
                 raise ConfigError(f"restriction {r.name!r}: mask of {n} has shape {tuple(m.shape)}, the parameter "
                                   f"{tuple(init_params[n].shape)}")
-    NR, C = len(restrictions), cfg.chains
-    R = NR * C
+    return restrictions
 
-    # ---- layout: free parameters in one flat (R, P) buffer, the rest broadcast
-    w0 = {k: v.detach().to(device=device, dtype=torch.float32) for k, v in init_params.items()}
-    active = [n for n in init_params if any(n in r.masks for r in restrictions)]
-    frozen = {n: w0[n].unsqueeze(0).expand(R, *w0[n].shape) for n in init_params if n not in active}
-    shapes = [w0[n].shape for n in active]
-    sizes = [w0[n].numel() for n in active]
-    P = sum(sizes)
-    w0_flat = torch.cat([w0[n].reshape(-1) for n in active])                       # (P,)
-    flat = w0_flat.unsqueeze(0).repeat(R, 1)                                      # (R, P)
-    need_mask = any(n not in r.masks or r.masks[n] is not None for r in restrictions for n in active)
-    mask = None
-    if need_mask:
-        mask = torch.zeros(NR, 1, P, device=device)
-        for i, r in enumerate(restrictions):
-            parts = []
-            for n, s in zip(active, sizes):
-                if n not in r.masks:
-                    parts.append(torch.zeros(s, device=device))
-                elif r.masks[n] is None:
-                    parts.append(torch.ones(s, device=device))
-                else:
-                    parts.append(r.masks[n].to(device=device, dtype=torch.float32).reshape(-1))
-            mask[i, 0] = torch.cat(parts)
 
-    # rows (replicas) where each parameter is free: the smallest range covering them; outside it, every row holds
-    # w* (masked steps never move it). A loss function that declares `shares_frozen_rows` gets ReplicaParams and
-    # computes what those rows share once (serpent.model.per_token_loss)
-    free_rows = None
-    if getattr(loss_fn, "shares_frozen_rows", False):
+class _Layout:
+    """The replicas' buffer: the parameters some restriction frees in one flat ``(R, P)`` fp32 buffer, the rest
+    broadcast; the ``(NR, 1, P)`` masks (``None`` when every restriction frees every active weight); and, for a
+    loss function that declares ``shares_frozen_rows``, the rows where each parameter is free."""
+
+    def __init__(self, init_params: dict[str, torch.Tensor], restrictions: list[Restriction], chains: int,
+                 device: torch.device, loss_fn: LossFn):
+        NR, C = len(restrictions), chains
+        R = NR * C
+        self.R, self.names = R, list(init_params)
+        self.w0 = {k: v.detach().to(device=device, dtype=torch.float32) for k, v in init_params.items()}
+        w0 = self.w0
+        self.active = [n for n in init_params if any(n in r.masks for r in restrictions)]
+        self.frozen = {n: w0[n].unsqueeze(0).expand(R, *w0[n].shape) for n in init_params if n not in self.active}
+        self.shapes = [w0[n].shape for n in self.active]
+        self.sizes = [w0[n].numel() for n in self.active]
+        self.P = sum(self.sizes)
+        self.w0_flat = torch.cat([w0[n].reshape(-1) for n in self.active])                 # (P,)
+        need_mask = any(n not in r.masks or r.masks[n] is not None for r in restrictions for n in self.active)
+        self.mask = None
+        if need_mask:
+            self.mask = torch.zeros(NR, 1, self.P, device=device)
+            for i, r in enumerate(restrictions):
+                parts = []
+                for n, s in zip(self.active, self.sizes):
+                    if n not in r.masks:
+                        parts.append(torch.zeros(s, device=device))
+                    elif r.masks[n] is None:
+                        parts.append(torch.ones(s, device=device))
+                    else:
+                        parts.append(r.masks[n].to(device=device, dtype=torch.float32).reshape(-1))
+                self.mask[i, 0] = torch.cat(parts)
+        # rows (replicas) where each parameter is free: the smallest range covering them; outside it, every row
+        # holds w* (masked steps never move it). A loss function that declares `shares_frozen_rows` gets
+        # ReplicaParams and computes what those rows share once (serpent.model.per_token_loss)
+        self.free_rows = None
+        if getattr(loss_fn, "shares_frozen_rows", False):
+            self.free_rows = {}
+            for n in init_params:
+                rows = [i for i, r in enumerate(restrictions)
+                        if n in r.masks and (r.masks[n] is None or bool(r.masks[n].any()))]
+                self.free_rows[n] = (rows[0] * C, (rows[-1] + 1) * C) if rows else (0, 0)
+        # where the free weights sit among all parameters (the noise is drawn for all of them)
+        self.P_all = sum(v.numel() for v in init_params.values())
+        self.keep = None
+        if self.P < self.P_all:
+            offsets, o = {}, 0
+            for n, v in init_params.items():
+                offsets[n] = o
+                o += v.numel()
+            self.keep = torch.cat([torch.arange(offsets[n], offsets[n] + s, device=device)
+                                   for n, s in zip(self.active, self.sizes)])
+
+    def start(self) -> torch.Tensor:
+        """The ``(R, P)`` buffer, every replica at ``w*``."""
+        return self.w0_flat.unsqueeze(0).repeat(self.R, 1)
+
+    def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(R, ...)`` views of the buffer by parameter name, in ``init_params``' order."""
+        out = {n: t.view(self.R, *s) for n, t, s in zip(self.active, buf.split(self.sizes, dim=1), self.shapes)}
+        out.update(self.frozen)
+        ordered = {n: out[n] for n in self.names}
+        if self.free_rows is None:
+            return ordered
         from .model import ReplicaParams
-        free_rows = {}
-        for n in init_params:
-            rows = [i for i, r in enumerate(restrictions)
-                    if n in r.masks and (r.masks[n] is None or bool(r.masks[n].any()))]
-            free_rows[n] = (rows[0] * C, (rows[-1] + 1) * C) if rows else (0, 0)
+        return ReplicaParams(ordered, self.free_rows)
 
-    def views(buf: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {n: t.view(R, *s) for n, t, s in zip(active, buf.split(sizes, dim=1), shapes)}
-        out.update(frozen)
-        ordered = {n: out[n] for n in init_params}
-        return ReplicaParams(ordered, free_rows) if free_rows is not None else ordered
 
-    # ---- initial loss at w*
+def _initial_loss(loss_fn: LossFn, w0: dict[str, torch.Tensor], get_batch: Callable[[int], Any], n_batches: int,
+                  device: torch.device, dtype) -> float:
+    """The mean loss at ``w*`` over the first ``n_batches`` minibatches; a non-finite one raises."""
     one = {k: v.unsqueeze(0) for k, v in w0.items()}
     with torch.no_grad(), autocast(device, dtype):
         init = torch.stack([_mean_per_replica(loss_fn(one, _to_device(get_batch(j), device)), 1, "initial loss")[0]
-                            for j in range(init_loss_batches)]).mean()
+                            for j in range(n_batches)]).mean()
     init_loss = float(init)
     if not math.isfinite(init_loss):
         raise DivergenceError(f"the loss at the starting point w* is {init_loss}; check the checkpoint and the data "
                               "(SGLD cannot start from a non-finite loss)")
-    bound = init_loss + (max_loss_increase if max_loss_increase is not None else max(10.0, 10.0 * abs(init_loss)))
+    return init_loss
 
-    # ---- state
-    steps = sgld_steps(cfg)
-    gens = []
-    for c in range(C):
-        g = torch.Generator(device=device)
-        g.manual_seed(cfg.seed + c)
-        gens.append(g)
-    # the noise of weight j in chain c depends only on (cfg.seed + c, j's index among all parameters), not on which
-    # restrictions share the run: draw noise for every parameter, keep the free ones
-    P_all = sum(v.numel() for v in init_params.values())
-    noise = torch.empty(C, P_all, device=device)
-    keep = None
-    if P < P_all:
-        offsets, o = {}, 0
-        for n, v in init_params.items():
-            offsets[n] = o
-            o += v.numel()
-        keep = torch.cat([torch.arange(offsets[n], offsets[n] + s, device=device) for n, s in zip(active, sizes)])
-    half = cfg.epsilon / 2
-    sq = math.sqrt(cfg.epsilon)
-    loss_sum = torch.zeros(R, device=device, dtype=torch.float64)
-    loss_sum_all = torch.zeros(R, device=device, dtype=torch.float64)
-    traces = torch.empty(R, steps, device=device) if record_traces else None
-    first_bad = torch.full((R,), -1, dtype=torch.long, device=device)
-    first_val = torch.zeros(R, device=device)
-    names = [r.name for r in restrictions]
 
-    def check(i: int) -> None:
+class _Noise:
+    """Chain ``c``'s noise stream, seeded ``seed + c``: one ``randn`` over all parameters per chain per step, the
+    free weights kept (so a weight's noise depends only on the seed, the chain and the weight)."""
+
+    def __init__(self, seed: int, chains: int, layout: _Layout, device: torch.device):
+        self.gens = []
+        for c in range(chains):
+            g = torch.Generator(device=device)
+            g.manual_seed(seed + c)
+            self.gens.append(g)
+        self.buf = torch.empty(chains, layout.P_all, device=device)
+        self.keep, self.device = layout.keep, device
+
+    def draw(self) -> torch.Tensor:
+        """``(chains, P)`` standard normal noise for the free weights."""
+        for c, g in enumerate(self.gens):
+            torch.randn(self.buf.shape[1], generator=g, device=self.device, out=self.buf[c])
+        return self.buf if self.keep is None else self.buf.index_select(1, self.keep)
+
+
+class _DivergenceWatch:
+    """Marks replicas whose loss is NaN/inf or above ``bound`` (on the device, no sync); :meth:`check` looks on the
+    host and raises :class:`DivergenceError` naming the step, chain and restriction and what to change."""
+
+    def __init__(self, R: int, chains: int, names: list[str], init_loss: float, bound: float, steps: int,
+                 cfg: SamplerConfig, device: torch.device):
+        self.first_bad = torch.full((R,), -1, dtype=torch.long, device=device)
+        self.first_val = torch.zeros(R, device=device)
+        self.R, self.C, self.names, self.init_loss, self.bound = R, chains, names, init_loss, bound
+        self.steps, self.cfg = steps, cfg
+
+    def mark(self, i: int, bl: torch.Tensor) -> None:
+        bad = ~torch.isfinite(bl) | (bl > self.bound)
+        newly = bad & (self.first_bad < 0)
+        self.first_bad.masked_fill_(newly, i)
+        self.first_val.copy_(torch.where(newly, bl, self.first_val))
+
+    def check(self, i: int, flat: torch.Tensor) -> None:
         finite = torch.isfinite(flat).all(1)
-        bad = first_bad.clone()
+        bad = self.first_bad.clone()
         bad[(bad < 0) & ~finite] = i
         idx = torch.nonzero(bad >= 0).flatten()
         if idx.numel() == 0:
             return
         r = int(idx[torch.argmin(bad[idx])])
         s = int(bad[r])
-        val = float(first_val[r]) if int(first_bad[r]) >= 0 else float("nan")
-        what = (f"the minibatch loss was {val:.4g} (initial loss {init_loss:.4g}, limit {bound:.4g})"
-                if int(first_bad[r]) >= 0 else "a parameter became NaN/inf")
+        val = float(self.first_val[r]) if int(self.first_bad[r]) >= 0 else float("nan")
+        what = (f"the minibatch loss was {val:.4g} (initial loss {self.init_loss:.4g}, limit {self.bound:.4g})"
+                if int(self.first_bad[r]) >= 0 else "a parameter became NaN/inf")
+        cfg = self.cfg
         raise DivergenceError(
-            f"SGLD diverged at step {s} of {steps} in chain {r % C} of restriction {names[r // C]!r} "
-            f"({int(idx.numel())} of {R} replicas diverged): {what}. Use a smaller epsilon (now {cfg.epsilon:g}) "
-            f"or a larger gamma (now {cfg.gamma:g}); a smaller n_beta (now {cfg.n_beta:g}) also helps.")
+            f"SGLD diverged at step {s} of {self.steps} in chain {r % self.C} of restriction "
+            f"{self.names[r // self.C]!r} ({int(idx.numel())} of {self.R} replicas diverged): {what}. Use a smaller "
+            f"epsilon (now {cfg.epsilon:g}) or a larger gamma (now {cfg.gamma:g}); a smaller n_beta (now "
+            f"{cfg.n_beta:g}) also helps.")
+
+
+def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg: SamplerConfig,
+             restrictions: list[Restriction] | None = None, *, on_draw: Callable[[DrawState], None] | None = None,
+             init_loss_batches: int = 4, record_traces: bool = False, device=None, progress: bool = True,
+             check_every: int = 20, max_loss_increase: float | None = None) -> SGLDResult:
+    """Run ``cfg.chains`` SGLD chains for every restriction, all replicas in one batched computation.
+
+    ``loss_fn(stacked_params, batch)`` returns per-sample losses ``(R, B, ...)`` (the engine averages everything but
+    R); ``init_params`` is ``w*`` (plain shapes, TransformerLens names for the transformer); ``batches(i)`` is the
+    i-th minibatch, shared by all replicas (a list is cycled). ``restrictions`` defaults to ``[full]``.
+    ``init_loss`` is the mean loss at ``w*`` over ``batches(0..init_loss_batches-1)`` (the first sampling
+    minibatches, as devinterp does). A replica diverges when its loss is NaN/inf or exceeds
+    ``init_loss + max_loss_increase`` (default ``max(10, 10 * |init_loss|)``): then :class:`DivergenceError`.
+    Every step is one :func:`sgld_update` of all replicas. Returns an :class:`SGLDResult`; replica
+    ``r = restriction_index * chains + chain``.
+    """
+    restrictions = _checked_restrictions(cfg, init_params, restrictions, init_loss_batches, check_every)
+    device = default_device(device)
+    dtype = autocast_dtype(device, cfg.precision)
+    # fp16 (GPUs without bf16): gradients of a mean over thousands of tokens fall below fp16's normal range in the
+    # backward; a fixed scale keeps them there (a mean loss's gradients are far from overflowing 65504)
+    loss_scale = FP16_LOSS_SCALE if dtype == torch.float16 else 1.0
+    get_batch = _batch_fn(batches)
+    NR, C = len(restrictions), cfg.chains
+    R = NR * C
+    layout = _Layout(init_params, restrictions, C, device, loss_fn)
+    flat = layout.start()                                                         # (R, P)
+    init_loss = _initial_loss(loss_fn, layout.w0, get_batch, init_loss_batches, device, dtype)
+    bound = init_loss + (max_loss_increase if max_loss_increase is not None else max(10.0, 10.0 * abs(init_loss)))
+
+    steps = sgld_steps(cfg)
+    noise = _Noise(cfg.seed, C, layout, device)
+    names = [r.name for r in restrictions]
+    watch = _DivergenceWatch(R, C, names, init_loss, bound, steps, cfg, device)
+    loss_sum = torch.zeros(R, device=device, dtype=torch.float64)
+    loss_sum_all = torch.zeros(R, device=device, dtype=torch.float64)
+    traces = torch.empty(R, steps, device=device) if record_traces else None
 
     t0 = time.perf_counter()
     bar = tqdm(total=steps, desc=f"SGLD {NR}x{C} replicas", disable=not progress, leave=False)
@@ -481,46 +579,33 @@ def run_sgld(loss_fn: LossFn, init_params: dict[str, torch.Tensor], batches, cfg
         batch = _to_device(get_batch(i), device)
         flat.requires_grad_(True)
         with autocast(device, dtype):
-            bl = _mean_per_replica(loss_fn(views(flat), batch), R, "sampling")
+            bl = _mean_per_replica(loss_fn(layout.views(flat), batch), R, "sampling")
         (grad,) = torch.autograd.grad(bl.sum() * loss_scale, flat, allow_unused=True, materialize_grads=True)
         if loss_scale != 1.0:
             grad.div_(loss_scale)
         flat.requires_grad_(False)
         with torch.no_grad():
             bl = bl.detach()
-            for c in range(C):
-                torch.randn(P_all, generator=gens[c], device=device, out=noise[c])
-            xi = noise if keep is None else noise.index_select(1, keep)
-            step = grad.mul_(-half * cfg.n_beta)
-            if cfg.gamma:
-                step.add_(flat - w0_flat, alpha=-half * cfg.gamma)
-            if cfg.weight_decay:
-                step.add_(flat, alpha=-half * cfg.weight_decay)
-            step3 = step.view(NR, C, P)
-            step3.add_(xi.unsqueeze(0), alpha=sq)
-            if mask is not None:
-                step3.mul_(mask)
-            flat.add_(step)
+            sgld_update(flat.view(NR, C, layout.P), grad.view(NR, C, layout.P), layout.w0_flat, noise.draw(),
+                        epsilon=cfg.epsilon, n_beta=cfg.n_beta, gamma=cfg.gamma, weight_decay=cfg.weight_decay,
+                        mask=layout.mask, in_place=True)
             # statistics and divergence flags, all on the device
             loss_sum_all += bl
             if traces is not None:
                 traces[:, i] = bl
-            bad = ~torch.isfinite(bl) | (bl > bound)
-            newly = bad & (first_bad < 0)
-            first_bad.masked_fill_(newly, i)
-            first_val.copy_(torch.where(newly, bl, first_val))
+            watch.mark(i, bl)
             d, rem = divmod(i - cfg.burnin, cfg.steps_between_draws)
             is_draw = i >= cfg.burnin and rem == 0
             if is_draw:
                 loss_sum += bl
         if (i + 1) % check_every == 0 or i == steps - 1:
-            check(i)
+            watch.check(i, flat)
         if is_draw and on_draw is not None:
-            on_draw(DrawState(step=i, draw=d, params=views(flat), batch_loss=bl))
+            on_draw(DrawState(step=i, draw=d, params=layout.views(flat), batch_loss=bl))
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0
-    dist = (flat - w0_flat).norm(dim=1)
+    dist = (flat - layout.w0_flat).norm(dim=1)
     return SGLDResult(
         init_loss=init_loss, mean_loss=(loss_sum / cfg.draws).float().cpu(),
         traces=traces.cpu() if traces is not None else None, chains=C, restrictions=names, cfg=cfg,

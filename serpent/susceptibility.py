@@ -121,6 +121,26 @@ class SusceptibilityResult:
         atomic_write_bytes(path, _st_save(arrays, metadata=meta))
         return path
 
+    @staticmethod
+    def read_settings(path) -> dict:
+        """The ``settings`` of a file written by :meth:`save`, read from its header alone (no array is loaded);
+        a damaged or foreign file raises :class:`SerpentError`, as :meth:`load` does."""
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise SerpentError(f"{path} is damaged ({str(e)[:120]}); delete it and run `python -m serpent "
+                               "susceptibilities RUN_DIR` again to recompute that checkpoint") from None
+        try:
+            settings = json.loads(meta["settings"]) if meta.get("format") == _FORMAT else None
+        except (KeyError, ValueError):
+            settings = None
+        if not isinstance(settings, dict):
+            raise SerpentError(f"{path}: not a serpent susceptibility file (format {meta.get('format')!r}); "
+                               "recompute it with `python -m serpent susceptibilities RUN_DIR`")
+        return settings
+
     @classmethod
     def load(cls, path) -> "SusceptibilityResult":
         """Read a file written by :meth:`save`."""

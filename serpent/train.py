@@ -26,6 +26,7 @@ from .config import config_hash
 from .device import autocast, autocast_dtype, default_device, describe_device
 from .errors import DivergenceError
 from .model import build_model, model_params, per_token_loss
+from .outputs import METRICS, RESUME
 from .rundir import Run
 
 __all__ = ["train", "evaluate_loss", "train_key", "adamw"]
@@ -97,7 +98,7 @@ def train(run: Run, *, device=None, progress: bool = True, max_steps_this_call: 
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     schedule = checkpoint_schedule(tc.steps, tc.log_checkpoints, tc.linear_checkpoints)
     done = [s for s in run.checkpoint_steps() if s <= tc.steps]
-    resume_file = run.path / "checkpoints" / "resume.safetensors"
+    resume_file = RESUME.file(run)
     start = 0
     if done and resume_file.exists():
         step, extra = load_resume(resume_file, opt)
@@ -130,7 +131,7 @@ def train(run: Run, *, device=None, progress: bool = True, max_steps_this_call: 
     def lr_at(step: int) -> float:
         return tc.lr * min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps else tc.lr
 
-    metrics_file = run.path / "metrics.jsonl"
+    metrics_file = METRICS.file(run)
     if metrics_file.exists():  # drop what an interrupted call logged past the checkpoint we resume from
         kept = [json.dumps(m) for m in run.metrics() if m.get("step", 0) <= start]
         metrics_file.write_text("".join(line + "\n" for line in kept))

@@ -142,10 +142,10 @@ def token_inspector(frame_or_run, *, max_options: int = 300) -> TokenInspector:
     """A :class:`TokenInspector` over the serpent frame, or over a run directory's ``serpent/embedding.parquet``."""
     frame = frame_or_run
     if not isinstance(frame_or_run, pd.DataFrame):
-        from pathlib import Path
+        from .outputs import EMBEDDING
         path = getattr(frame_or_run, "path", frame_or_run)
-        pq = Path(path) / "serpent" / "embedding.parquet"
+        pq = EMBEDDING.file(path)
         if not pq.exists():
             raise SerpentError(f"{pq} does not exist; run `python -m serpent run --out {path}` first")
-        frame = pd.read_parquet(pq)
+        frame = EMBEDDING.read(path)
     return TokenInspector(frame, max_options=max_options)

@@ -42,7 +42,7 @@ def micro_run_config(tmp_path):
               "test_fraction": 0.1},
         train={"steps": 30, "batch_size": 4, "log_checkpoints": 3, "linear_checkpoints": 3, "eval_every": 10,
                "eval_batches": 1, "warmup_steps": 5},
-        llc={"burnin": 0},   # tiny's burn-in of 80 steps would dominate these few-draw tests
+        llc={"sampler.burnin": 0},   # tiny's burn-in of 80 steps would dominate these few-draw tests
     )
 
 

@@ -103,3 +103,29 @@ def test_the_public_api_is_grouped_and_every_name_resolves():
     assert len(names) == len(set(names)) and serpent.__all__ == names
     assert all(hasattr(serpent, n) for n in names)
     assert {"course_run", "run_pipeline", "susceptibilities", "estimate_llc", "load_susceptibilities"} <= set(names)
+
+
+def test_import_serpent_loads_neither_the_charts_nor_the_model_stack():
+    """Issue 35 item 4a: the namespace imports a name when it is first used."""
+    import subprocess
+    import sys
+    code = ("import serpent, sys; heavy = [m for m in ('altair', 'transformer_lens', 'torch', 'pandas') "
+            "if m in sys.modules]; print(heavy); serpent.get_preset; print('altair' in sys.modules); "
+            "serpent.figures; print('altair' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=PKG.parent, env={**__import__("os").environ, "PYTHONPATH": str(PKG.parent)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["[]", "False", "True"]
+
+
+def test_names_kept_outside_the_api_still_resolve_and_submodules_are_modules():
+    import types
+    import serpent
+    for module, names in serpent._ELSEWHERE.items():
+        for n in names:
+            assert n not in serpent.__all__ and getattr(serpent, n) is getattr(
+                __import__(f"serpent.{module}", fromlist=[n]), n), n
+    assert isinstance(serpent.figures, types.ModuleType) and isinstance(serpent.train, types.ModuleType)
+    import pytest
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent_name'"):
+        serpent.nonexistent_name

@@ -456,7 +456,7 @@ def test_gpu_session_end_to_end_then_a_second_call_fills_in_and_reexports(tmp_pa
     from pathlib import Path
     from serpent.artifacts import load_artifacts
     cfg = micro_run_config.with_overrides(
-        llc={"checkpoints": 3, "chains": 1, "draws": 4, "batch_size": 2},
+        llc={"sampler.checkpoints": 3, "sampler.chains": 1, "sampler.draws": 4, "sampler.batch_size": 2},
         susceptibility={"probe_sequences": 2, "probe_length": 32, "sampler.chains": 1, "sampler.draws": 4,
                         "sampler.batch_size": 2, "sampler.checkpoints": 2})
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
@@ -507,3 +507,31 @@ def test_gpu_session_end_to_end_then_a_second_call_fills_in_and_reexports(tmp_pa
                             str(tmp_path / "cfg.json"), "--out", str(tmp_path / "elsewhere"), "--skip", "train",
                             "--export", str(tmp_path / "out3")], capture_output=True, text=True, env=env, timeout=300)
     assert proc3.returncode == 1 and "nothing to do" in proc3.stdout
+
+
+def test_export_keeps_the_stage_labels_and_a_changed_classifier_does_not_relabel(finished_run, tmp_path,
+                                                                                   monkeypatch):
+    """Issue 35 item 1: the export keeps the labels the serpent stage computed (map.parquet: pattern,
+    n_prev_spaces), and the unpacked run uses them, whatever classifier the reader's serpent.patterns has."""
+    import serpent.patterns as patterns
+    from serpent import artifacts
+    from serpent.outputs import MAP, MAP_COLUMNS
+
+    stored = pd.read_parquet(finished_run.path / "serpent" / "embedding.parquet")
+    assert (stored["pattern"].astype(str) != "other").any()          # the stage's labels are not all "other"
+    folder = tmp_path / "art"
+    m = export_artifacts(finished_run, folder)
+    assert list(pd.read_parquet(folder / "serpent" / "map.parquet").columns) == list(MAP_COLUMNS)
+    assert "serpent/map.parquet" in m["files"]
+    # a reader with another classifier: every token "other", no spaces counted
+    monkeypatch.setattr(patterns, "classify_tokens", lambda strs, **kw: ["other"] * len(strs))
+    monkeypatch.setattr(patterns, "n_prev_spaces", lambda strs: [0] * len(strs))
+    run = load_artifacts(folder, into=tmp_path / "unpacked")
+    got = pd.read_parquet(run.path / "serpent" / "embedding.parquet")
+    pd.testing.assert_series_equal(got["pattern"], stored["pattern"])
+    pd.testing.assert_series_equal(got["n_prev_spaces"], stored["n_prev_spaces"])
+    assert list(got.columns) == list(stored.columns)
+    # an older folder, whose map holds only the coordinates, is labelled by this version's classifier (it loads)
+    old_map = MAP.read(folder)[["step", "point", "x", "y"]]
+    relabelled = artifacts._labels(run, old_map)
+    assert (relabelled["pattern"].astype(str) == "other").all()

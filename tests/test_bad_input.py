@@ -44,8 +44,8 @@ def trained(tmp_path_factory):
               "test_fraction": 0.1},
         train={"steps": 30, "batch_size": 4, "log_checkpoints": 3, "linear_checkpoints": 3, "eval_every": 10,
                "eval_batches": 1, "warmup_steps": 5},
-        llc={"burnin": 0, "chains": 2, "draws": 8, "batch_size": 4, "checkpoints": 3, "epsilon": 1e-3,
-             "gamma": 100.0, "n_beta": 10.0},
+        llc={"sampler.burnin": 0, "sampler.chains": 2, "sampler.draws": 8, "sampler.batch_size": 4,
+             "sampler.checkpoints": 3, "sampler.epsilon": 1e-3, "sampler.gamma": 100.0, "sampler.n_beta": 10.0},
         susceptibility={"sampler": sampler, "probe_sequences": 3, "probe_length": 16})
     run = Run.create(root / "run", cfg)
     data_stage(run, progress=False)
@@ -139,13 +139,14 @@ def test_a_damaged_kept_result_is_refused_by_name_and_computed_again(trained, tm
 
 
 @pytest.mark.parametrize("setting, says", [
-    ("llc.batch_size=10000000", "llc.batch_size: got 10000000; the run's training split holds only"),
+    ("llc.sampler.batch_size=10000000", "llc.sampler.batch_size: got 10000000; the run's training split holds only"),
     ("susceptibility.sampler.batch_size=10000000", "susceptibility.sampler.batch_size: got 10000000"),
     ("susceptibility.probe_sequences=10000000", "held-out split holds only"),
-    ("llc.epsilon=NaN", "llc.epsilon: got nan"),
-    ("llc.epsilon=-0.001", "llc.epsilon: got -0.001"),
+    ("llc.sampler.epsilon=NaN", "llc.sampler.epsilon: got nan"),
+    ("llc.sampler.epsilon=-0.001", "llc.sampler.epsilon: got -0.001"),
     ("susceptibility.sampler.chains=0", "susceptibility.sampler.chains: got 0"),
-    ("llc.checkpoints=1.5", "llc.checkpoints: got 1.5"),
+    ("llc.sampler.checkpoints=1.5", "llc.sampler.checkpoints: got 1.5"),
+    ("llc.draws=8", "llc.draws is now llc.sampler.draws"),
 ])
 def test_settings_out_of_range_are_refused_with_one_line(trained, tmp_path, capsys, keep_threads, setting, says):
     """Those the config can judge alone are refused when the command starts; those that need the run's data (a

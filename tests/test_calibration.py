@@ -58,8 +58,8 @@ def test_linear_regression_lambda_5_the_biased_step_sizes_are_not_stable():
     # a sampler set to one of the biased step sizes is told so, with the step size to use
     at = SamplerConfig(epsilon=0.015, gamma=0.0, n_beta=n_beta, batch_size=200)
     note = epsilon_note(at, cal.assign(step=7))
-    assert note.startswith("llc.epsilon = 0.015 sits past the plateau") and "at step 7" in note
-    assert note.endswith(f"set --set llc.epsilon={rec['epsilon'].iloc[0]:g}") and "\n" not in note
+    assert note.startswith("llc.sampler.epsilon = 0.015 sits past the plateau") and "at step 7" in note
+    assert note.endswith(f"set --set llc.sampler.epsilon={rec['epsilon'].iloc[0]:g}") and "\n" not in note
     assert epsilon_note(SamplerConfig(epsilon=1e-3, gamma=0.0, n_beta=n_beta, batch_size=200), cal) is None
     # another n_beta or batch size is another plateau: this table says nothing about it
     assert epsilon_note(SamplerConfig(epsilon=0.015, gamma=0.0, n_beta=30.0, batch_size=200), cal) is None
@@ -131,10 +131,10 @@ def test_the_localisation_alone_bounds_the_bias_and_the_cheap_check_uses_it():
     # gamma 300) inflates the estimate by at least 29 %, which its stage now says
     for name in ("tiny", "cpu"):
         c = get_preset(name)
-        assert epsilon_note(c.llc) is None and epsilon_note(c.susceptibility.sampler) is None
-    note = epsilon_note(get_preset("full").llc)
-    assert note.startswith("llc.epsilon = 0.003 with gamma = 300 sits past the plateau") and "29 %" in note
-    assert "--set llc.epsilon=0.0012" in note
+        assert epsilon_note(c.llc.sampler) is None and epsilon_note(c.susceptibility.sampler) is None
+    note = epsilon_note(get_preset("full").llc.sampler)
+    assert note.startswith("llc.sampler.epsilon = 0.003 with gamma = 300 sits past the plateau") and "29 %" in note
+    assert "--set llc.sampler.epsilon=0.0012" in note
     assert "every chain diverges" in epsilon_note(SamplerConfig(epsilon=0.05, gamma=100.0), name="susceptibility.sampler")
     assert epsilon_note(SamplerConfig(epsilon=1.0, gamma=0.0)) is None               # nothing to say without gamma
 
@@ -151,8 +151,9 @@ def test_the_stages_say_when_their_epsilon_sits_past_the_measured_plateau(tmp_pa
 
     sampler = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=4, batch_size=4, checkpoints=2)
     cfg = micro_run_config.with_overrides(
-        model={"n_heads": 2}, llc={"chains": 2, "draws": 8, "batch_size": 4, "checkpoints": 2, "epsilon": 1e-3,
-                                   "gamma": 100.0, "n_beta": 10.0},
+        model={"n_heads": 2}, llc={"sampler.chains": 2, "sampler.draws": 8, "sampler.batch_size": 4,
+                                   "sampler.checkpoints": 2, "sampler.epsilon": 1e-3, "sampler.gamma": 100.0,
+                                   "sampler.n_beta": 10.0},
         susceptibility={"sampler": sampler, "probe_sequences": 3, "probe_length": 16})
     run = Run.create(tmp_path / "run", cfg)
     data_stage(run, progress=False)
@@ -167,12 +168,13 @@ def test_the_stages_say_when_their_epsilon_sits_past_the_measured_plateau(tmp_pa
     assert (run.path / "llc" / "calibration.parquet").is_file() and cal["status"].tolist()[-1] == "biased"
     assert epsilon_check(run) is None                              # the configured 1e-3 is on the plateau
     monkeypatch.setattr(llc, "FLAT_TOLERANCE", math.inf)          # 8 draws: the drift test is not the point here
-    fast = Run.create(run.path, cfg.with_overrides(llc={"epsilon": 3e-3}, susceptibility={"sampler.epsilon": 3e-3}))
+    fast = Run.create(run.path, cfg.with_overrides(llc={"sampler.epsilon": 3e-3},
+                                                   susceptibility={"sampler.epsilon": 3e-3}))
     capsys.readouterr()
     summary = llc_stage(fast, charts=False, progress=False)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("warning: llc.epsilon = 0.003 sits past the plateau"), err
-    assert "set --set llc.epsilon=0.001" in err[0] and summary["epsilon_note"] == err[0][len("warning: "):]
+    assert len(err) == 1 and err[0].startswith("warning: llc.sampler.epsilon = 0.003 sits past the plateau"), err
+    assert "set --set llc.sampler.epsilon=0.001" in err[0] and summary["epsilon_note"] == err[0][len("warning: "):]
     # the susceptibility sampler has the same n_beta, gamma and batch size here: the same measurement speaks to it
     sus = susceptibility_stage(fast, progress=False)
     assert sus["epsilon_note"].startswith("susceptibility.sampler.epsilon = 0.003 sits past the plateau")

@@ -65,8 +65,8 @@ def test_unknown_fields_and_sections_are_refused():
 
 
 def test_overrides_and_cli_parsing():
-    cfg = get_preset("tiny", **parse_overrides(["train.steps=7", "llc.epsilon=0.01", "data.corpus=stdlib"]))
-    assert cfg.train.steps == 7 and cfg.llc.epsilon == 0.01 and cfg.data.corpus == "stdlib"
+    cfg = get_preset("tiny", **parse_overrides(["train.steps=7", "llc.sampler.epsilon=0.01", "data.corpus=stdlib"]))
+    assert cfg.train.steps == 7 and cfg.llc.sampler.epsilon == 0.01 and cfg.data.corpus == "stdlib"
     for bad in (["steps"], ["=7"], ["train.=7"], ["train..steps=7"]):
         with pytest.raises(ConfigError, match="SECTION.FIELD=VALUE"):
             parse_overrides(bad)
@@ -101,7 +101,7 @@ def test_cpu_preset_reaches_the_predicted_induction_onset_without_memorising():
     assert budget >= 3 * predicted_induction_onset(t.batch_size, cpu.model.n_ctx)
     # ~0.36 tokens per byte with the 2k BPE on Python source (measured: 91 M tokens from 250 MB)
     assert budget <= 1.2 * 0.36 * cpu.data.max_bytes * (1 - cpu.data.test_fraction)
-    assert cpu.llc.checkpoints >= 16 and cpu.susceptibility.sampler.checkpoints >= 8
+    assert cpu.llc.sampler.checkpoints >= 16 and cpu.susceptibility.sampler.checkpoints >= 8
 
 
 def test_reading_note_warns_before_training_when_the_sample_is_read_many_times():
@@ -133,7 +133,7 @@ def test_induction_settings_are_a_section_of_the_run_config(tmp_path):
 
 def test_one_checkpoints_field_per_sampler_and_older_configs_still_load():
     """Issue 19 item 4: how many checkpoints the susceptibility stage analyses is `susceptibility.sampler.checkpoints`,
-    as the LLC's is `llc.checkpoints`. Configs written before (the committed cpu artifacts) load with the same
+    as the LLC's is `llc.sampler.checkpoints`. Configs written before (the committed cpu artifacts) load with the same
     meaning, and the old override name says which one replaced it."""
     import json
     from pathlib import Path
@@ -156,3 +156,28 @@ def test_one_checkpoints_field_per_sampler_and_older_configs_still_load():
     from serpent.susceptibility import SusceptibilityResult       # and results computed before the move stay valid
     kept = sorted((Path(__file__).parents[1] / "artifacts" / "cpu" / "susceptibility").glob("step_*.safetensors"))
     assert kept and SusceptibilityResult.load(kept[-1]).settings["key"] == _stage_key(cfg)
+
+
+def test_the_llc_sampler_sits_under_llc_sampler_and_older_configs_still_load():
+    """Issue 35 item 4b: the LLC's sampler settings are `llc.sampler.*`, as the susceptibilities' are
+    `susceptibility.sampler.*`. A config written before (a run directory's config.json, the committed cpu artifacts)
+    loads with the same meaning; the old override names say which name replaced them."""
+    import json
+    from pathlib import Path
+    from serpent.config import LLCConfig, RunConfig
+    old = json.loads((Path(__file__).parents[1] / "artifacts" / "cpu" / "config.json").read_text())
+    assert "draws" in old["llc"] and "sampler" not in old["llc"]           # written by an earlier version
+    cfg = RunConfig.from_dict(old)
+    assert cfg.llc.sampler == SamplerConfig(**old["llc"]) and cfg == get_preset("cpu")
+    assert set(cfg.to_dict()["llc"]) == {"sampler"} and RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert isinstance(cfg.llc, LLCConfig) and cfg.llc.sampler.draws == old["llc"]["draws"] == 50
+    for old_name in ("llc.draws=8", "llc.epsilon=0.01", "llc.checkpoints=3"):
+        field_name = old_name.split("=")[0].split(".")[1]
+        with pytest.raises(ConfigError, match=rf"llc\.{field_name} is now llc\.sampler\.{field_name}.*"
+                                              rf"--set llc\.sampler\.{old_name.split('.', 1)[1]}"):
+            get_preset("tiny", **parse_overrides([old_name]))
+    assert get_preset("tiny", **parse_overrides(["llc.sampler.draws=8"])).llc.sampler.draws == 8
+    with pytest.raises(ConfigError, match=r"llc\.sampler\.draws: got 0"):
+        get_preset("tiny", **parse_overrides(["llc.sampler.draws=0"]))
+    with pytest.raises(ConfigError, match=r"llc\.sampler\.draws: got 0"):
+        RunConfig.from_dict({"llc": {"draws": 0}})                           # an old file, named the new way

@@ -48,8 +48,8 @@ def _trained(tmp_path, micro_run_config, *, draws=4, checkpoints=3) -> Run:
         susceptibility={"sampler": SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=2, draws=draws,
                                                  batch_size=4, checkpoints=checkpoints),
                         "probe_sequences": 3, "probe_length": 16},
-        llc={"chains": 2, "draws": 8, "batch_size": 4, "checkpoints": checkpoints, "epsilon": 1e-3, "gamma": 100.0,
-             "n_beta": 10.0})
+        llc={"sampler.chains": 2, "sampler.draws": 8, "sampler.batch_size": 4, "sampler.checkpoints": checkpoints,
+             "sampler.epsilon": 1e-3, "sampler.gamma": 100.0, "sampler.n_beta": 10.0})
     run = Run.create(tmp_path / "one", cfg)
     data_stage(run, progress=False)
     train_stage(run, progress=False)
@@ -94,7 +94,7 @@ def test_two_gloo_ranks_give_the_numbers_of_one_process(tmp_path, micro_run_conf
     # per chain n_beta (mean loss over the draws - init loss): losses near L0 summed over a batch's tokens, after the
     # chain's steps (tests/tolerances.py); the mean of 2 chains moves as much, their std at most twice as much. Seen on
     # one machine: 4.8e-6 on chain 1 (one float32 ulp of the loss, times n_beta), against a tolerance of about 1e-3
-    lc = one.config.llc
+    lc = one.config.llc.sampler
     loss_terms = forward_terms(one.config.model, tokens=lc.batch_size * (one.config.model.n_ctx - 1))
     tol = f32_tolerance(lc.n_beta * r1["init_loss"], loss_terms, sgld_steps(lc))
     assert r2["step"] == r1["step"]

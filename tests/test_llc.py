@@ -8,7 +8,8 @@ import torch
 
 from serpent.config import ModelConfig, SamplerConfig
 from serpent.errors import ConfigError, SerpentError
-from serpent.llc import calibrate, crossing_llc_target, estimate_llc, select_steps
+from serpent.llc import calibrate, crossing_llc_target, estimate_llc
+from serpent.stages.sweep import select_steps
 from serpent.model import build_model, model_params
 from tolerances import assert_f32_close, assert_separates, forward_terms
 
@@ -209,8 +210,9 @@ def test_llc_stage_writes_curve_and_skips_when_current(tmp_path, micro_run_confi
     from serpent.stages import data_stage, train_stage
     from serpent.rundir import Run
 
-    cfg = micro_run_config.with_overrides(llc={"chains": 2, "draws": 8, "batch_size": 4, "checkpoints": 3,
-                                               "epsilon": 1e-3, "gamma": 100.0, "n_beta": 10.0})
+    cfg = micro_run_config.with_overrides(llc={"sampler.chains": 2, "sampler.draws": 8, "sampler.batch_size": 4,
+                                               "sampler.checkpoints": 3, "sampler.epsilon": 1e-3,
+                                               "sampler.gamma": 100.0, "sampler.n_beta": 10.0})
     run = Run.create(tmp_path / "run", cfg)
     data_stage(run, progress=False)
     train_stage(run, progress=False)
@@ -311,8 +313,9 @@ def test_a_diverging_checkpoint_is_retried_with_a_smaller_step_then_recorded_and
     from serpent.io import read_json
     from serpent.rundir import Run
 
-    cfg = micro_run_config.with_overrides(llc={"chains": 2, "draws": 8, "batch_size": 4, "checkpoints": 3,
-                                               "epsilon": 1e-3, "gamma": 100.0, "n_beta": 10.0})
+    cfg = micro_run_config.with_overrides(llc={"sampler.chains": 2, "sampler.draws": 8, "sampler.batch_size": 4,
+                                               "sampler.checkpoints": 3, "sampler.epsilon": 1e-3,
+                                               "sampler.gamma": 100.0, "sampler.n_beta": 10.0})
     run = Run.create(tmp_path / "run", cfg)
     data_stage(run, progress=False)
     train_stage(run, progress=False)
@@ -343,7 +346,7 @@ def test_a_diverging_checkpoint_is_retried_with_a_smaller_step_then_recorded_and
     assert summary["retried"] == [steps[1]] and "0.0001 did not" in table.set_index("step").loc[steps[1], "note"]
     assert summary["lengthened"] == [] and (table["burnin"] == 0).all()
     assert [e for s, e in calls if s == steps[-1]] == pytest.approx([1e-3, 1e-3 / 3, 1e-4, 1e-3 / 30])
-    kept = read_json(llc._step_file(run.stage_dir("llc"), steps[-1]))
+    kept = read_json(llc._step_file(run, steps[-1]))
     assert "diverged" in kept                                         # resumable: not sampled again next time
 
     calls.clear()

@@ -251,3 +251,78 @@ def test_fp16_sampling_matches_fp32():
     a, b = out["fp32"], out["fp16"]
     assert abs(a.init_loss - b.init_loss) < 1e-2 and a.mean > 0.1
     assert abs(a.mean - b.mean) < 0.05 * abs(a.mean)
+
+
+# --------------------------------------------------------------------------------------- the update as one function
+
+def test_sgld_update_is_the_written_formula_with_mask_and_weight_decay():
+    from serpent.sgld import sgld_update
+    g = torch.Generator().manual_seed(3)
+    w, grad, w_star, xi = (torch.randn(2, 3, 5, generator=g, dtype=torch.float64) for _ in range(4))
+    mask = (torch.rand(2, 1, 5, generator=g) > 0.5).double()
+    eps, nb, gamma, wd = 0.01, 7.0, 3.0, 0.2
+    want = w - (eps / 2) * mask * (nb * grad + gamma * (w - w_star) + wd * w) + math.sqrt(eps) * mask * xi
+    w_copy, grad_copy = w.clone(), grad.clone()
+    got = sgld_update(w, grad, w_star, xi, epsilon=eps, n_beta=nb, gamma=gamma, weight_decay=wd, mask=mask)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert torch.equal(w, w_copy) and torch.equal(grad, grad_copy)      # not in place unless asked
+    assert torch.equal(got[mask.expand_as(w) == 0], w[mask.expand_as(w) == 0])   # masked weights bit-identical
+    # in place: w is the result, grad is consumed; the same numbers
+    out = sgld_update(w, grad, w_star, xi, epsilon=eps, n_beta=nb, gamma=gamma, weight_decay=wd, mask=mask,
+                      in_place=True)
+    assert out is w and torch.equal(w, got) and not torch.equal(grad, grad_copy)
+    # noise broadcast over restrictions, as run_sgld passes it: (chains, P) against (restrictions, chains, P)
+    got2 = sgld_update(w_copy, grad_copy, w_star, xi[0], epsilon=eps, n_beta=nb, gamma=0.0)
+    assert torch.allclose(got2, w_copy - (eps / 2) * nb * grad_copy + math.sqrt(eps) * xi[0], rtol=1e-12)
+
+
+# Recorded from run_sgld before the update became sgld_update and run_sgld was split (commit 81e58fe): a quadratic
+# loss (elementwise, so the numbers do not depend on a BLAS), three restrictions (full, one parameter, a half mask),
+# gamma and weight decay on, two chains, seed 7. The refactored engine must give the same numbers bit for bit.
+_GOLDEN_INIT = 2.925976514816284
+_GOLDEN_TRACES = [
+    [3.0009765625, 2.277327060699463, 2.258042097091675, 2.260658025741577, 2.2110862731933594, 2.1153833866119385,
+     1.904568076133728, 2.165327787399292],
+    [3.0009765625, 2.7338786125183105, 2.773582696914673, 2.187351703643799, 2.0793352127075195, 1.3825883865356445,
+     1.5430915355682373, 1.6534264087677002],
+    [3.0009765625, 2.794191837310791, 2.7512025833129883, 2.557136058807373, 2.6415393352508545, 2.642235517501831,
+     2.7340006828308105, 3.0578227043151855],
+    [3.0009765625, 2.7416253089904785, 2.8391847610473633, 2.494088888168335, 2.465963840484619, 2.4796528816223145,
+     2.550065040588379, 2.6901440620422363],
+    [3.0009765625, 2.848863124847412, 2.7292237281799316, 2.7520077228546143, 2.745528221130371, 2.6275382041931152,
+     2.619640827178955, 2.725846290588379],
+    [3.0009765625, 2.866523027420044, 2.7551636695861816, 2.73915696144104, 2.8375096321105957, 2.935054302215576,
+     3.057570457458496, 3.173360586166382]]
+_GOLDEN_W = [
+    [0.30389076471328735, -0.8390191793441772, 0.6910552978515625, 1.688276767730713, 0.5410764813423157],
+    [0.4743075966835022, -0.35800862312316895, 0.040208034217357635, 1.7209867238998413, -0.06876900047063828],
+    [0.5, -1.0, 0.25, 2.0, 0.0], [0.5, -1.0, 0.25, 2.0, 0.0],
+    [0.30389076471328735, -1.0, 0.6910552978515625, 2.0, 0.5410764813423157],
+    [0.4743075966835022, -1.0, 0.040208034217357635, 2.0, -0.06876900047063828]]
+_GOLDEN_V = [
+    [1.1099705696105957, -0.5177242159843445, 0.3586001396179199],
+    [0.5715023279190063, -0.3296020030975342, 0.36159995198249817],
+    [1.1099705696105957, -0.5177242159843445, 0.3586001396179199],
+    [0.5715023279190063, -0.3296020030975342, 0.36159995198249817], [1.0, -0.5, 0.75], [1.0, -0.5, 0.75]]
+_GOLDEN_DIST = [1.0673977136611938, 1.0259885787963867, 0.5085921287536621, 0.5869242548942566, 0.7861624956130981,
+                0.16479569673538208]
+
+
+def test_run_sgld_gives_the_recorded_numbers_bit_for_bit():
+    from serpent.sgld import Restriction
+
+    def loss(p, b):
+        return 0.5 * ((p["w"] - b) ** 2).sum(-1, keepdim=True) + 0.25 * (p["v"] ** 4).sum(-1, keepdim=True)
+
+    w0 = {"w": torch.tensor([0.5, -1.0, 0.25, 2.0, 0.0]), "v": torch.tensor([1.0, -0.5, 0.75])}
+    rs = [make_restriction("full", w0), make_restriction("v", w0),
+          Restriction("half w", {"w": torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])})]
+    cfg = SamplerConfig(epsilon=0.01, gamma=5.0, n_beta=10.0, weight_decay=0.1, chains=2, draws=3, burnin=2,
+                        steps_between_draws=2, batch_size=1, seed=7)
+    last = {}
+    res = run_sgld(loss, w0, lambda i: 0.1 * i, cfg, rs, record_traces=True, progress=False, init_loss_batches=2,
+                   on_draw=lambda s: last.update({k: v.clone() for k, v in s.params.items()}))
+    assert res.init_loss == _GOLDEN_INIT
+    assert torch.equal(res.traces, torch.tensor(_GOLDEN_TRACES))
+    assert torch.equal(last["w"], torch.tensor(_GOLDEN_W)) and torch.equal(last["v"], torch.tensor(_GOLDEN_V))
+    assert torch.equal(res.final_distance, torch.tensor(_GOLDEN_DIST))

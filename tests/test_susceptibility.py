@@ -418,7 +418,7 @@ def test_stage_retries_a_diverged_checkpoint_records_it_and_goes_on(tmp_path, mi
     from serpent.errors import DivergenceError
 
     run, cfg = _trained_micro_run(tmp_path, micro_run_config, 3)
-    from serpent.llc import select_steps
+    from serpent.stages.sweep import select_steps
     chosen = select_steps(run.checkpoint_steps(), 3)
     eps0 = cfg.susceptibility.sampler.epsilon
     import serpent.susceptibility as science

@@ -60,7 +60,8 @@ def _micro_config(tmp_path, corpus: str) -> Path:
         data={"corpus": corpus, "max_bytes": None, "tokenizer_train_bytes": 200_000, "test_fraction": 0.1},
         train={"steps": 30, "batch_size": 8, "log_checkpoints": 3, "linear_checkpoints": 2, "eval_every": 10,
                "eval_batches": 1, "warmup_steps": 5},
-        llc={"checkpoints": 2, "chains": 1, "draws": 4, "burnin": 0, "batch_size": 2},
+        llc={"sampler.checkpoints": 2, "sampler.chains": 1, "sampler.draws": 4, "sampler.burnin": 0,
+             "sampler.batch_size": 2},
         susceptibility={"probe_sequences": 2, "probe_length": 32, "sampler.chains": 1, "sampler.draws": 4,
                         "sampler.batch_size": 2, "sampler.checkpoints": 2},
         embedding={"n_neighbors": 5})

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..config import RunConfig, config_hash
 from ..corpus import cache_dir
 from ..io import atomic_write_json
+from ..outputs import CORPUS, TOKENIZER
 from ..rundir import Run
 from .stage import Stage
 
@@ -33,10 +34,10 @@ def data_stage(run: Run, *, device=None, progress: bool = True) -> dict:
     corpus = open_corpus(dc.corpus, max_bytes=dc.max_bytes, test_fraction=dc.test_fraction)
     tokenizer = build_tokenizer(dc.tokenizer, corpus, cfg.model.d_vocab, dc.tokenizer_train_bytes, progress=progress)
     data = tokenize_corpus(corpus, tokenizer, cache_dir() / "tokens", progress=progress)
-    tokenizer.save(run.path / "tokenizer")
+    tokenizer.save(TOKENIZER.file(run))
     data.save(run.path / "data")
     fingerprint = corpus.fingerprint()
-    atomic_write_json(run.path / "corpus.json", {**fingerprint, "skipped": dict(corpus.skipped)})
+    atomic_write_json(CORPUS.file(run), {**fingerprint, "skipped": dict(corpus.skipped)})
     run.forget_cached()        # the tokenizer and token streams were rewritten
     summary = {"corpus": dc.corpus, "bytes": fingerprint.get("bytes"), "documents": fingerprint.get("files"),
                "train_tokens": int(len(data.train)), "test_tokens": int(len(data.test)),

@@ -15,6 +15,7 @@ from ..config import InductionConfig
 from ..errors import SerpentError
 from ..induction import classify_heads, icl_windows, induction_scores, repeated_random_tokens
 from ..io import atomic_write_json, write_parquet
+from ..outputs import INDUCTION_HEADS, INDUCTION_SCORES
 from .stage import Stage
 
 __all__ = ["induction_stage", "scores_over_checkpoints"]
@@ -84,16 +85,16 @@ def induction_stage(run, *, device=None, progress: bool = True) -> dict:
     steps = stage.steps(0)
     key = stage.key(steps=steps)
     out = stage.dir
-    if (done := stage.current(key, [out / "heads.json"])) is not None:
+    if (done := stage.current(key, [INDUCTION_HEADS.file(run)])) is not None:
         return {**done, "skipped": True}
     df = scores_over_checkpoints(run, settings=settings, device=device, progress=progress)
-    write_parquet(pd.DataFrame(df), out / "scores.parquet")
+    write_parquet(pd.DataFrame(df), INDUCTION_SCORES.file(run))
     heads = classify_heads(df, prev_threshold=settings.prev_threshold, prefix_threshold=settings.prefix_threshold,
                            chance_factor=settings.chance_factor)
     heads["settings"] = settings.to_dict()
     heads["half_len"] = int(df.attrs.get("half_len", settings.half_len))
     heads["bos_id"] = int(df.attrs.get("bos_id", 0))
-    atomic_write_json(out / "heads.json", heads)
+    atomic_write_json(INDUCTION_HEADS.file(run), heads)
 
     from ..charts.induction import icl_chart, induction_scores_chart, save_chart
     save_chart(induction_scores_chart(df, top=settings.top_heads, thresholds=heads["thresholds"]), out / "scores")

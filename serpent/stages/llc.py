@@ -3,18 +3,19 @@
 Every checkpoint is estimated with the same minibatches (so differences between checkpoints are not data noise), and
 made to fit it: a diverging chain is retried with smaller steps, drifting draws get a longer burn-in, and what still
 fails is kept with a note. Each checkpoint's result is kept in ``llc/steps/`` as soon as it is computed, stamped with
-the settings and the checkpoint it came from (:class:`serpent.stages.stage.Stage`), so an interrupted stage resumes
-and asking for other checkpoints estimates only the new ones. :func:`calibrate_run` sweeps ``epsilon x n_beta`` at
-one checkpoint of the run and keeps the table; :func:`epsilon_check` says, in one line, when a sampler's ``epsilon``
-sits past the plateau that table measured (or, without one, when the localisation alone says so), which the ``llc``
-and ``susceptibility`` stages print before they sample.
+the settings and the checkpoint it came from (:class:`serpent.stages.stage.Stage`), so an interrupted stage resumes and
+asking for other checkpoints estimates only the new ones (the sweep over the checkpoints, its retries and its divergence
+record are :class:`serpent.stages.sweep.Sweep`'s, shared with the ``susceptibility`` stage). :func:`calibrate_run`
+sweeps ``epsilon x n_beta`` at one checkpoint of the run and keeps the table; :func:`epsilon_check` says, in one line,
+when a sampler's ``epsilon`` sits past the plateau that table measured (or, without one, when the localisation alone
+says so), which the ``llc`` and ``susceptibility`` stages print before they sample.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -26,17 +27,18 @@ from ..errors import CheckpointError, ConfigError, DivergenceError, SerpentError
 from ..io import atomic_write_json, read_json, write_parquet
 from ..llc import INIT_LOSS_BATCHES, calibrate, calibration_advice, combine_chains, epsilon_note, epsilon_plateau, \
     estimate_llc, trace_drift
+from ..outputs import LLC_CALIBRATION, LLC_STEP, LLC_TABLE, LLC_TRACES
 from .distributed import SOLO, World, current_world
 from .stage import Stage
+from .sweep import Sweep
 
-__all__ = ["llc_stage", "llc_over_checkpoints", "calibrate_run", "epsilon_check", "RETRY_EPSILON_FACTORS",
-           "FLAT_TOLERANCE"]
+__all__ = ["llc_stage", "llc_over_checkpoints", "calibrate_run", "epsilon_check", "FLAT_TOLERANCE"]
 
 STAGE = "llc"
 
 
 #: The samplers a run's calibration can be centred on: their config section, the settings, and the table's file.
-_SAMPLERS = {"llc": ("llc", lambda c: c.llc, "calibration"),
+_SAMPLERS = {"llc": ("llc.sampler", lambda c: c.llc.sampler, "calibration"),
              "susceptibility": ("susceptibility.sampler", lambda c: c.susceptibility.sampler,
                                 "calibration_susceptibility")}
 
@@ -49,7 +51,7 @@ def epsilon_check(run, sampler: str = "llc", echo: Callable[[str], None] | None 
     name, settings, _ = _SAMPLERS[sampler]
     cfg = settings(run.config)
     tables = []
-    for f in sorted((Path(run.path) / STAGE).glob("calibration*.parquet")):
+    for f in LLC_CALIBRATION.files(run):
         try:
             table = pd.read_parquet(f)
             tables.append(table if "status" in table else epsilon_plateau(table))   # an older table: marked here
@@ -70,7 +72,7 @@ def check_fits(field: str, count: int, tokens, length: int, split: str) -> None:
                           f"{length} tokens, so set it to at most {available:,} (or give the run more text)")
 
 
-def _run_batches(run, cfg: SamplerConfig, field: str = "llc.batch_size") -> Callable[[int], torch.Tensor]:
+def _run_batches(run, cfg: SamplerConfig, field: str = "llc.sampler.batch_size") -> Callable[[int], torch.Tensor]:
     from ..tokens import batch_at
     tokens = run.tokens("train")
     bos = run.tokenizer().bos_id
@@ -93,7 +95,7 @@ def _llc_at(run, step: int, cfg: SamplerConfig, batches, init_loss_batches: int,
                            if chains else None, combine_chains)
     except DivergenceError as e:
         raise DivergenceError(f"checkpoint step {step}: {e} (run `calibrate` to choose epsilon and n_beta; set "
-                              "them with --set llc.epsilon=... --set llc.gamma=...)") from None
+                              "them with --set llc.sampler.epsilon=... --set llc.sampler.gamma=...)") from None
     row = {"step": int(step), "mean": r.mean, "std": r.std, "init_loss": r.init_loss, "epsilon": cfg.epsilon,
            "drift": trace_drift(r, cfg)}
     row.update({f"chain_{c}": float(v) for c, v in enumerate(r.per_chain)})
@@ -114,7 +116,7 @@ def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerCo
     """
     from tqdm.auto import tqdm
 
-    cfg = cfg or run.config.llc
+    cfg = cfg or run.config.llc.sampler
     steps = Stage(run, STAGE).steps(cfg.checkpoints, steps)
     batches = _run_batches(run, cfg)
     from ..device import default_device
@@ -127,27 +129,21 @@ def llc_over_checkpoints(run, steps: Sequence[int] | None = None, cfg: SamplerCo
     return pd.DataFrame(rows), pd.concat(trace_rows, ignore_index=True)
 
 
-def _step_file(out, step: int):
-    return out / "steps" / f"step_{step:07d}.json"
+def _step_file(run, step: int):
+    return LLC_STEP.file(run, step=step)
 
 
-def _kept(stage: Stage, step: int):
-    """The kept result of ``step`` (its row and traces, or the note of a checkpoint that diverged), if current."""
-    f = _step_file(stage.dir, step)
-    try:
-        kept = read_json(f) if f.is_file() else None
-    except SerpentError:                                # unreadable: estimate that checkpoint again
-        return None
-    if not stage.is_current(step, kept):
-        return None
-    return kept["diverged"] if "diverged" in kept else (kept["row"], pd.DataFrame(kept["traces"]))
+def _sweep(stage: Stage) -> Sweep:
+    """The llc stage's checkpoint sweep: one JSON per checkpoint (its row and traces, or its divergence record)."""
+    return Sweep(stage, result=LLC_STEP, record=LLC_STEP, head=read_json, what="llc")
 
 
 def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, device=None,
               progress: bool = True, gather: bool = True) -> dict:
     """Pipeline stage ``llc``: the LLC over the run's checkpoints, with charts.
 
-    ``steps``: the checkpoints (default :func:`~serpent.llc.select_steps` of ``run.config.llc.checkpoints``). Writes
+    ``steps``: the checkpoints (default :func:`~serpent.stages.sweep.select_steps` of
+    ``run.config.llc.sampler.checkpoints``). Writes
     into ``RUN/llc/``: ``llc.parquet`` (step, mean, std, init_loss, chain_*, epsilon, burnin, drift, note),
     ``traces.parquet`` (step, chain, sgld_step, loss), ``llc.{png,html}`` (LLC across training) and
     ``traces.{png,html}`` (loss traces; ``charts=False`` leaves both out), and one ``steps/step_*.json`` per
@@ -155,12 +151,11 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
 
     ``gather=False`` (``--partial``): compute and keep these checkpoints' results only, and write no table: one job of
     a sweep run as independent jobs; a last run without it gathers them, computing nothing again. Under ``torchrun``
-    the ranks share the work (:mod:`serpent.stages.distributed`).
+    the ranks share the work (:mod:`serpent.stages.distributed`). The sweep itself (what is kept, retries, the
+    divergence record, the ranks) is :class:`~serpent.stages.sweep.Sweep`'s.
     """
-    from tqdm.auto import tqdm
-
     world = current_world(device)
-    cfg = run.config.llc
+    cfg = run.config.llc.sampler
     eps_note = epsilon_check(run, "llc", echo=None if world.is_main else (lambda line: None))
     # which checkpoints are analysed does not change one checkpoint's estimate: the count is not a setting
     stage = Stage(run, STAGE, {"v": 3, "llc": {**cfg.to_dict(), "checkpoints": 0},
@@ -168,45 +163,39 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     steps = stage.steps(cfg.checkpoints, steps)
     key = stage.key(steps=steps, charts=charts)
     out = stage.dir
-    if gather and (done := stage.current(key, [out / "llc.parquet"])) is not None:
+    if gather and (done := stage.current(key, [LLC_TABLE.file(run)])) is not None:
         return {**done, "skipped": True, **({"epsilon_note": eps_note} if eps_note else {})}
 
-    results = {s: _kept(stage, s) for s in steps}
-    todo = [s for s in steps if results[s] is None]
-    mine, within = world.share(todo)
-    batches = _run_batches(run, cfg) if mine else None
+    batches = functools.cache(lambda: _run_batches(run, cfg))      # made when a checkpoint is to be computed
     dev = world.device(device)
-    for step in tqdm(mine, desc="LLC over checkpoints", disable=not progress or not world.is_main):
-        row, trace, note = _llc_with_retry(run, step, cfg, batches, dev, progress, world if within else SOLO)
-        if within and not world.is_main:
-            continue
-        record = stage.stamp(step)
-        if note is None:
-            record.update(row=row, traces=trace.to_dict(orient="list"))
-        else:
-            record.update(diverged=note)
-            if progress:
-                tqdm.write(f"LLC at step {step}: {note}; going on without it")
-        atomic_write_json(_step_file(out, step), record)
-    world.barrier()
-    if not gather or not world.is_main:
-        return {"computed": [] if within and not world.is_main else mine, "rank": world.rank,
-                "ranks": world.size, "gathered": False}
-    results.update({s: _kept(stage, s) for s in todo})         # what the ranks computed, read back
-    if missing := [s for s in steps if results[s] is None]:
-        raise SerpentError(f"llc: no result kept for step(s) {missing}; run the same command again")
-    diverged = {s: results[s] for s in steps if isinstance(results[s], str)}
-    good = [s for s in steps if s not in diverged]
-    if not good:
-        raise DivergenceError(f"SGLD diverged at every analysed checkpoint ({', '.join(map(str, steps))}); "
-                              f"{diverged[steps[-1]]}")
-    table = pd.DataFrame([results[s][0] for s in good])
+
+    def compute(step, eps, ranks, first):
+        return _llc_fitted(run, step, cfg, eps, batches(), dev, progress and first, ranks)
+
+    def write(path, result, stamp):
+        row, trace = result
+        atomic_write_json(path, {**stamp, "row": row, "traces": trace.to_dict(orient="list")})
+
+    def diverged_note(failures):
+        first = failures[0][1].split(" (run")[0]
+        tried = ", ".join(f"{eps:.2g}" for eps, _ in failures[1:])
+        return (f"diverged at epsilon {cfg.epsilon:g} ({first}); retried with {tried}, which "
+                f"diverged too. Sweep epsilon and n_beta with serpent.calibrate_run(serpent.Run.open('{run.path}')) "
+                "(notebook 4), set llc.sampler.epsilon / llc.sampler.n_beta (smaller n_beta or larger gamma "
+                "localise the chains more)")
+
+    swept = _sweep(stage).run(steps, compute, write, diverged_note, epsilon=cfg.epsilon, world=world,
+                              gather=gather, progress=progress, desc="LLC over checkpoints")
+    if not swept.gathered:
+        return swept.report
+    good = swept.good
+    table = pd.DataFrame([swept.heads[s]["row"] for s in good])
     chains = sorted((c for c in table.columns if c.startswith("chain_")), key=lambda c: int(c.split("_")[1]))
     table = table[["step", "mean", "std", "init_loss", *chains, "epsilon", "burnin", "drift", "note", "seconds",
                    "ms_per_step"]]
-    traces = pd.concat([results[s][1] for s in good], ignore_index=True)
-    write_parquet(table, out / "llc.parquet")
-    write_parquet(traces, out / "traces.parquet")
+    traces = pd.concat([pd.DataFrame(swept.heads[s]["traces"]) for s in good], ignore_index=True)
+    write_parquet(table, LLC_TABLE.file(run))
+    write_parquet(traces, LLC_TRACES.file(run))
     if charts:
         from ..charts.llc import llc_curve_chart, loss_trace_chart, save_chart
         save_chart(llc_curve_chart(table), out / "llc")
@@ -216,12 +205,12 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
                "final_llc_std": round(float(last["std"]), 3), "min_llc": round(float(table["mean"].min()), 3),
                "max_llc": round(float(table["mean"].max()), 3),
                "ms_per_sgld_step": round(float(table["ms_per_step"].mean()), 2),
-               "computed": len(todo), "reused": len(steps) - len(todo), "ranks": world.size,
+               "computed": len(swept.todo), "reused": len(steps) - len(swept.todo), "ranks": world.size,
                "retried": table.loc[table["epsilon"] != cfg.epsilon, "step"].astype(int).tolist(),
                "lengthened": table.loc[table["burnin"] != cfg.burnin, "step"].astype(int).tolist(),
                "not_at_equilibrium": table.loc[table["note"].str.contains(_NOT_AT_EQUILIBRIUM), "step"]
                                       .astype(int).tolist(),
-               "diverged": {str(s): note for s, note in diverged.items()}}
+               "diverged": {str(s): note for s, note in swept.diverged.items()}}
     if eps_note:
         summary["epsilon_note"] = eps_note
     stage.done(key, summary=summary)
@@ -229,35 +218,21 @@ def llc_stage(run, *, steps: Sequence[int] | None = None, charts: bool = True, d
     return summary
 
 
-#: Step sizes the llc stage retries a diverged checkpoint with, as fractions of the configured epsilon (largest first).
-RETRY_EPSILON_FACTORS = (1 / 3, 1 / 10, 1 / 30)
 #: A trace whose draws still move by this share of the loss rise (:func:`trace_drift`) is not at equilibrium.
 FLAT_TOLERANCE = 0.1
 _NOT_AT_EQUILIBRIUM = "not at equilibrium"   # how a row's note flags a trace that still drifts (read by the summary)
 
 
-def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progress: bool, world: World = SOLO):
-    """:func:`_llc_at`, made to fit the checkpoint (the sampling guide's recipe at the configured ``n_beta`` and
-    ``gamma``): if the chains diverge, the largest retry step size that does not; if the draws still drift (the
-    loss has not reached its plateau), chains three times as long at the same step size, the extra steps as burn-in.
-    A trace that still drifts is kept, with a note saying so. Returns ``(row, traces, None)``, or
-    ``(None, None, note)`` when every step size diverged."""
-    tried, failure = [], ""
-    for i, eps in enumerate([cfg.epsilon] + [cfg.epsilon * f for f in RETRY_EPSILON_FACTORS]):
-        c = SamplerConfig(**{**cfg.to_dict(), "epsilon": eps})
-        try:
-            row, trace = _llc_at(run, step, c, batches, INIT_LOSS_BATCHES, device, progress and i == 0,
-                                 world=world)
-            break
-        except DivergenceError as e:
-            failure = failure or str(e).split(" (run")[0]
-            tried.append(f"{eps:.2g}")
-    else:
-        note = (f"diverged at epsilon {cfg.epsilon:g} ({failure}); retried with {', '.join(tried[1:])}, which "
-                f"diverged too. Sweep epsilon and n_beta with serpent.calibrate_run(serpent.Run.open('{run.path}')) "
-                "(notebook 4), set llc.epsilon / llc.n_beta (smaller n_beta or larger gamma localise the chains more)")
-        return None, None, note
-    notes = [f"retried: epsilon {cfg.epsilon:g} diverged, {c.epsilon:.2g} did not"] if tried else []
+def _llc_fitted(run, step: int, cfg: SamplerConfig, epsilon: float, batches, device, progress: bool,
+                world: World = SOLO):
+    """:func:`_llc_at` at step size ``epsilon`` (the sweep retries a diverging checkpoint with smaller ones,
+    :data:`~serpent.stages.sweep.RETRY_EPSILON_FACTORS`), made to fit the checkpoint (the sampling guide's recipe at
+    the configured ``n_beta`` and ``gamma``): if the draws still drift (the loss has not reached its plateau), chains
+    three times as long at the same step size, the extra steps as burn-in. A trace that still drifts is kept, with a
+    note saying so. Returns ``(row, traces)``; raises :class:`DivergenceError` when the chains diverge."""
+    c = SamplerConfig(**{**cfg.to_dict(), "epsilon": epsilon})
+    row, trace = _llc_at(run, step, c, batches, INIT_LOSS_BATCHES, device, progress, world=world)
+    notes = [f"retried: epsilon {cfg.epsilon:g} diverged, {c.epsilon:.2g} did not"] if epsilon != cfg.epsilon else []
     if abs(row["drift"]) >= FLAT_TOLERANCE:
         moved = row["drift"]
         longer = SamplerConfig(**{**c.to_dict(), "burnin": c.burnin + 2 * (c.burnin + c.draws)})
@@ -269,20 +244,21 @@ def _llc_with_retry(run, step: int, cfg: SamplerConfig, batches, device, progres
                              "steps reached the plateau")
             else:
                 notes.append(f"{_NOT_AT_EQUILIBRIUM}: drift {row['drift']:+.2f} after a burn-in of {c.burnin} steps; "
-                             "raise llc.burnin or see serpent.calibrate_run")
+                             "raise llc.sampler.burnin or see serpent.calibrate_run")
         except DivergenceError:
             notes.append(f"{_NOT_AT_EQUILIBRIUM}: drift {moved:+.2f}, and a longer chain diverged; see "
                          "serpent.calibrate_run")
     row["burnin"] = c.burnin
     row["note"] = "; ".join(notes)
-    return row, trace, None
+    return row, trace
 
 
 def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None = None,
                   n_betas: Sequence[float] | None = None, *, sampler: str = "llc", device=None,
                   progress: bool = True) -> pd.DataFrame:
     """:func:`serpent.llc.calibrate` at one checkpoint of a run (default: the last), around the settings of
-    ``sampler``: ``"llc"`` (``run.config.llc``) or ``"susceptibility"`` (``run.config.susceptibility.sampler``: the
+    ``sampler``: ``"llc"`` (``run.config.llc.sampler``) or ``"susceptibility"``
+    (``run.config.susceptibility.sampler``: the
     LLC at the posterior the susceptibilities sample, whose bias they share).
 
     Default grid: ``epsilon`` x {1/10, 1/3, 1, 3, 10} and ``n_beta`` x {1/3, 1, 3}. Writes
@@ -309,7 +285,7 @@ def calibrate_run(run, step: int | None = None, epsilons: Sequence[float] | None
                     progress=progress)
     cal.insert(0, "step", int(step))
     out = run.stage_dir("llc")
-    write_parquet(cal, out / f"{filename}.parquet")
+    write_parquet(cal, LLC_CALIBRATION.file(run, suffix=filename[len("calibration"):]))
     from ..charts.llc import calibration_chart, save_chart
     save_chart(calibration_chart(cal), out / filename)
     if progress:

@@ -17,9 +17,10 @@ from ..embedding import (HEADLINE, MEASURES, _as_chi, embed_checkpoints, preproc
                          serpent_frame)
 from ..errors import SerpentError
 from ..io import atomic_write_json, write_parquet
+from ..outputs import ANATOMY, CLUSTERS, EMBEDDING, EXPLORER, SEPARATION, load_susceptibilities
+from ..outputs import load_anatomy as _load_anatomy
 from ..patterns import label_results, pattern_counts
 from .stage import Stage
-from .susceptibility import load_susceptibilities
 
 __all__ = ["serpent_stage", "anatomy_over_checkpoints", "load_anatomy"]
 
@@ -70,10 +71,7 @@ def anatomy_over_checkpoints(results: Mapping[int, Any], labels, *, method: str 
 def load_anatomy(run) -> dict[int, dict]:
     """The body plan per checkpoint that the serpent stage wrote (``serpent/anatomy.json``), by step; empty if the
     stage has not run (or ran before the anatomy existed: run ``python -m serpent run --out RUN`` again)."""
-    from ..io import read_json
-
-    p = run.path / STAGE / "anatomy.json"
-    return {int(k): v for k, v in read_json(p)["steps"].items()} if p.is_file() else {}
+    return _load_anatomy(run, missing={})
 
 
 def serpent_stage(run, *, device=None, progress: bool = True, force: bool = False) -> dict:
@@ -96,7 +94,7 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     key = config_hash({"embedding": cfg.to_dict(), "results": _fingerprint(results), "version": 5,
                        "clusters": _clusters_key()})
     out_dir = stage.dir
-    explorer_path = run.path / "explorer.html"
+    explorer_path = EXPLORER.file(run)
     if not force and (done := stage.current(key, [explorer_path])) is not None:
         return done
 
@@ -115,16 +113,16 @@ def serpent_stage(run, *, device=None, progress: bool = True, force: bool = Fals
     anatomy = anatomy_over_checkpoints(results, labels, seed=cfg.seed, progress=progress)
     phase["anatomy"], tick = time.time() - tick, time.time()
 
-    write_parquet(frame, out_dir / "embedding.parquet")
-    atomic_write_json(out_dir / "separation.json", {"measure": MEASURES, "headline": HEADLINE,
+    write_parquet(frame, EMBEDDING.file(run))
+    atomic_write_json(SEPARATION.file(run), {"measure": MEASURES, "headline": HEADLINE,
                                                      "steps": {str(s): v for s, v in sep.items()}})
-    atomic_write_json(out_dir / "anatomy.json", {"preprocess": ANATOMY_PREPROCESS, "papers": PAPERS_BODY_PLAN,
+    atomic_write_json(ANATOMY.file(run), {"preprocess": ANATOMY_PREPROCESS, "papers": PAPERS_BODY_PLAN,
                                                   "steps": {str(s): v for s, v in anatomy.items()}})
 
     # -- clusters (issue 34): serpent/clusters.json, the cards of every checkpoint's susceptibility clusters ----
     from ..clusters import clusters_over_training
     clusters = clusters_over_training(frame, progress=progress).to_json()
-    atomic_write_json(out_dir / "clusters.json", clusters)
+    atomic_write_json(CLUSTERS.file(run), clusters)
     phase["clusters"], tick = time.time() - tick, time.time()
     # -- end of clusters ------------------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 from ..config import config_hash
 from ..errors import CheckpointError
-from ..llc import select_steps
+from .sweep import select_steps
 
 __all__ = ["Stage", "checkpoint_identity"]
 

@@ -4,36 +4,29 @@ estimates it), and :func:`load_susceptibilities`, which reads them back.
 Probe windows are fixed windows of held-out text (seeded), SGLD minibatches come from the training split, and each
 checkpoint's result is written as soon as it is computed, stamped with the settings and the checkpoint it came from
 (:class:`serpent.stages.stage.Stage`), so an interrupted stage resumes. A checkpoint whose chains diverge is retried
-with smaller steps; one that diverges at every step size is left out with a note saying what to do.
+with smaller steps; one that diverges at every step size is left out with a note saying what to do (the sweep over
+the checkpoints, shared with the ``llc`` stage: :class:`serpent.stages.sweep.Sweep`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Sequence
 
 from ..config import SamplerConfig, config_hash
-from ..errors import ConfigError, DivergenceError, SerpentError
-from ..io import atomic_write_json, read_json
+from ..errors import ConfigError
+from ..outputs import SUSCEPTIBILITY, SUSCEPTIBILITY_DIVERGED, load_susceptibilities
 from ..susceptibility import SusceptibilityResult
-from .distributed import SOLO, current_world, susceptibilities_across_ranks
-from .llc import RETRY_EPSILON_FACTORS, check_fits, epsilon_check
+from .distributed import current_world, susceptibilities_across_ranks
+from .llc import check_fits, epsilon_check
 from .stage import Stage
+from .sweep import Sweep
 
 __all__ = ["susceptibility_stage", "load_susceptibilities", "step_path"]
 
 STAGE = "susceptibility"
-
-
-def load_susceptibilities(run) -> dict[int, SusceptibilityResult]:
-    """All saved results of a run directory, by training step (``susceptibility/step_{step:07d}.safetensors``)."""
-    d = Path(run.path) / STAGE
-    out = {}
-    for p in sorted(d.glob("step_*.safetensors")) if d.is_dir() else []:
-        r = SusceptibilityResult.load(p)
-        out[r.step] = r
-    return out
 
 
 def _settings(cfg) -> dict:
@@ -51,29 +44,15 @@ def _stage_key(cfg) -> str:
 
 def step_path(run, step: int) -> Path:
     """Where the result of checkpoint ``step`` lives: ``RUN/susceptibility/step_{step:07d}.safetensors``."""
-    return run.stage_dir(STAGE) / f"step_{step:07d}.safetensors"
+    run.stage_dir(STAGE)
+    return SUSCEPTIBILITY.file(run, step=step)
 
 
-def _kept(stage: Stage, step: int) -> dict | str | None:
-    """What is kept for ``step`` and current: its result's settings, the note of a checkpoint that diverged at every
-    step size, or None (to compute)."""
-    path = step_path(stage.run, step)
-    marker = path.with_suffix(".diverged.json")
-    for f, read, what in ((path, lambda f: SusceptibilityResult.load(f).settings, lambda kept: kept),
-                          (marker, read_json, lambda kept: kept["note"])):
-        if f.exists():
-            try:
-                kept = read(f)
-            except SerpentError:                         # unreadable: computed again
-                continue
-            if stage.is_current(step, _stamp_of(kept)):
-                return what(kept)
-    return None
-
-
-def _stamp_of(kept: dict) -> dict:
-    """A stored result's settings in :class:`Stage`'s terms (the results keep the key as ``key``)."""
-    return {"settings": kept.get("key"), **({"checkpoint": kept["checkpoint"]} if "checkpoint" in kept else {})}
+def _sweep(stage: Stage) -> Sweep:
+    """The susceptibility stage's checkpoint sweep: one safetensors file per checkpoint (its stamp read from the
+    header: ``settings["key"]`` and ``settings["checkpoint"]``), a divergence record beside it."""
+    return Sweep(stage, result=SUSCEPTIBILITY, record=SUSCEPTIBILITY_DIVERGED, head=SusceptibilityResult.read_settings,
+                 settings="key", what="susceptibilities")
 
 
 def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None, progress: bool = True,
@@ -118,66 +97,41 @@ def susceptibility_stage(run, *, steps: Sequence[int] | None = None, device=None
     s_cfg = sc.sampler
     batches = lambda i: batch_at(train, i, s_cfg.batch_size, mc.n_ctx, s_cfg.seed, tok.bos_id)
 
-    kept = {s: _kept(stage, s) for s in chosen}
-    todo = [s for s in chosen if kept[s] is None]
-    mine, within = world.share(todo)
     dev = world.device(device)
-    for step in _tqdm_steps(mine, progress and world.is_main):
-        path = step_path(run, step)
-        marker = path.with_suffix(".diverged.json")
-        checkpoint = stage.stamp(step)["checkpoint"]
-        model = run.load_model(step, device="cpu")
-        res, failures = None, []
-        for factor in (1.0, *RETRY_EPSILON_FACTORS):     # a diverged checkpoint: retried with smaller steps
-            c = SamplerConfig(**{**s_cfg.to_dict(), "epsilon": s_cfg.epsilon * factor})
-            try:
-                res = susceptibilities_across_ranks(
-                    model, probe, batches, c, world=world if within else SOLO, task_tokens=task,
-                    components=sc.components, doc_names=docs, step=step, baseline=sc.baseline, device=dev,
-                    progress=progress and factor == 1.0 and world.is_main,
-                    settings={"key": key, "checkpoint": checkpoint, "probe_seed": sc.probe_seed,
-                              "probe_offsets": offsets.tolist(), "epsilon": c.epsilon})
-                break
-            except DivergenceError as e:
-                failures.append(f"{c.epsilon:.2g}: {str(e).split(';')[0]}")
-        if within and not world.is_main:          # rank 0 writes what the ranks computed together
-            continue
-        if res is None:
-            note = (f"SGLD diverged at every step size tried ({'; '.join(failures)}); choose susceptibility."
-                    f"sampler.epsilon with serpent.calibrate_run(serpent.Run.open('{run.path}')) (notebook 4), "
-                    "or a larger gamma")
-            atomic_write_json(marker, {"key": key, "checkpoint": checkpoint, "note": note})
-            if progress:
-                from tqdm.auto import tqdm
-                tqdm.write(f"susceptibilities at step {step}: {note}; going on without it")
-            continue
-        marker.unlink(missing_ok=True)
-        res.save(path)
-    world.barrier()
-    if not gather or not world.is_main:
-        return {"computed": [] if within and not world.is_main else mine, "rank": world.rank, "ranks": world.size,
-                "gathered": False}
+    run.stage_dir(STAGE)
 
-    kept.update({s: _kept(stage, s) for s in todo})            # what the ranks computed, read back
-    done, diverged, drift = [], {}, {}
-    for step in chosen:
-        if kept[step] is None:
-            raise SerpentError(f"susceptibilities: no result kept for step {step}; run the same command again")
-        if isinstance(kept[step], str):
-            diverged[str(step)] = kept[step]
-        else:
-            done.append(step)
-            drift[str(step)] = _largest_drift(kept[step])
-    computed = [s for s in todo if s in done]
-    retried = [s for s in computed if kept[s].get("epsilon", s_cfg.epsilon) != s_cfg.epsilon]
-    if not done:
-        raise DivergenceError(f"susceptibilities: SGLD diverged at every chosen checkpoint ({chosen}); "
-                              f"{next(iter(diverged.values()))}")
+    model_at = functools.lru_cache(1)(lambda step: run.load_model(step, device="cpu"))   # once for its retries
+
+    def compute(step, eps, ranks, first):
+        checkpoint = stage.stamp(step)["checkpoint"]
+        model = model_at(step)
+        c = SamplerConfig(**{**s_cfg.to_dict(), "epsilon": eps})
+        return susceptibilities_across_ranks(
+            model, probe, batches, c, world=ranks, task_tokens=task, components=sc.components, doc_names=docs,
+            step=step, baseline=sc.baseline, device=dev, progress=progress and first and world.is_main,
+            settings={"key": key, "checkpoint": checkpoint, "probe_seed": sc.probe_seed,
+                      "probe_offsets": offsets.tolist(), "epsilon": c.epsilon})
+
+    def diverged_note(failures):
+        tried = "; ".join(f"{eps:.2g}: {error.split(';')[0]}" for eps, error in failures)
+        return (f"SGLD diverged at every step size tried ({tried}); choose susceptibility."
+                f"sampler.epsilon with serpent.calibrate_run(serpent.Run.open('{run.path}')) (notebook 4), "
+                "or a larger gamma")
+
+    swept = _sweep(stage).run(chosen, compute, lambda path, res, stamp: res.save(path), diverged_note,
+                              epsilon=s_cfg.epsilon, world=world, gather=gather, progress=progress,
+                              desc="susceptibilities")
+    if not swept.gathered:
+        return swept.report
+    done, kept = swept.good, swept.heads
+    drift = {str(s): _largest_drift(kept[s]) for s in done}
+    retried = [s for s in swept.computed if kept[s].get("epsilon", s_cfg.epsilon) != s_cfg.epsilon]
     n_comp = mc.n_layers * mc.n_heads + (mc.n_layers if sc.components == "heads+mlp" else 0)
     seconds = time.time() - stage.t0
-    summary = {"steps": done, "computed": computed, "components": n_comp,
+    summary = {"steps": done, "computed": swept.computed, "components": n_comp,
                "tokens_per_step": int(sc.probe_sequences * (length - 1)), "seconds": round(seconds, 1),
-               "retried": retried, "diverged": diverged, "largest_drift": drift, "ranks": world.size}
+               "retried": retried, "diverged": {str(s): note for s, note in swept.diverged.items()},
+               "largest_drift": drift, "ranks": world.size}
     if eps_note:
         summary["epsilon_note"] = eps_note
     stage.done(stage_key, seconds, summary)
@@ -188,8 +142,3 @@ def _largest_drift(settings: dict) -> float | None:
     """The largest |drift| of the draws' loss over a result's restrictions (None for results saved before it)."""
     drift = settings.get("drift")
     return round(max(abs(v) for v in drift.values()), 3) if drift else None
-
-
-def _tqdm_steps(steps, progress: bool):
-    from tqdm.auto import tqdm
-    return tqdm(steps, desc="susceptibilities", disable=not progress or len(steps) < 2)
