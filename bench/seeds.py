@@ -42,7 +42,8 @@ def keep_run(run_dir: Path, dest: Path) -> None:
     """Copy what the comparison needs from a finished run directory into ``dest`` (χ compacted to float16)."""
     from serpent.susceptibility import SusceptibilityResult
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "metrics.jsonl", "induction/scores.parquet", "serpent/anatomy.json"):
+    for name in ("config.json", "corpus.json", "metrics.jsonl", "induction/scores.parquet", "serpent/anatomy.json",
+                 "tokenizer/tokenizer.json"):
         src = run_dir / name
         if src.is_file():
             shutil.copyfile(src, dest / Path(name).name)
@@ -135,16 +136,23 @@ def main(argv=None) -> int:
         out["seeds"][str(s)] = {"model_seed": v["config"]["model"]["seed"], "train_seed": v["config"]["train"]["seed"],
                                 "onsets": v["onsets"],
                                 "anatomy": {str(t): _headline(v["anatomy"][t]) for t in steps if t in v["anatomy"]}}
-    for t in steps:
-        pats = labels[labels["step"] == t]["pattern"].astype(str).to_numpy()
-        for s, v in seeds.items():
-            if s == 0:
-                continue
-            if (v["results"][t].token_ids != ref[t].token_ids).any():
-                raise SystemExit(f"seed {s}, step {t}: other probe tokens than seed 0's; use the same corpus and "
-                                 "probe settings")
+    corpus0 = json.loads((run.path / "corpus.json").read_text()).get("files_sha256")
+    for s, v in seeds.items():
+        if s == 0:
+            continue
+        corpus = json.loads((KEPT / f"seed{s}" / "corpus.json").read_text()).get("files_sha256") \
+            if (KEPT / f"seed{s}" / "corpus.json").is_file() else None
+        same = all(len(v["results"][t]) == len(ref[t]) and (v["results"][t].token_ids == ref[t].token_ids).all()
+                   for t in steps)
+        out["seeds"][str(s)]["same_corpus"] = corpus == corpus0
+        out["seeds"][str(s)]["same_probe"] = bool(same)
+        if not same:    # token by token only on the same probe tokens (the Python corpus follows the installed packages)
+            continue
+        for t in steps:
+            pats = labels[labels["step"] == t]["pattern"].astype(str).to_numpy()
             out["agreement"].setdefault(str(s), {})[str(t)] = training_seed_agreement(ref[t].chi, v["results"][t].chi,
                                                                                      pats)
+    for t in steps:
         out["spread"][str(t)] = {k: _spread([out["seeds"][str(s)]["anatomy"].get(str(t), {}).get(k)
                                              for s in seeds]) for k in
                                  ("pc1_share", "thickness", "induction_auc_pc2", "readout", "readout_cross_token",
@@ -173,7 +181,8 @@ def _print(out: dict) -> None:
         v = out["seeds"][s]
         o = v["onsets"]
         print(f"{s:>4}  {v['model_seed']}/{v['train_seed']:<9}  {o['prev_token_onset']!s:>16}  "
-              f"{o['induction_onset']!s:>15}  {o['best_prefix']:.3f} ({o['best_prefix_head']})")
+              f"{o['induction_onset']!s:>15}  {o['best_prefix']:.3f} ({o['best_prefix_head']})"
+              + ("" if s == "0" else f"  same corpus: {v.get('same_corpus')}, same probe tokens: {v.get('same_probe')}"))
     for t in out["steps"]:
         row = " ".join(f"{s}: thick {out['seeds'][s]['anatomy'][str(t)]['thickness']:.3f} "
                        f"AUC {out['seeds'][s]['anatomy'][str(t)]['induction_auc_pc2']:.2f} "
