@@ -578,9 +578,10 @@ def _seeds_dir():
 
 def seed_tables(path=None) -> dict:
     """The body plan across training seeds (``bench/seeds.py`` writes ``bench/results/seeds.json``) as frames:
-    ``onsets`` (one row per seed: the circuit's onsets and final scores), ``body`` (the body-plan numbers per seed,
-    one column per checkpoint), ``agreement`` (each seed against seed 0 in head-order-free measures, beside the
-    ceiling that SGLD noise alone sets: one model sampled twice)."""
+    ``onsets`` (one row per seed: the circuit's onsets and final scores, and whether its corpus and probe tokens are
+    seed 0's), ``body`` (the body-plan numbers, one column per checkpoint, one row per seed and quantity) and
+    ``agreement`` (token by token against seed 0, for seeds that probed the same tokens, beside the ceiling that
+    SGLD noise alone sets: one model sampled twice)."""
     from .io import read_json
     r = read_json(path or _seeds_dir() / "seeds.json")
     seeds = sorted(r["seeds"], key=int)
@@ -588,15 +589,17 @@ def seed_tables(path=None) -> dict:
         "seed": int(s), "init / data order": f"{v['model_seed']} / {v['train_seed']}",
         "previous-token onset": v["onsets"]["prev_token_onset"], "induction onset": v["onsets"]["induction_onset"],
         "best prefix score (head)": f"{v['onsets']['best_prefix']:.3f} ({v['onsets']['best_prefix_head']})",
-        "best previous-token score (head)": f"{v['onsets']['best_prev']:.3f} ({v['onsets']['best_prev_head']})"}
+        "best previous-token score (head)": f"{v['onsets']['best_prev']:.3f} ({v['onsets']['best_prev_head']})",
+        "corpus": "the book run's" if int(s) == 0 or v.get("same_corpus") else "this machine's packages"}
         for s, v in ((s, r["seeds"][s]) for s in seeds)])}
     rows = []
-    for s in seeds:
-        for name, key, fmt in (("PC1 share", "pc1_share", "{:.3f}"), ("thickness", "thickness", "{:.3f}"),
-                               ("induction AUC on PC2", "induction_auc_pc2", "{:.2f}"),
-                               ("read-out", "readout", "{:.2f}"), ("PC2's leading head", "pc2_top_head", "{}")):
-            rows.append({"seed": int(s), "quantity": name} | {
-                f"step {int(t):,}": fmt.format(a[key]) if a.get(key) is not None else "–"
+    for name, key, fmt in (("PC1 share", "pc1_share", "{:.3f}"), ("thickness", "thickness", "{:.3f}"),
+                           ("induction AUC on PC2", "induction_auc_pc2", "{:.2f}"),
+                           ("read-out (majority)", "readout", "{:.2f}"), ("PC2's leading head", "pc2_top_head", "{}")):
+        for s in seeds:
+            rows.append({"quantity": name, "seed": int(s)} | {
+                f"{int(t):,}": (fmt.format(a[key]) + (f" ({a['readout_majority']:.2f})" if key == "readout" else ""))
+                if a.get(key) is not None else "–"
                 for t, a in sorted(r["seeds"][s]["anatomy"].items(), key=lambda kv: int(kv[0]))})
     out["body"] = pd.DataFrame(rows)
     rows = []
@@ -611,68 +614,59 @@ def seed_tables(path=None) -> dict:
 
 
 def seed_numbers(path=None) -> dict:
-    """Numbers the book quotes about the training seeds (``seeds_*`` keys; see :func:`seed_tables`)."""
+    """Numbers the book quotes about the training seeds (``seeds_*`` keys; see :func:`seed_tables`): ranges over the
+    seeds of the onsets and of the body plan at the first and last checkpoints."""
     from .io import read_json
     r = read_json(path or _seeds_dir() / "seeds.json")
     seeds = sorted(r["seeds"], key=int)
     first, last = str(r["steps"][0]), str(r["steps"][-1])
     end = [r["seeds"][s]["anatomy"][last] for s in seeds]
     start = [r["seeds"][s]["anatomy"][first] for s in seeds]
-    ind = [r["seeds"][s]["onsets"]["induction_onset"] for s in seeds]
-    prev = [r["seeds"][s]["onsets"]["prev_token_onset"] for s in seeds]
-    thick = [e["thickness"] / min(a["thickness"] for t, a in r["seeds"][s]["anatomy"].items())
-             for s, e in zip(seeds, end)]
-    others = [r["agreement"][s][last] for s in r["agreement"]]
 
     def span(v, f="{:.2f}"):
         v = [x for x in v if x is not None]
         return f.format(min(v)) if min(v) == max(v) else f"{f.format(min(v))}–{f.format(max(v))}"
-    ceil = r["ceiling"].get(last, {})
+
+    def thinnest(s):
+        return min(a["thickness"] for a in r["seeds"][s]["anatomy"].values())
     return {"seeds_n": str(len(seeds)), "seeds_last_step": f"{int(last):,}",
-            "seeds_induction_onsets": span(ind, "{:,}"), "seeds_prev_onsets": span(prev, "{:,}"),
+            "seeds_induction_onsets": span([r["seeds"][s]["onsets"]["induction_onset"] for s in seeds], "{:,}"),
+            "seeds_prev_onsets": span([r["seeds"][s]["onsets"]["prev_token_onset"] for s in seeds], "{:,}"),
+            "seeds_best_prefix": span([r["seeds"][s]["onsets"]["best_prefix"] for s in seeds], "{:.3f}"),
             "seeds_auc_end": span([e["induction_auc_pc2"] for e in end]),
             "seeds_auc_start": span([a["induction_auc_pc2"] for a in start]),
-            "seeds_pc1_end": span([e["pc1_share"] for e in end], "{:.0%}"),
-            "seeds_thickening": span(thick, "{:.1f}"), "seeds_readout_end": span([e["readout"] for e in end]),
-            "seeds_pc1_corr_end": span([o["pc1_corr"] for o in others]),
-            "seeds_pc2_corr_end": span([o["pc2_corr"] for o in others]),
-            "seeds_knn_end": span([o["knn_overlap"] for o in others], "{:.3f}"),
-            "seeds_ceiling_knn_end": f"{ceil.get('knn_overlap', float('nan')):.3f}",
-            "seeds_ceiling_pc2_corr_end": f"{ceil.get('pc2_corr', float('nan')):.2f}",
-            "seeds_heads_end": span([o["head_match_median"] for o in others])}
+            "seeds_pc1_min": f"{min(a['pc1_share'] for s in seeds for a in r['seeds'][s]['anatomy'].values()):.0%}",
+            "seeds_thinnest": span([thinnest(s) for s in seeds], "{:.3f}"),
+            "seeds_thickness_end": span([e["thickness"] for e in end], "{:.3f}"),
+            "seeds_thickening": span([e["thickness"] / thinnest(s) for s, e in zip(seeds, end)], "{:.1f}"),
+            "seeds_readout_start": span([a["readout"] for a in start]),
+            "seeds_readout_end": span([e["readout"] for e in end]),
+            "seeds_majority": span([e["readout_majority"] for e in end])}
 
 
 def seeds_figure(steps: Optional[list[int]] = None, size: int = 170) -> alt.VConcatChart:
     """Every training seed's serpent in its body axes (rows) at a few checkpoints (columns; default the first, two
     around the induction onset and the last), from the χ ``bench/seeds.py`` keeps in ``bench/results/seeds/``
-    beside the book's run (seed 0)."""
+    beside the book's run (seed 0); each seed's tokens labelled with its own tokenizer."""
     from .anatomy import ANATOMY_PREPROCESS, body_axes_frame
     from .artifacts import load_artifacts
     from .charts.serpent import body_axes_chart
     from .patterns import label_results
-    from .stages import load_susceptibilities
     from .susceptibility import SusceptibilityResult
+    from .tokenizer import Tokenizer
     run = load_artifacts("cpu")
-    tok = run.tokenizer()
     ref = load_susceptibilities(run)
     all_steps = sorted(ref)
     steps = steps or [all_steps[0], all_steps[len(all_steps) // 2 - 1], all_steps[len(all_steps) // 2 + 1],
                       all_steps[-1]]
-    by_seed = {0: {s: ref[s] for s in steps}}
+    by_seed = {0: ({s: ref[s] for s in steps}, run.tokenizer())}
     for d in sorted((_seeds_dir() / "seeds").glob("seed*"), key=lambda p: int(p.name[4:])):
         res = {r.step: r for r in (SusceptibilityResult.load(p) for p in (d / "susceptibility").glob("*.safetensors"))}
-        if all(s in res for s in steps):
-            by_seed[int(d.name[4:])] = {s: res[s] for s in steps}
-    labels0 = label_results(by_seed[0], tok)
+        if all(s in res for s in steps) and (d / "tokenizer.json").is_file():
+            by_seed[int(d.name[4:])] = ({s: res[s] for s in steps}, Tokenizer.load(d))
     rows = []
-    for seed, res in by_seed.items():
-        frame = labels0.copy()
-        for s in steps:       # same probe tokens, this seed's χ
-            chi = np.asarray(res[s].chi)
-            at = frame["step"] == s
-            for j, c in enumerate(res[s].components):
-                frame.loc[at, c] = chi[:, j]
+    for seed, (res, tok) in by_seed.items():
         titles = {s: f"seed {seed}, step {s:,}" for s in steps}
-        rows.append(body_axes_chart(body_axes_frame(frame, ANATOMY_PREPROCESS), steps, numbers=titles, size=size,
-                                    point_size=6))
+        rows.append(body_axes_chart(body_axes_frame(label_results(res, tok), ANATOMY_PREPROCESS), steps,
+                                    numbers=titles, size=size, point_size=6))
     return alt.vconcat(*rows).resolve_scale(color="shared")

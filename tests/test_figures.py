@@ -29,7 +29,7 @@ def cpu_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def numbers(cpu_run):
     return {**figures.book_numbers(cpu_run), **figures.ablation_numbers(cpu_run), **figures.cluster_numbers(cpu_run),
-            **figures.anatomy_numbers(cpu_run)}
+            **figures.anatomy_numbers(cpu_run), **figures.seed_numbers()}
 
 
 def test_onset_is_the_first_checkpoint_from_which_a_score_stays_above():
@@ -189,3 +189,19 @@ def test_quoted_pause_and_fin_come_from_the_runs_tables(cpu_run, numbers):
     assert numbers["fin_verdict"].startswith("a fin" if numbers["fin_r2_last"] >= 0.5 else "no fin")
     assert numbers["score_checkpoints"] > numbers["checkpoints"]
     assert (numbers["d_model"], numbers["context"]) == (cpu_run.config.model.d_model, cpu_run.config.model.n_ctx)
+
+
+def test_the_seed_numbers_span_every_kept_seed():
+    """Chapter 6's "Another initialisation" quotes ranges over the runs bench/seeds.py compared (issue 31 item 4)."""
+    import json
+    from serpent.io import find_root
+    r = json.loads((find_root() / "bench" / "results" / "seeds.json").read_text())
+    nums, tables = figures.seed_numbers(), figures.seed_tables()
+    assert nums["seeds_n"] == str(len(r["seeds"])) == str(len(tables["onsets"])) and len(r["seeds"]) >= 2
+    last = str(r["steps"][-1])
+    aucs = [v["anatomy"][last]["induction_auc_pc2"] for v in r["seeds"].values()]
+    assert nums["seeds_auc_end"] == f"{min(aucs):.2f}–{max(aucs):.2f}" or nums["seeds_auc_end"] == f"{min(aucs):.2f}"
+    onsets = sorted(v["onsets"]["induction_onset"] for v in r["seeds"].values())
+    assert nums["seeds_induction_onsets"].startswith(f"{onsets[0]:,}")
+    # seeds whose probe tokens differ from seed 0's are not compared token by token
+    assert all(v.get("same_probe", True) or s not in r["agreement"] for s, v in r["seeds"].items())
