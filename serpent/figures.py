@@ -644,7 +644,7 @@ def seed_numbers(path=None) -> dict:
             "seeds_majority": span([e["readout_majority"] for e in end])}
 
 
-def seeds_figure(steps: Optional[list[int]] = None, size: int = 170) -> alt.VConcatChart:
+def seeds_figure(steps: Optional[list[int]] = None, size: int = 112) -> alt.VConcatChart:
     """Every training seed's serpent in its body axes (rows) at a few checkpoints (columns; default the first, two
     around the induction onset and the last), from the χ ``bench/seeds.py`` keeps in ``bench/results/seeds/``
     beside the book's run (seed 0); each seed's tokens labelled with its own tokenizer."""
@@ -667,6 +667,8 @@ def seeds_figure(steps: Optional[list[int]] = None, size: int = 170) -> alt.VCon
     rows = []
     for seed, (res, tok) in by_seed.items():
         titles = {s: f"seed {seed}, step {s:,}" for s in steps}
-        rows.append(body_axes_chart(body_axes_frame(label_results(res, tok), ANATOMY_PREPROCESS), steps,
-                                    numbers=titles, size=size, point_size=6))
+        chart = body_axes_chart(body_axes_frame(label_results(res, tok), ANATOMY_PREPROCESS), steps,
+                                numbers=titles, size=size, point_size=6)
+        chart.spec.encoding.x.title = "PC1 (mean χ)"      # short: four panels share the text column
+        rows.append(chart)
     return alt.vconcat(*rows).resolve_scale(color="shared")
