@@ -644,7 +644,7 @@ def seed_numbers(path=None) -> dict:
             "seeds_majority": span([e["readout_majority"] for e in end])}
 
 
-def seeds_figure(steps: Optional[list[int]] = None, size: int = 112) -> alt.VConcatChart:
+def seeds_figure(steps: Optional[list[int]] = None, size: int = 95) -> alt.VConcatChart:
     """Every training seed's serpent in its body axes (rows) at a few checkpoints (columns; default the first, two
     around the induction onset and the last), from the χ ``bench/seeds.py`` keeps in ``bench/results/seeds/``
     beside the book's run (seed 0); each seed's tokens labelled with its own tokenizer."""
