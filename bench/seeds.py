@@ -55,20 +55,15 @@ def keep_run(run_dir: Path, dest: Path) -> None:
 def onsets(scores_file: Path) -> dict:
     """The circuit's onsets and final scores from an induction-score table (as ``serpent milestones`` reads them)."""
     import pandas as pd
-    from serpent.induction import classify_heads
-    from serpent.milestones import onset
+    from serpent.milestones import circuit_onsets
     df = pd.read_parquet(scores_file)
-    th = classify_heads(df)["thresholds"]
+    c = circuit_onsets(df)
     heads = df[df["head"] != "model"]
-    best = heads.pivot_table(index="step", columns="score", values="value", aggfunc="max").sort_index()
-    best0 = heads[heads["head"].str.startswith("0:")].pivot_table(index="step", columns="score", values="value",
-                                                                  aggfunc="max").sort_index()
     final = heads[heads["step"] == heads["step"].max()]
     pre = final[(final["score"] == "prefix") & final["head"].str.startswith("1:")].sort_values("value")
     prev = final[(final["score"] == "prev_token") & final["head"].str.startswith("0:")].sort_values("value")
     icl = df[(df["head"] == "model") & (df["score"] == "icl_score")].sort_values("step")
-    return {"prev_token_onset": onset(best0.index, best0["prev_token"], th["prev_token"]),
-            "induction_onset": onset(best.index, best["prefix"], th["prefix"]),
+    return {"prev_token_onset": c["prev_token"], "induction_onset": c["induction"],
             "best_prefix_head": str(pre["head"].iloc[-1]), "best_prefix": float(pre["value"].iloc[-1]),
             "best_prev_head": str(prev["head"].iloc[-1]), "best_prev": float(prev["value"].iloc[-1]),
             "icl_score": float(icl["value"].iloc[-1]) if len(icl) else None}

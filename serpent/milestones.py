@@ -36,7 +36,7 @@ import numpy as np
 
 from .outputs import ANATOMY, load_anatomy, load_llc_table, load_scores, load_separation
 
-__all__ = ["PAPER", "onset", "largest_dip", "llc_pause", "predicted_induction_onset", "milestones"]
+__all__ = ["PAPER", "onset", "largest_dip", "llc_pause", "predicted_induction_onset", "circuit_onsets", "milestones"]
 
 #: The paper's model (tetrahedron-3m, seed as published; Hoogland et al., arXiv 2402.02364, and its data).
 PAPER = {
@@ -98,13 +98,33 @@ def llc_pause(steps: Sequence[int], values: Sequence[float]) -> tuple[Optional[i
     return best if best is not None else (None, None, float("nan"))
 
 
+def circuit_onsets(scores) -> dict:
+    """The circuit's onsets from an induction-score table (``induction/scores.parquet``): ``prev_token`` (the first
+    step from which the best layer-0 previous-token score stays above :func:`serpent.induction.classify_heads`'
+    threshold), ``prev_token_any_layer``, ``induction`` (the best prefix score), with ``thresholds`` and the
+    per-step maxima ``best`` (all heads) and ``best_layer0``.
+
+    The circuit's previous-token heads sit in layer 0 (the paper's 0:1, 0:4); later layers may copy the previous
+    token too, without composing with an induction head: reported beside, not as the onset.
+    """
+    from .induction import classify_heads
+    th = classify_heads(scores)["thresholds"]
+    heads = scores[scores["head"] != "model"]
+    best = heads.pivot_table(index="step", columns="score", values="value", aggfunc="max").sort_index()
+    best0 = heads[heads["head"].str.startswith("0:")].pivot_table(index="step", columns="score", values="value",
+                                                                  aggfunc="max").sort_index()
+    return {"thresholds": th, "best": best, "best_layer0": best0,
+            "prev_token": onset(best0.index, best0["prev_token"], th["prev_token"]),
+            "prev_token_any_layer": onset(best.index, best["prev_token"], th["prev_token"]),
+            "induction": onset(best.index, best["prefix"], th["prefix"])}
+
+
 def milestones(run) -> "pd.DataFrame":
     """One row per question: ``milestone``, ``ours`` (from the run's tables), ``paper``, ``note``.
 
     ``run``: a :class:`~serpent.rundir.Run` or its path. Stages that have not run give "not computed".
     """
     import pandas as pd
-    from .induction import classify_heads
     from .rundir import Run
 
     run = run if isinstance(run, Run) else Run.open(run)
@@ -122,16 +142,9 @@ def milestones(run) -> "pd.DataFrame":
     prev_on = ind_on = None
     df = load_scores(run, missing=None)
     if df is not None:
-        th = classify_heads(df)["thresholds"]
-        heads = df[df["head"] != "model"]
-        best = heads.pivot_table(index="step", columns="score", values="value", aggfunc="max").sort_index()
-        # the circuit's previous-token heads sit in layer 0 (the paper's 0:1, 0:4); later layers may copy the
-        # previous token too, without composing with an induction head: reported beside, not as the onset
-        in_layer0 = heads["head"].str.startswith("0:")
-        best0 = heads[in_layer0].pivot_table(index="step", columns="score", values="value", aggfunc="max").sort_index()
-        prev_on = onset(best0.index, best0["prev_token"], th["prev_token"])
-        prev_any = onset(best.index, best["prev_token"], th["prev_token"])
-        ind_on = onset(best.index, best["prefix"], th["prefix"])
+        c = circuit_onsets(df)
+        th, best, best0 = c["thresholds"], c["best"], c["best_layer0"]
+        prev_on, prev_any, ind_on = c["prev_token"], c["prev_token_any_layer"], c["induction"]
         last = best.iloc[-1]
         note = f"best layer-0 previous-token score ≥ {th['prev_token']:.2f} from then on"
         if prev_any is not None and (prev_on is None or prev_any < prev_on):
