@@ -38,8 +38,18 @@ def _env():
 
 def _cli(args, timeout=600) -> subprocess.CompletedProcess:
     out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert out.returncode == 0, out.stdout[-2000:] + _per_rank(out.stderr)
     return out
+
+
+def _per_rank(stderr: str, keep: int = 3000) -> str:
+    """The end of what each rank printed (``[rankN]:`` lines), then the end of the rest (torchrun's own): the root
+    cause is often on the rank that torchrun does not name first."""
+    ranks: dict[str, list[str]] = {}
+    for line in stderr.splitlines():
+        tag = line.split("]:", 1)[0] + "]" if line.startswith("[rank") and "]:" in line else "torchrun"
+        ranks.setdefault(tag, []).append(line)
+    return "\n".join(f"--- {tag} ---\n" + "\n".join(lines)[-keep:] for tag, lines in sorted(ranks.items()))
 
 
 def _trained(tmp_path, micro_run_config, *, draws=4, checkpoints=3) -> Run:

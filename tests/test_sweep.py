@@ -10,6 +10,7 @@ import pytest
 from serpent.errors import DivergenceError
 from serpent.io import atomic_write_json, read_json
 from serpent.outputs import LLC_STEP, SUSCEPTIBILITY, SUSCEPTIBILITY_DIVERGED
+from serpent.stages.distributed import World
 from serpent.stages.sweep import RETRY_EPSILON_FACTORS, Sweep, retry_epsilons, select_steps
 from serpent.susceptibility import SusceptibilityResult
 
@@ -149,3 +150,35 @@ def test_a_damaged_result_is_computed_again_and_its_stamp_is_read_from_the_heade
     from safetensors.numpy import save_file
     save_file({"x": np.zeros(2)}, str(f), metadata={"format": "something else"})    # a foreign file
     assert sus.kept(10) is None
+
+
+class SecondRank(World):
+    """Rank 1 of 2 whose rank 0 read the run directory before a fast rank kept anything: ``agreed`` hands back rank
+    0's list, as ``torch.distributed`` would; the barrier and gather have no one to wait for."""
+
+    def __init__(self, main_todo):
+        super().__init__(rank=1, size=2)
+        object.__setattr__(self, "main_todo", main_todo)
+
+    def agreed(self, obj):
+        return self.main_todo
+
+    def barrier(self):
+        pass
+
+
+@pytest.mark.parametrize("kind", [_llc_like, _susceptibility_like], ids=["llc", "susceptibility"])
+def test_every_rank_shares_out_rank_0s_list_even_when_its_own_reading_of_the_files_is_later(tmp_path, kind):
+    """The CI's flaky torchrun test: rank 0 kept step 10 before rank 1 looked, so rank 1 read [20, 30] as left and
+    took 30 (rank 0's), leaving 20 to no one; with one checkpoint left it split it within and waited at another
+    collective than rank 0. Every rank now takes its share of rank 0's list."""
+    stage = FakeStage(tmp_path)
+    sweep, write = kind(stage)
+    write(sweep.result.file(tmp_path, step=10), _result(kind, 10, EPS), stage.stamp(10))   # rank 0's first, kept
+    calls = []
+    compute = lambda step, eps, world, first: calls.append((step, world.size)) or _result(kind, step, eps)
+    swept = sweep.run(STEPS, compute, write, _note, epsilon=EPS, world=SecondRank(STEPS), progress=False)
+    assert calls == [(20, 1)] and swept.report["computed"] == [20]          # rank 1's share of [10, 20, 30], alone
+    calls.clear()
+    swept = sweep.run(STEPS, compute, write, _note, epsilon=EPS, world=SecondRank([30]), progress=False)
+    assert calls == [(30, 2)] and swept.report["computed"] == []       # one left: with rank 0, which writes it

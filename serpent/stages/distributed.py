@@ -12,14 +12,15 @@ exactly as one process does, so that the numbers are those of a one-process run:
   chains), the LLC stage a share of the chains (chain c keeps its seed ``seed + c``); rank 0 gathers the shares and
   writes the result. Equal to a one-process run up to float rounding (the replicas are batched differently).
 
-Every rank writes only the per-checkpoint files it computed (atomically); after a barrier rank 0 reads them all,
+What is left to compute is rank 0's reading of the run directory, sent to every rank (:meth:`World.agreed`), so
+that every rank shares out the same list. Every rank writes only the per-checkpoint files it computed (atomically); after a barrier rank 0 reads them all,
 writes the stage's tables and records the stage. When a rank dies, ``torchrun`` stops the others; run the same command
 again and every checkpoint already kept is reused. Without ``torchrun`` (no ``WORLD_SIZE`` in the environment) there
 is one rank and nothing here does anything.
 
 >>> solo = World()
->>> solo.share([10, 20, 30]), solo.is_main, solo.gather({"a": 1})
-(([10, 20, 30], False), True, [{'a': 1}])
+>>> solo.share([10, 20, 30]), solo.is_main, solo.gather({"a": 1}), solo.agreed([20, 30])
+(([10, 20, 30], False), True, [{'a': 1}], [20, 30])
 >>> World(rank=1, size=2).share([10, 20, 30, 40])
 ([20, 40], False)
 >>> World(rank=1, size=4).share([10, 20])           # fewer checkpoints than ranks: every rank works on each
@@ -86,6 +87,17 @@ class World:
         out: list = [None] * self.size
         dist.all_gather_object(out, obj)
         return out
+
+    def agreed(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank: what the ranks decide from the files must be one decision. (Each rank
+        reading the run directory for itself sees another state as soon as a fast rank has kept its first result, and
+        the ranks would then share out different lists, or wait at different collectives.)"""
+        if self.size == 1:
+            return obj
+        import torch.distributed as dist
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def together(self, compute: Callable[[], Any], combine: Callable[[list], Any]) -> Any:
         """One piece of work shared by the ranks: ``compute()`` this rank's share (None when it has none), and on

@@ -158,7 +158,7 @@ class Sweep:
 
         steps = list(steps)
         heads = {s: self.kept(s) for s in steps}
-        todo = [s for s in steps if heads[s] is None]
+        todo = world.agreed([s for s in steps if heads[s] is None])      # one list for every rank: rank 0's
         mine, within = world.share(todo)
         for step in tqdm(mine, desc=desc or self.what, disable=not progress or not world.is_main or len(mine) < 2):
             result, failures = None, []
