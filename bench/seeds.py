@@ -1,19 +1,27 @@
 """Four training seeds of the `cpu` preset: does the body plan reproduce? (issue 31, item 4)
 
 The book's run (``artifacts/cpu``: ``model.seed = train.seed = 0``) beside runs of the same preset with other
-initialisations *and* data orders, each run as
+initialisations *and* data orders. The next seed runs, from the repository's root:
 
-    python -m serpent run --preset cpu --set model.seed=S --set train.seed=S --out runs/cpu-seedS \\
-        --stages data train induction susceptibility serpent
+    python -m serpent run --preset cpu --set model.seed=S --set train.seed=S \\
+        --set data.tokenizer=file:artifacts/cpu/tokenizer --set susceptibility.probe_from=artifacts/cpu \\
+        --out runs/cpu-seedS --stages data train induction susceptibility serpent
 
-(the LLC stage is not needed here). For every seed found as ``runs/cpu-seedS`` this script first keeps what the
-comparison needs compactly in ``bench/results/seeds/seedS/`` (χ in float16 at the susceptibility checkpoints, the
-induction scores, the metrics, the serpent stage's anatomy.json: about 1 MB a seed), so the numbers can be
-recomputed after ``runs/`` is gone. Then, per seed and checkpoint: the body-plan numbers (:mod:`serpent.anatomy`),
-the circuit's onsets, and the agreement with seed 0 in head-order-free measures
-(:func:`serpent.anatomy.training_seed_agreement`) beside the ceiling that sampling noise alone sets: one model (seed
-0) sampled twice with independent SGLD seeds (``bench/results/anatomy/sgld100`` and ``sgld101``, steps 0 and
-42,000). Writes ``bench/results/seeds.json`` (read by the book's chapter 6, the computed page and BENCHMARKS.md).
+(the LLC stage is not needed here). The ``python`` corpus is read from the installed packages, so a run made on
+another machine or in another environment has a slightly different corpus: with its own BPE and held-out split it
+would probe other tokens, and seed 0 could be compared with it only through the body-plan numbers. The book run's
+tokenizer (``data.tokenizer=file:...``) and its probe windows (``susceptibility.probe_from``) make its χ comparable
+token by token (``same_probe`` below). The seed-1 run already kept was made before these settings existed, with its
+own tokenizer and probe (``same_probe`` false).
+
+For every seed found as ``runs/cpu-seedS`` this script first keeps what the comparison needs compactly in
+``bench/results/seeds/seedS/`` (χ in float16 at the susceptibility checkpoints, the induction scores, the metrics,
+the serpent stage's anatomy.json: about 1 MB a seed), so the numbers can be recomputed after ``runs/`` is gone.
+Then, per seed and checkpoint: the body-plan numbers (:mod:`serpent.anatomy`), the circuit's onsets, and the
+agreement with seed 0 in head-order-free measures (:func:`serpent.anatomy.training_seed_agreement`; seeds on the
+same probe tokens only) beside the ceiling that sampling noise alone sets: one model (seed 0) sampled twice with
+independent SGLD seeds (``bench/results/anatomy/sgld100`` and ``sgld101``, steps 0 and 42,000). Writes
+``bench/results/seeds.json`` (read by the book's chapter 6, the computed page and BENCHMARKS.md).
 
     python bench/seeds.py                     # a minute or two on 2 cores
 """

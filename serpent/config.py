@@ -143,7 +143,15 @@ class DataConfig(_Section):
     ``corpus`` is one of ``python`` (every .py file of this interpreter: stdlib and site-packages), ``stdlib``,
     ``files:<glob>``, ``shakespeare``, ``hf:<dataset>[:<column>]``. ``max_bytes`` reads a deterministic sample
     (files ordered by a hash of their path) of at most that many bytes; None reads everything.
-    ``tokenizer`` is ``bpe`` (a byte-level BPE of ``model.d_vocab`` tokens trained on the corpus) or ``hf:<repo>``.
+    ``tokenizer`` is ``bpe`` (a byte-level BPE of ``model.d_vocab`` tokens trained on the corpus), ``hf:<repo>``,
+    or ``file:<path>``: a tokenizer folder written by :meth:`serpent.tokenizer.Tokenizer.save` (another run's
+    ``RUN/tokenizer``, e.g. ``file:artifacts/cpu/tokenizer``), so that runs made from slightly different corpora
+    (the ``python`` corpus of another machine) read the same token ids. A relative path is resolved against the
+    current directory when the data stage runs (``tokenizer_train_bytes`` is then unused); the config records the
+    path as given, the run keeps a copy in ``RUN/tokenizer/``.
+
+    >>> DataConfig(tokenizer="file:artifacts/cpu/tokenizer").tokenizer
+    'file:artifacts/cpu/tokenizer'
     """
 
     _name = "data"
@@ -162,8 +170,9 @@ class DataConfig(_Section):
             _int_at_least(s, "max_bytes", self.max_bytes, 1000)
         _check(isinstance(self.test_fraction, float) and 0 < self.test_fraction < 0.5, s, "test_fraction",
                self.test_fraction, "must be a float in (0, 0.5)")
-        _check(isinstance(self.tokenizer, str) and (self.tokenizer == "bpe" or self.tokenizer.startswith("hf:")),
-               s, "tokenizer", self.tokenizer, "allowed: 'bpe' or 'hf:<repo>'")
+        _check(isinstance(self.tokenizer, str) and (self.tokenizer == "bpe" or (
+            self.tokenizer.startswith(("hf:", "file:")) and bool(self.tokenizer.partition(":")[2].strip()))),
+            s, "tokenizer", self.tokenizer, "allowed: 'bpe', 'hf:<repo>' or 'file:<tokenizer folder>'")
         _int_at_least(s, "tokenizer_train_bytes", self.tokenizer_train_bytes, 1000)
 
 
@@ -262,7 +271,18 @@ class LLCConfig(_Section):
 
 @dataclass(frozen=True)
 class SusceptibilityConfig(_Section):
-    """Per-token, per-head susceptibilities: an SGLD run per head plus a full run, probed on held-out text."""
+    """Per-token, per-head susceptibilities: an SGLD run per head plus a full run, probed on held-out text.
+
+    The probe: ``probe_sequences`` windows of ``probe_length`` tokens (None: ``model.n_ctx``) drawn from the run's
+    held-out split with seed ``probe_seed``; or, with ``probe_from``, the windows (token ids, documents, offsets) of
+    another run's susceptibility result: a ``step_*.safetensors`` file, or a run or artifact folder (its first
+    result), a relative path read from the current directory. Two training seeds probed on the same windows can be
+    compared token by token (``serpent compare``) even when their corpora differ slightly (use the same tokenizer
+    too: ``data.tokenizer=file:<the other run>/tokenizer``). The read windows must then agree with
+    ``probe_sequences`` and ``probe_length`` (the stage says what to set if not); ``probe_seed`` is not used. The
+    stage's settings key holds a hash of the read windows, not the path: other windows are computed again, the same
+    windows named by another path are not.
+    """
 
     _name = "susceptibility"
     sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(
@@ -273,6 +293,7 @@ class SusceptibilityConfig(_Section):
     probe_seed: int = 1337
     task_sequences: int = 0      # 0: the probe sequences define the sampling-task loss L; k > 0: k training windows
     baseline: str = "init_loss"  # L_0 in phi = L - L_0: devinterp's "init_loss" or "task" (L at the checkpoint)
+    probe_from: Optional[str] = None  # another run's result (file or folder) whose probe windows to use
 
     def __post_init__(self):
         s = "susceptibility"
@@ -288,6 +309,9 @@ class SusceptibilityConfig(_Section):
         _int_at_least(s, "probe_seed", self.probe_seed, 0)
         _int_at_least(s, "task_sequences", self.task_sequences, 0)
         _check(self.baseline in ("init_loss", "task"), s, "baseline", self.baseline, "allowed: 'init_loss' or 'task'")
+        _check(self.probe_from is None or (isinstance(self.probe_from, str) and bool(self.probe_from.strip())), s,
+               "probe_from", self.probe_from, "must be None or the path of a susceptibility result "
+               "(step_*.safetensors) or of a run folder that holds one")
 
 
 @dataclass(frozen=True)

@@ -553,7 +553,8 @@ def compare_serpents(frame_a, frame_b, *, k: int = 15, preprocess_method: str = 
     """How alike two serpents are (two training seeds, say) at their matched checkpoints: one row per common step.
 
     ``frame_a``/``frame_b``: serpent frames (``serpent/embedding.parquet``) of two runs that probed the same tokens
-    (same corpus and probe settings); tokens are matched by (sequence, position), and must be the same ids.
+    (same corpus and probe settings, or the second made with ``susceptibility.probe_from`` the first and its
+    tokenizer); tokens are matched by (sequence, position), and must be the same ids.
     Columns: ``step``, ``tokens`` (matched), ``procrustes_r`` (:func:`procrustes_r` of the 2-D maps: the serpents'
     shapes after aligning one onto the other), ``knn_overlap`` (mean fraction of a token's k nearest neighbours in
     run A's pre-processed susceptibility space that are also among its k nearest in run B's: independent of UMAP,
@@ -575,10 +576,12 @@ def compare_serpents(frame_a, frame_b, *, k: int = 15, preprocess_method: str = 
         m = a.merge(b, on=["seq", "pos"], suffixes=("_a", "_b"))
         if len(m) < k + 2:
             raise SerpentError(f"step {s}: only {len(m)} tokens are probed in both runs; the runs must use the same "
-                               "probe windows (same corpus, probe_sequences, probe_length and probe_seed)")
+                               "probe windows (same corpus, probe_sequences, probe_length and probe_seed, or "
+                               "susceptibility.probe_from the other run)")
         if (m["token_id_a"].to_numpy() != m["token_id_b"].to_numpy()).any():
             raise SerpentError(f"step {s}: the two runs probed different tokens at the same positions; compare runs "
-                               "made from the same corpus and tokenizer with the same probe settings")
+                               "made from the same corpus and tokenizer with the same probe settings, or make the "
+                               "second with data.tokenizer=file:FIRST/tokenizer and susceptibility.probe_from=FIRST")
         if max_points is not None and len(m) > max_points:
             m = m.iloc[np.sort(np.random.default_rng(seed).choice(len(m), max_points, replace=False))]
         n = len(m)

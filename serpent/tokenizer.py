@@ -248,8 +248,21 @@ def build_tokenizer(spec: str, corpus=None, vocab_size: Optional[int] = None,
     """The tokenizer a ``DataConfig.tokenizer`` spec asks for.
 
     ``'bpe'``: train a byte-level BPE of ``vocab_size`` tokens on the corpus' *train* documents, in sample order,
-    up to ``train_bytes`` bytes of text (all of them if None). ``'hf:<repo>'``: :meth:`Tokenizer.from_hub`, whose
-    vocabulary size must then equal ``vocab_size`` (if given).
+    up to ``train_bytes`` bytes of text (all of them if None). ``'hf:<repo>'``: :meth:`Tokenizer.from_hub`;
+    ``'file:<path>'``: :meth:`Tokenizer.load` of a folder written by :meth:`Tokenizer.save` (a relative path from the
+    current directory), e.g. another run's ``RUN/tokenizer``. A loaded tokenizer's vocabulary size must equal
+    ``vocab_size`` (if given).
+
+    >>> import tempfile
+    >>> tok = train_bpe(["def f(x):\\n\\treturn x + 1\\n"] * 20, vocab_size=268, pad=False)
+    >>> folder = tok.save(tempfile.mkdtemp()).parent
+    >>> build_tokenizer(f"file:{folder}", vocab_size=268).encode("return x") == tok.encode("return x")
+    True
+    >>> try:
+    ...     build_tokenizer(f"file:{folder}", vocab_size=300)
+    ... except ConfigError as e:
+    ...     print(str(e).split("; ")[1])
+    set model.d_vocab=268
     """
     if spec == "bpe":
         if corpus is None or vocab_size is None:
@@ -264,10 +277,27 @@ def build_tokenizer(spec: str, corpus=None, vocab_size: Optional[int] = None,
                     break
 
         return train_bpe(texts(), vocab_size)
-    if isinstance(spec, str) and spec.startswith("hf:"):
-        tok = Tokenizer.from_hub(spec)
+    if isinstance(spec, str) and spec.startswith(("hf:", "file:")):
+        tok = Tokenizer.from_hub(spec) if spec.startswith("hf:") else _from_folder(spec)
         if vocab_size is not None and tok.vocab_size != vocab_size:
             raise ConfigError(f"tokenizer {spec} has {tok.vocab_size} tokens but model.d_vocab is {vocab_size}; "
                               f"set model.d_vocab={tok.vocab_size}")
         return tok
-    raise ConfigError(f"tokenizer: got {spec!r}; allowed: 'bpe' or 'hf:<repo>'")
+    raise ConfigError(f"tokenizer: got {spec!r}; allowed: 'bpe', 'hf:<repo>' or 'file:<tokenizer folder>'")
+
+
+def _from_folder(spec: str) -> Tokenizer:
+    """The tokenizer of a ``file:<path>`` spec (a folder written by :meth:`Tokenizer.save`, or its tokenizer.json)."""
+    given = spec[len("file:"):]
+    path = Path(given).expanduser()
+    where = path.resolve()
+    if not (path / "tokenizer.json").is_file() and not (path.is_file() and path.name == "tokenizer.json"):
+        raise ConfigError(f"data.tokenizer={spec}: no tokenizer.json in {where} (a relative path is read from the "
+                          f"current directory, {Path.cwd()}); point it to a folder written by Tokenizer.save, such "
+                          f"as another run's RUN/tokenizer (e.g. file:artifacts/cpu/tokenizer), or use "
+                          f"data.tokenizer=bpe")
+    try:
+        return Tokenizer.load(path)
+    except CorpusError as e:
+        raise ConfigError(f"data.tokenizer={spec}: cannot read the tokenizer in {where} ({str(e).split(';')[0]}); "
+                          f"copy it again from the run it came from, or use data.tokenizer=bpe") from None
