@@ -590,7 +590,8 @@ def seed_tables(path=None) -> dict:
         "previous-token onset": v["onsets"]["prev_token_onset"], "induction onset": v["onsets"]["induction_onset"],
         "best prefix score (head)": f"{v['onsets']['best_prefix']:.3f} ({v['onsets']['best_prefix_head']})",
         "best previous-token score (head)": f"{v['onsets']['best_prev']:.3f} ({v['onsets']['best_prev_head']})",
-        "corpus": "the book run's" if int(s) == 0 or v.get("same_corpus") else "this machine's packages"}
+        "corpus": "the book run's" if int(s) == 0 or v.get("same_corpus") else "this machine's packages",
+        "tokenizer and probe": "the book run's" if int(s) == 0 or v.get("same_probe") else "its own"}
         for s, v in ((s, r["seeds"][s]) for s in seeds)])}
     rows = []
     for name, key, fmt in (("PC1 share", "pc1_share", "{:.3f}"), ("thickness", "thickness", "{:.3f}"),
@@ -641,7 +642,29 @@ def seed_numbers(path=None) -> dict:
             "seeds_thickening": span([e["thickness"] / thinnest(s) for s, e in zip(seeds, end)], "{:.1f}"),
             "seeds_readout_start": span([a["readout"] for a in start]),
             "seeds_readout_end": span([e["readout"] for e in end]),
-            "seeds_majority": span([e["readout_majority"] for e in end])}
+            "seeds_majority": span([e["readout_majority"] for e in end]),
+            **_agreement_numbers(r, span)}
+
+
+def _agreement_numbers(r: dict, span) -> dict:
+    """The token-by-token agreement with seed 0 at the first and last checkpoints (``seeds_pair_*``: ranges over the
+    seeds that probed seed 0's tokens) beside one model sampled twice (``seeds_ceiling_*``); none without such a
+    seed."""
+    if not r["agreement"]:
+        return {}
+    first, last = str(r["steps"][0]), str(r["steps"][-1])
+    out = {"seeds_paired": ", ".join(sorted(r["agreement"], key=int)),
+           "seeds_chance": f"{r['ceiling'][last]['knn_chance']:.3f}"}
+    for key, name, fmt in (("pc1_corr", "pc1r", "{:.2f}"), ("pc2_corr", "pc2r", "{:.2f}"),
+                           ("knn_overlap", "knn", "{:.3f}"), ("head_match_median", "heads", "{:.2f}")):
+        for when, step in (("start", first), ("end", last)):
+            out[f"seeds_pair_{name}_{when}"] = span([a[step][key] for a in r["agreement"].values()], fmt)
+            if step in r["ceiling"]:
+                out[f"seeds_ceiling_{name}_{when}"] = fmt.format(r["ceiling"][step][key])
+    by_step = r["agreement"][min(r["agreement"], key=int)]          # the first paired seed's PC2 r over training
+    out["seeds_pair_pc2r_by_step"] = ", ".join(f"{by_step[t]['pc2_corr']:.2f} at {int(t):,}".replace("-", "−")
+                                               for t in sorted(by_step, key=int))
+    return out
 
 
 def seeds_figure(steps: Optional[list[int]] = None, size: int = 95) -> alt.VConcatChart:

@@ -205,3 +205,22 @@ def test_the_seed_numbers_span_every_kept_seed():
     assert nums["seeds_induction_onsets"].startswith(f"{onsets[0]:,}")
     # seeds whose probe tokens differ from seed 0's are not compared token by token
     assert all(v.get("same_probe", True) or s not in r["agreement"] for s, v in r["seeds"].items())
+
+
+def test_the_seed_agreement_numbers_are_those_of_the_seeds_on_the_book_runs_tokens():
+    """Chapter 6 quotes the token-by-token agreement of the seeds that probed the book run's tokens with seed 0,
+    beside one model sampled twice: the numbers are seeds.json's, at its first and last compared checkpoints."""
+    import json
+    from serpent.io import find_root
+    r = json.loads((find_root() / "bench" / "results" / "seeds.json").read_text())
+    nums, tables = figures.seed_numbers(), figures.seed_tables()
+    paired = sorted(r["agreement"], key=int)
+    assert paired and nums["seeds_paired"] == ", ".join(paired)
+    assert all(r["seeds"][s]["same_probe"] for s in paired)
+    last = str(r["steps"][-1])
+    knn = [r["agreement"][s][last]["knn_overlap"] for s in paired]
+    assert nums["seeds_pair_knn_end"].split("–")[0] == f"{min(knn):.3f}"
+    assert nums["seeds_ceiling_knn_end"] == f"{r['ceiling'][last]['knn_overlap']:.3f}"
+    assert nums["seeds_chance"] == f"{r['ceiling'][last]['knn_chance']:.3f}"
+    shared = tables["onsets"].set_index("seed")["tokenizer and probe"]
+    assert all(shared[int(s)] == "the book run's" for s in paired)
