@@ -670,7 +670,8 @@ def _agreement_numbers(r: dict, span) -> dict:
 def seeds_figure(steps: Optional[list[int]] = None, size: int = 95) -> alt.VConcatChart:
     """Every training seed's serpent in its body axes (rows) at a few checkpoints (columns; default the first, two
     around the induction onset and the last), from the χ ``bench/seeds.py`` keeps in ``bench/results/seeds/``
-    beside the book's run (seed 0); each seed's tokens labelled with its own tokenizer."""
+    beside the book's run (seed 0); each seed's tokens labelled with its own tokenizer (the book run's where the
+    seed kept none: made with ``data.tokenizer=file:artifacts/cpu/tokenizer``)."""
     from .anatomy import ANATOMY_PREPROCESS, body_axes_frame
     from .artifacts import load_artifacts
     from .charts.serpent import body_axes_chart
@@ -685,8 +686,9 @@ def seeds_figure(steps: Optional[list[int]] = None, size: int = 95) -> alt.VConc
     by_seed = {0: ({s: ref[s] for s in steps}, run.tokenizer())}
     for d in sorted((_seeds_dir() / "seeds").glob("seed*"), key=lambda p: int(p.name[4:])):
         res = {r.step: r for r in (SusceptibilityResult.load(p) for p in (d / "susceptibility").glob("*.safetensors"))}
-        if all(s in res for s in steps) and (d / "tokenizer.json").is_file():
-            by_seed[int(d.name[4:])] = ({s: res[s] for s in steps}, Tokenizer.load(d))
+        if all(s in res for s in steps):       # no tokenizer.json kept: the seed used the book run's
+            tok = Tokenizer.load(d) if (d / "tokenizer.json").is_file() else run.tokenizer()
+            by_seed[int(d.name[4:])] = ({s: res[s] for s in steps}, tok)
     rows = []
     for seed, (res, tok) in by_seed.items():
         titles = {s: f"seed {seed}, step {s:,}" for s in steps}
