@@ -16,8 +16,8 @@ own tokenizer and probe (``same_probe`` false).
 
 For every seed found as ``runs/cpu-seedS`` this script first keeps what the comparison needs compactly in
 ``bench/results/seeds/seedS/`` (χ in float16 at the susceptibility checkpoints, the induction scores, the metrics,
-the serpent stage's anatomy.json, and the tokenizer unless it is the book run's: about 1 MB a seed), so the numbers
-can be recomputed after ``runs/`` is gone.
+the serpent stage's anatomy.json, the LLC curve where the run has one, and the tokenizer unless it is the book run's:
+about 1 MB a seed), so the numbers can be recomputed after ``runs/`` is gone.
 Then, per seed and checkpoint: the body-plan numbers (:mod:`serpent.anatomy`), the circuit's onsets, and the
 agreement with seed 0 in head-order-free measures (:func:`serpent.anatomy.training_seed_agreement`; seeds on the
 same probe tokens only) beside the ceiling that sampling noise alone sets: one model (seed 0) sampled twice with
@@ -53,7 +53,7 @@ def keep_run(run_dir: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     book_tokenizer = ROOT / "artifacts" / "cpu" / "tokenizer" / "tokenizer.json"
     for name in ("config.json", "corpus.json", "metrics.jsonl", "induction/scores.parquet", "serpent/anatomy.json",
-                 "tokenizer/tokenizer.json"):
+                 "tokenizer/tokenizer.json", "llc/llc.parquet"):       # the LLC only where the run computed it
         src = run_dir / name
         if name.startswith("tokenizer/") and src.is_file() and src.read_bytes() == book_tokenizer.read_bytes():
             (dest / src.name).unlink(missing_ok=True)      # the book run's own (data.tokenizer=file:...): not kept twice

@@ -630,13 +630,19 @@ def seed_numbers(path=None) -> dict:
 
     def thinnest(s):
         return min(a["thickness"] for a in r["seeds"][s]["anatomy"].values())
+    own = [s for s, e in zip(seeds, end) if e["pc2_top_head"] == r["seeds"][s]["onsets"]["best_prev_head"]]
+    pc1_trained = min(a["pc1_share"] for s in seeds for t, a in r["seeds"][s]["anatomy"].items() if t != first)
     return {"seeds_n": str(len(seeds)), "seeds_last_step": f"{int(last):,}",
+            "seeds_pc2_heads": ", ".join(f"{e['pc2_top_head']} in seed {s}" for s, e in zip(seeds, end)),
+            "seeds_pc2_own_prev": "every run" if len(own) == len(seeds) else f"{len(own)} of the {len(seeds)} runs",
             "seeds_induction_onsets": span([r["seeds"][s]["onsets"]["induction_onset"] for s in seeds], "{:,}"),
             "seeds_prev_onsets": span([r["seeds"][s]["onsets"]["prev_token_onset"] for s in seeds], "{:,}"),
             "seeds_best_prefix": span([r["seeds"][s]["onsets"]["best_prefix"] for s in seeds], "{:.3f}"),
             "seeds_auc_end": span([e["induction_auc_pc2"] for e in end]),
             "seeds_auc_start": span([a["induction_auc_pc2"] for a in start]),
             "seeds_pc1_min": f"{min(a['pc1_share'] for s in seeds for a in r['seeds'][s]['anatomy'].values()):.0%}",
+            "seeds_pc1_min_trained": f"{pc1_trained:.1%}",
+            "seeds_pc1_start": span([a["pc1_share"] for a in start], "{:.0%}"),
             "seeds_thinnest": span([thinnest(s) for s in seeds], "{:.3f}"),
             "seeds_thickness_end": span([e["thickness"] for e in end], "{:.3f}"),
             "seeds_thickening": span([e["thickness"] / thinnest(s) for s, e in zip(seeds, end)], "{:.1f}"),
@@ -653,17 +659,21 @@ def _agreement_numbers(r: dict, span) -> dict:
     if not r["agreement"]:
         return {}
     first, last = str(r["steps"][0]), str(r["steps"][-1])
-    out = {"seeds_paired": ", ".join(sorted(r["agreement"], key=int)),
+    paired = sorted(r["agreement"], key=int)
+    out = {"seeds_paired": (f"seed {paired[0]}" if len(paired) == 1 else
+                            f"seeds {', '.join(paired[:-1])} and {paired[-1]}"),
            "seeds_chance": f"{r['ceiling'][last]['knn_chance']:.3f}"}
     for key, name, fmt in (("pc1_corr", "pc1r", "{:.2f}"), ("pc2_corr", "pc2r", "{:.2f}"),
                            ("knn_overlap", "knn", "{:.3f}"), ("head_match_median", "heads", "{:.2f}")):
         for when, step in (("start", first), ("end", last)):
-            out[f"seeds_pair_{name}_{when}"] = span([a[step][key] for a in r["agreement"].values()], fmt)
+            out[f"seeds_pair_{name}_{when}"] = span([a[step][key] for a in r["agreement"].values()],
+                                                    fmt).replace("-", "−")
             if step in r["ceiling"]:
                 out[f"seeds_ceiling_{name}_{when}"] = fmt.format(r["ceiling"][step][key])
-    by_step = r["agreement"][min(r["agreement"], key=int)]          # the first paired seed's PC2 r over training
-    out["seeds_pair_pc2r_by_step"] = ", ".join(f"{by_step[t]['pc2_corr']:.2f} at {int(t):,}".replace("-", "−")
-                                               for t in sorted(by_step, key=int))
+    steps = sorted(set.intersection(*(set(a) for a in r["agreement"].values())), key=int)
+    out["seeds_pair_pc2r_by_step"] = ", ".join(                     # PC2 r over training, a range over the seeds
+        f"{span([a[t]['pc2_corr'] for a in r['agreement'].values()])} at {int(t):,}".replace("-", "−")
+        for t in steps)
     return out
 
 

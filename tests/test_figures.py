@@ -215,7 +215,11 @@ def test_the_seed_agreement_numbers_are_those_of_the_seeds_on_the_book_runs_toke
     r = json.loads((find_root() / "bench" / "results" / "seeds.json").read_text())
     nums, tables = figures.seed_numbers(), figures.seed_tables()
     paired = sorted(r["agreement"], key=int)
-    assert paired and nums["seeds_paired"] == ", ".join(paired)
+    assert paired and nums["seeds_paired"].split(" ", 1)[1].replace(" and ", ", ") == ", ".join(paired)
+    assert nums["seeds_pc2_heads"].count(" in seed ") == len(r["seeds"])
+    pc2 = {s: v["anatomy"][str(r["steps"][-1])]["pc2_top_head"] for s, v in r["seeds"].items()}
+    assert (nums["seeds_pc2_own_prev"] == "every run") == all(pc2[s] == v["onsets"]["best_prev_head"]
+                                                             for s, v in r["seeds"].items())
     assert all(r["seeds"][s]["same_probe"] for s in paired)
     last = str(r["steps"][-1])
     knn = [r["agreement"][s][last]["knn_overlap"] for s in paired]
