@@ -8,7 +8,7 @@ starts every replica from the same weights, so it is an upper bound: a real batc
 checkpoint). Interleaved rounds, at each thread count of ``--threads``.
 
     python bench/checkpoint_batching.py                        # the tiny preset's LLC (2 chains x 16 x 128), K = 8
-    python bench/checkpoint_batching.py --chains 4 --checkpoints 16 --steps 10   # the cpu preset's
+    python bench/checkpoint_batching.py --chains 4 --checkpoints 4    # the cpu preset's 4 chains, 4 of its 16 checkpoints
 """
 from __future__ import annotations
 

@@ -624,9 +624,10 @@ def seed_numbers(path=None) -> dict:
     end = [r["seeds"][s]["anatomy"][last] for s in seeds]
     start = [r["seeds"][s]["anatomy"][first] for s in seeds]
 
-    def span(v, f="{:.2f}"):
+    def span(v, f="{:.2f}"):         # a range "a–b" (or one value), negatives with a typographic minus
         v = [x for x in v if x is not None]
-        return f.format(min(v)) if min(v) == max(v) else f"{f.format(min(v))}–{f.format(max(v))}"
+        text = f.format(min(v)) if min(v) == max(v) else f"{f.format(min(v))}–{f.format(max(v))}"
+        return text.replace("-", "−")
 
     def thinnest(s):
         return min(a["thickness"] for a in r["seeds"][s]["anatomy"].values())
@@ -640,7 +641,6 @@ def seed_numbers(path=None) -> dict:
             "seeds_best_prefix": span([r["seeds"][s]["onsets"]["best_prefix"] for s in seeds], "{:.3f}"),
             "seeds_auc_end": span([e["induction_auc_pc2"] for e in end]),
             "seeds_auc_start": span([a["induction_auc_pc2"] for a in start]),
-            "seeds_pc1_min": f"{min(a['pc1_share'] for s in seeds for a in r['seeds'][s]['anatomy'].values()):.0%}",
             "seeds_pc1_min_trained": f"{pc1_trained:.1%}",
             "seeds_pc1_start": span([a["pc1_share"] for a in start], "{:.0%}"),
             "seeds_thinnest": span([thinnest(s) for s in seeds], "{:.3f}"),
@@ -666,14 +666,12 @@ def _agreement_numbers(r: dict, span) -> dict:
     for key, name, fmt in (("pc1_corr", "pc1r", "{:.2f}"), ("pc2_corr", "pc2r", "{:.2f}"),
                            ("knn_overlap", "knn", "{:.3f}"), ("head_match_median", "heads", "{:.2f}")):
         for when, step in (("start", first), ("end", last)):
-            out[f"seeds_pair_{name}_{when}"] = span([a[step][key] for a in r["agreement"].values()],
-                                                    fmt).replace("-", "−")
+            out[f"seeds_pair_{name}_{when}"] = span([a[step][key] for a in r["agreement"].values()], fmt)
             if step in r["ceiling"]:
                 out[f"seeds_ceiling_{name}_{when}"] = fmt.format(r["ceiling"][step][key])
     steps = sorted(set.intersection(*(set(a) for a in r["agreement"].values())), key=int)
     out["seeds_pair_pc2r_by_step"] = ", ".join(                     # PC2 r over training, a range over the seeds
-        f"{span([a[t]['pc2_corr'] for a in r['agreement'].values()])} at {int(t):,}".replace("-", "−")
-        for t in steps)
+        f"{span([a[t]['pc2_corr'] for a in r['agreement'].values()])} at {int(t):,}" for t in steps)
     return out
 
 
