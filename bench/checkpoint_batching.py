@@ -21,7 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import commit, interleaved, machine, print_rounds, thread_counts  # noqa: E402
+from common import commit, machine, rounds_at_threads  # noqa: E402
 
 from serpent.config import SamplerConfig, get_preset  # noqa: E402
 from serpent.model import build_model, model_params  # noqa: E402
@@ -62,15 +62,9 @@ def main() -> None:
     print(f"# SGLD over {K} checkpoints, tiny model, batch {args.batch} x {cfg.n_ctx}, {args.steps} steps a call; "
           f"{args.pairs} interleaved rounds")
     print(f"# {machine()}, commit {commit()}, {datetime.date.today()}")
-    for fn in variants.values():            # warm-up
-        fn()
-    for threads in thread_counts(args.threads):
-        torch.set_num_threads(threads)
-        print(f"## {threads} threads")
-        times, loads = interleaved(variants, args.pairs, torch.device("cpu"))
-        print_rounds(times, loads, names[0])
+    for threads, times in rounds_at_threads(variants, args.threads, args.pairs, names[0]).items():
         per_step = statistics.median(times[names[0]]) / (K * args.steps)
-        print(f"  one checkpoint's SGLD step ({C} chains): {per_step * 1e3:.1f} ms", flush=True)
+        print(f"  one checkpoint's SGLD step ({C} chains, {threads} threads): {per_step * 1e3:.1f} ms", flush=True)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,21 @@ def interleaved(variants: dict, pairs: int, device: torch.device) -> tuple[dict,
     return times, loads
 
 
+
+def rounds_at_threads(variants: dict, threads: str, pairs: int, reference: str) -> dict:
+    """Warm every variant up once, then, at each thread count of ``threads`` (``"1,max"``), time ``pairs``
+    interleaved CPU rounds and print them against ``reference``. Returns ``{threads: {name: [seconds]}}``."""
+    for fn in variants.values():
+        fn()
+    out = {}
+    for n in thread_counts(threads):
+        torch.set_num_threads(n)
+        print(f"## {n} threads")
+        times, loads = interleaved(variants, pairs, torch.device("cpu"))
+        print_rounds(times, loads, reference)
+        out[n] = times
+    return out
+
 def ratio_line(times: dict, reference: str, ours: str) -> str:
     """``ours`` against ``reference``: the median of the per-round ratios and their range."""
     ratios = sorted(r / o for r, o in zip(times[reference], times[ours]))

@@ -1,6 +1,7 @@
 """Grow an induction circuit in about a minute on a CPU: the course's architecture trained on repeated random tokens.
 
-On natural text the induction circuit needs hundreds of millions of tokens (a GPU); on data where copying is the
+On natural text the induction circuit needs tens of millions of tokens (the ``cpu`` preset trains on 86 M, about
+half an hour on 2 CPU cores; its induction heads formed after 55-72 M in four seeds); on data where copying is the
 *only* thing worth learning it forms in about a thousand steps, with the same abrupt drop in loss after a plateau.
 
 * **Data** (:func:`repeated_segments`): every sequence is ``BOS`` then a random segment of ``p`` distinct tokens

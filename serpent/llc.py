@@ -37,6 +37,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -164,8 +165,9 @@ def combine_chains(parts: Sequence[LLCResult]) -> LLCResult:
 def estimate_llc(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batches, cfg: SamplerConfig, *,
                  loss: Callable | None = None, restriction: str | Restriction | None = None,
                  init_loss_batches: int = INIT_LOSS_BATCHES, record_traces: bool = False, convention: str = "draws",
-                 device=None, progress: bool = True, **sgld_kwargs) -> LLCResult:
-    """Estimate the LLC at ``params`` with ``cfg.chains`` batched SGLD chains.
+                 device=None, progress: bool = True, chains_per_call: int | None = None,
+                 **sgld_kwargs) -> LLCResult:
+    """Estimate the LLC at ``params`` with ``cfg.chains`` SGLD chains.
 
     ``model_or_loss_fn`` is a :class:`ModelConfig` (our transformer, fast path; ``params`` by TransformerLens name),
     a model of the serpent architecture (``build_model``: fast path), a TransformerLens 4 ``TransformerBridge``
@@ -173,16 +175,30 @@ def estimate_llc(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batch
     ``loss(output, batch)`` (generic path), or a function ``loss_fn(stacked_params, batch) -> (R, B, ...)``.
     ``batches(i)`` is the i-th minibatch (a list is cycled). ``restriction`` (e.g. ``"1:6"``, read in TransformerLens'
     layout for a bridge too) estimates a weight-restricted LLC. Returns an :class:`LLCResult`.
+    ``chains_per_call``: chains batched as the replicas of one :func:`~serpent.sgld.run_sgld` call (None: all of
+    them on a GPU; one at a time on the CPU, where a batch of 4 chains costs 1.3x more than 4 single chains,
+    BENCHMARKS.md). Each chain keeps its seed, so the grouping changes only the float rounding.
     """
     loss_fn, params = _resolve_loss(model_or_loss_fn, params, loss)
     if isinstance(restriction, str) and _is_bridge(model_or_loss_fn):
         restriction = pulled_back_restriction(model_or_loss_fn, restriction)
     elif isinstance(restriction, str):
         restriction = make_restriction(restriction, params)
-    res = run_sgld(loss_fn, params, batches, cfg, [restriction] if restriction is not None else None,
-                   init_loss_batches=init_loss_batches, record_traces=record_traces, device=device,
-                   progress=progress, **sgld_kwargs)
-    return llc_from_sgld(res, convention)
+    from .device import default_device
+    device = default_device(device)
+    per_call = chains_per_call or (cfg.chains if device.type != "cpu" or "on_draw" in sgld_kwargs else 1)
+    if per_call < 1:
+        raise ConfigError(f"chains_per_call: got {chains_per_call}; use a positive number (None: the device's best)")
+    parts = []
+    for c0 in range(0, cfg.chains, per_call):    # chain c keeps its seed (seed + c) whatever the grouping
+        part = dataclasses.replace(cfg, chains=min(per_call, cfg.chains - c0), seed=cfg.seed + c0)
+        res = run_sgld(loss_fn, params, batches, part, [restriction] if restriction is not None else None,
+                       init_loss_batches=init_loss_batches, record_traces=record_traces, device=device,
+                       progress=progress, **sgld_kwargs)
+        parts.append(llc_from_sgld(res, convention))
+    if len(parts) == 1:
+        return parts[0]
+    return dataclasses.replace(combine_chains(parts), seconds=sum(p.seconds for p in parts))
 
 
 def crossing_llc_target(a: int, b: int, n_beta: float, gamma: float = 1.0) -> float:

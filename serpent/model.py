@@ -115,14 +115,22 @@ class ReplicaParams(dict):
     such rows, what they share (the embedding and layer 0 for restrictions to layer-1 heads) and to skip gradients
     of the unembedding for rows that freeze it. A name missing from ``free`` is free in every row.
 
+    ``heads[layer]`` (optional, with ``w_star``: the unstacked values at w*): one entry per row, ``h >= 0`` when the
+    row moves only the weights of head h of that layer (``-1``: none of the layer's; ``-2``: others too). A row
+    that reads the shared input of a layer and moves one head of it then computes that head only; the other heads'
+    outputs are w*'s, computed once (a head sweep's attention costs about half).
+
     >>> p = ReplicaParams({"w": torch.zeros(4, 2)}, free={"w": (0, 1)})
     >>> p.free["w"], isinstance(p, dict)
     ((0, 1), True)
     """
 
-    def __init__(self, params: dict[str, torch.Tensor], free: dict[str, tuple[int, int]]):
+    def __init__(self, params: dict[str, torch.Tensor], free: dict[str, tuple[int, int]],
+                 heads: dict[int, tuple[int, ...]] | None = None, w_star: dict[str, torch.Tensor] | None = None):
         super().__init__(params)
         self.free = dict(free)
+        self.heads = dict(heads) if heads is not None and w_star is not None else None
+        self.w_star = w_star if self.heads is not None else None
 
 
 def stack_params(params: dict[str, torch.Tensor], replicas: int) -> dict[str, torch.Tensor]:
@@ -326,6 +334,71 @@ def _widen(x: torch.Tensor, m: int, m2: int, R: int) -> torch.Tensor:
     return torch.cat([x[:m], x[m:m + 1].expand(rows, *x.shape[1:])])
 
 
+def _attention_inputs(x: torch.Tensor, pos: torch.Tensor, lp: dict, cfg: ModelConfig):
+    """The inputs of the queries and keys, and of the values, of one attention layer: ``(r, B, T, D)`` each."""
+    h = _layer_norm(x, lp.get("ln1.w"), lp.get("ln1.b")) if cfg.normalization_type == "LN" else x
+    return (h + pos if cfg.positional_embedding_type == "shortformer" else h), h
+
+
+def _heads_out(x: torch.Tensor, pos: torch.Tensor, lp: dict, cfg: ModelConfig) -> torch.Tensor:
+    """Each head's attention output ``z`` ``(r, B, H, T, d_head)`` for inputs ``x`` ``(r, B, T, D)`` and one
+    layer's stacked weights ``lp`` (``attn.W_Q`` ``(r, H, D, d_head)``..., names without ``blocks.L.``)."""
+    r, B, T, _ = x.shape
+    H, dh = lp["attn.W_Q"].shape[1], lp["attn.W_Q"].shape[-1]
+    qk_in, h = _attention_inputs(x, pos, lp, cfg)
+    q = torch.einsum("rbtd,rhde->rbhte", qk_in, lp["attn.W_Q"]) + lp["attn.b_Q"][:, None, :, None, :]
+    k = torch.einsum("rbtd,rhde->rbhte", qk_in, lp["attn.W_K"]) + lp["attn.b_K"][:, None, :, None, :]
+    v = torch.einsum("rbtd,rhde->rbhte", h, lp["attn.W_V"]) + lp["attn.b_V"][:, None, :, None, :]
+    z = causal_attention(q.reshape(r * B * H, T, dh), k.reshape(r * B * H, T, dh), v.reshape(r * B * H, T, dh))
+    return z.reshape(r, B, H, T, dh)
+
+
+def _attention(x: torch.Tensor, pos: torch.Tensor, lp: dict, cfg: ModelConfig) -> torch.Tensor:
+    """One attention layer's output, without the residual: ``(r, B, T, D)``."""
+    z = _heads_out(x, pos, lp, cfg)
+    return torch.einsum("rbhte,rhed->rbtd", z, lp["attn.W_O"]) + lp["attn.b_O"][:, None, None, :]
+
+
+def _one_head_rows(x: torch.Tensor, m: int, m2: int, R: int, params: dict, prefix: str, pos_all: torch.Tensor,
+                   one_head: tuple, cfg: ModelConfig) -> torch.Tensor:
+    """One attention layer (residual included) when rows ``m..m2-1`` read the shared input ``x[m]`` and each moves
+    at most one head of the layer (``one_head[i]``: its head, or -1). w*'s heads run once on the shared input; each
+    such row runs its own head only and swaps it in. Returns rows ``0..m2-1`` and, when ``m2 < R``, the shared row."""
+    names = [n for n in params if n.startswith(prefix)]
+    shared_in, pos_s = x[m:m + 1], pos_all[m:m + 1].detach()
+    ws = {n[len(prefix):]: params.w_star[n].unsqueeze(0) for n in names}
+    z_s = _heads_out(shared_in, pos_s, ws, cfg)[0]                              # (B, H, T, dh) at w*
+    per_head = torch.einsum("bhte,hed->hbtd", z_s, ws["attn.W_O"][0])           # (H, B, T, D)
+    out_s = shared_in[0] + ws["attn.b_O"][0] + per_head.sum(0)                  # (B, T, D): w*'s layer output
+    parts = []
+    if m > 0:                                                                   # rows with inputs of their own
+        lp = {n[len(prefix):]: params[n][:m] for n in names}
+        parts.append(x[:m] + _attention(x[:m], pos_all[:m], lp, cfg))
+    rows = [i for i, h in enumerate(one_head) if h >= 0]
+    if rows:
+        n, (B, T, dh) = len(rows), (x.shape[1], x.shape[2], cfg.d_head)
+        idx = torch.tensor([m + i for i in rows], device=x.device)
+        hid = torch.tensor([one_head[i] for i in rows], device=x.device)
+        own = {k: params[prefix + "attn." + k][idx, hid] for k in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")}
+        qk_in, h = (t[0] for t in _attention_inputs(shared_in, pos_s, ws, cfg))   # (B, T, D): LN at w* here
+        q = torch.einsum("btd,nde->nbte", qk_in, own["W_Q"]) + own["b_Q"][:, None, None, :]
+        k = torch.einsum("btd,nde->nbte", qk_in, own["W_K"]) + own["b_K"][:, None, None, :]
+        v = torch.einsum("btd,nde->nbte", h, own["W_V"]) + own["b_V"][:, None, None, :]
+        z = causal_attention(q.reshape(n * B, T, dh), k.reshape(n * B, T, dh), v.reshape(n * B, T, dh))
+        mine = torch.einsum("nbte,ned->nbtd", z.reshape(n, B, T, dh), own["W_O"])
+        moved = out_s - per_head[hid] + mine                                    # (n, B, T, D): head swapped in
+        if n < m2 - m:                                                          # rows that move no head here
+            slot = {i: j for j, i in enumerate(rows)}
+            order = torch.tensor([slot.get(i, n) for i in range(m2 - m)], device=x.device)
+            moved = torch.cat([moved, out_s.unsqueeze(0)]).index_select(0, order)
+        parts.append(moved)
+    else:
+        parts.append(out_s.unsqueeze(0).expand(m2 - m, *out_s.shape))
+    if m2 < R:
+        parts.append(out_s.unsqueeze(0))
+    return torch.cat(parts)
+
+
 def per_token_loss(params: dict[str, torch.Tensor], tokens: torch.Tensor, cfg: ModelConfig,
                    ce_chunk: int = 4096) -> torch.Tensor:
     """Per-token next-token loss of our architecture as a pure function of ``params``.
@@ -355,7 +428,6 @@ def per_token_loss(params: dict[str, torch.Tensor], tokens: torch.Tensor, cfg: M
                           f"cut them to at most {cfg.n_ctx} tokens")
     if not shared_tokens:                    # replicas read different tokens: nothing is shared
         params = dict(params)
-    H, dh = cfg.n_heads, cfg.d_head
     # x holds rows 0..m-1 and, when m < R, one more row: the value rows m..R-1 share
     m = _free_end(params, ("embed.W_E", "pos_embed.W_pos"), R)
     W_E = _compact(params["embed.W_E"], m, R)
@@ -366,23 +438,21 @@ def per_token_loss(params: dict[str, torch.Tensor], tokens: torch.Tensor, cfg: M
     if cfg.positional_embedding_type == "standard":
         x = x + _compact(pos_all, m, R)
     ln = cfg.normalization_type == "LN"
+    heads = getattr(params, "heads", None)
     for l in range(cfg.n_layers):
         p = f"blocks.{l}."
         names = [n for n in params if n.startswith(p)]
         m2 = max(m, _free_end(params, names, R))
-        x = _widen(x, m, m2, R)
-        m = m2
-        lp = {n[len(p):]: _compact(params[n], m, R) for n in names}
-        pos = _compact(pos_all, m, R)
-        r = x.shape[0]
-        h = _layer_norm(x, lp.get("ln1.w"), lp.get("ln1.b")) if ln else x
-        qk_in = h + pos if cfg.positional_embedding_type == "shortformer" else h
-        q = torch.einsum("rbtd,rhde->rbhte", qk_in, lp["attn.W_Q"]) + lp["attn.b_Q"][:, None, :, None, :]
-        k = torch.einsum("rbtd,rhde->rbhte", qk_in, lp["attn.W_K"]) + lp["attn.b_K"][:, None, :, None, :]
-        v = torch.einsum("rbtd,rhde->rbhte", h, lp["attn.W_V"]) + lp["attn.b_V"][:, None, :, None, :]
-        z = causal_attention(q.reshape(r * B * H, T, dh), k.reshape(r * B * H, T, dh), v.reshape(r * B * H, T, dh))
-        z = z.reshape(r, B, H, T, dh)
-        x = x + torch.einsum("rbhte,rhed->rbtd", z, lp["attn.W_O"]) + lp["attn.b_O"][:, None, None, :]
+        one_head = heads[l][m:m2] if heads is not None and l in heads and m < m2 else None
+        if one_head is not None and min(one_head) >= -1:
+            x = _one_head_rows(x, m, m2, R, params, p, pos_all, one_head, cfg)
+            m = m2
+            lp = {n[len(p):]: _compact(params[n], m, R) for n in names}
+        else:
+            x = _widen(x, m, m2, R)
+            m = m2
+            lp = {n[len(p):]: _compact(params[n], m, R) for n in names}
+            x = x + _attention(x, _compact(pos_all, m, R), lp, cfg)
         if not cfg.attn_only:
             h2 = _layer_norm(x, lp.get("ln2.w"), lp.get("ln2.b")) if ln else x
             pre = torch.einsum("rbtd,rdm->rbtm", h2, lp["mlp.W_in"]) + lp["mlp.b_in"][:, None, None, :]

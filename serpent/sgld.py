@@ -432,13 +432,16 @@ class _Layout:
         # rows (replicas) where each parameter is free: the smallest range covering them; outside it, every row
         # holds w* (masked steps never move it). A loss function that declares `shares_frozen_rows` gets
         # ReplicaParams and computes what those rows share once (serpent.model.per_token_loss)
-        self.free_rows = None
+        self.free_rows = self.heads = None
         if getattr(loss_fn, "shares_frozen_rows", False):
             self.free_rows = {}
             for n in init_params:
                 rows = [i for i, r in enumerate(restrictions)
                         if n in r.masks and (r.masks[n] is None or bool(r.masks[n].any()))]
                 self.free_rows[n] = (rows[0] * C, (rows[-1] + 1) * C) if rows else (0, 0)
+            # and, per layer, the one head each row moves (a head sweep): per_token_loss runs only that head
+            layers = sorted(int(n.split(".")[1]) for n in init_params if re.fullmatch(r"blocks\.\d+\.attn\.W_Q", n))
+            self.heads = {l: tuple(h for r in restrictions for h in [_moved_head(r, l)] * C) for l in layers}
         # where the free weights sit among all parameters (the noise is drawn for all of them)
         self.P_all = sum(v.numel() for v in init_params.values())
         self.keep = None
@@ -462,7 +465,26 @@ class _Layout:
         if self.free_rows is None:
             return ordered
         from .model import ReplicaParams
-        return ReplicaParams(ordered, self.free_rows)
+        return ReplicaParams(ordered, self.free_rows, heads=self.heads, w_star=self.w0)
+
+
+def _moved_head(restriction: Restriction, layer: int) -> int:
+    """The one head of ``layer`` whose weights ``restriction`` moves: its index, ``-1`` when it moves none of the
+    layer's weights, ``-2`` when it moves more (several heads, a whole tensor, ``b_O``, a LayerNorm, an MLP).
+
+    >>> p = {"blocks.0.attn.W_Q": torch.zeros(2, 4, 3), "blocks.0.attn.b_O": torch.zeros(4)}
+    >>> [_moved_head(make_restriction(s, p), 0) for s in ("0:1", "full", "blocks.0.attn.b_O")]
+    [1, -2, -2]
+    """
+    prefix, heads = f"blocks.{layer}.", set()
+    for name, mask in restriction.masks.items():
+        if not name.startswith(prefix):
+            continue
+        if name[len(prefix):] not in {"attn." + n for n in _HEAD_PARAMS} or mask is None:
+            return -2
+        hit = mask.reshape(mask.shape[0], -1).ne(0).any(1)
+        heads.update(torch.nonzero(hit).flatten().tolist())
+    return -1 if not heads else heads.pop() if len(heads) == 1 else -2
 
 
 def _initial_loss(loss_fn: LossFn, w0: dict[str, torch.Tensor], get_batch: Callable[[int], Any], n_batches: int,

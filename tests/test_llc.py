@@ -180,6 +180,29 @@ def test_hooked_transformer_and_model_config_paths_agree():
         estimate_llc(torch.nn.Linear(2, 2), None, batches, cfg, progress=False)
 
 
+
+def test_chains_one_call_at_a_time_or_batched_give_the_same_chains():
+    # on the CPU estimate_llc samples one chain per call (faster there); each chain keeps its seed, so any grouping
+    # gives the same chains up to float rounding, and the combined result covers every chain in order
+    model, data = _devinterp_setup(n_seq=16)
+    cfg = SamplerConfig(epsilon=1e-3, gamma=100.0, n_beta=10.0, chains=3, draws=6, burnin=2, batch_size=4)
+    batches = [data[i:i + 4] for i in range(0, 16, 4)]
+    runs = {k: estimate_llc(MC, model_params(model), batches, cfg, progress=False, record_traces=True,
+                            chains_per_call=k) for k in (None, 2, 3)}
+    batched = runs[3]
+    n = batched.traces.shape[1]
+    terms = forward_terms(MC, tokens=4 * (MC.n_ctx - 1))
+    for k in (None, 2):
+        r = runs[k]
+        assert r.traces.shape == (3, n) and r.per_chain.shape == (3,) and r.init_loss == batched.init_loss
+        assert_f32_close(r.traces, batched.traces, terms=terms, steps=n, what=f"traces, chains_per_call={k}")
+        _, tol = assert_f32_close(r.per_chain, batched.per_chain, terms=terms * n, steps=n,
+                                  scale=cfg.n_beta * np.abs(batched.traces).max(), what=f"per chain, {k}")
+        assert r.mean == pytest.approx(float(np.mean(r.per_chain)))
+    assert_separates(batched.per_chain[0] - batched.per_chain[1], tol, what="chains 0 and 1")
+    with pytest.raises(ConfigError, match="chains_per_call"):
+        estimate_llc(MC, model_params(model), batches, cfg, progress=False, chains_per_call=-1)
+
 def test_select_steps():
     steps = [0, 1, 2, 4, 8, 16, 32, 64, 100]
     assert select_steps(steps, 0) == steps and select_steps(steps, 20) == steps

@@ -96,6 +96,43 @@ def test_rows_that_share_frozen_weights_share_work_with_the_same_numbers(kwargs)
                      what=f"shared rows vs plain, own tokens {kwargs}")
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"positional_embedding_type": "standard"}, {"normalization_type": None},
+                                    {"attn_only": False, "d_mlp": 64}])
+@pytest.mark.parametrize("order", [("full", "0:1", "0:3", "1:0", "1:2"),       # a head sweep's order
+                                   ("full", "1:0", "0:1", "1:2")])             # rows moving no head of layer 0
+def test_rows_that_move_one_head_run_that_head_only_with_the_same_numbers(kwargs, order, monkeypatch):
+    # two chains per restriction, as the sampler lays them out; each head row moves its own head's weights only
+    import serpent.model
+    from serpent.sgld import _Layout, make_restriction
+    cfg = ModelConfig(n_layers=2, n_heads=4, d_model=16, d_head=4, n_ctx=12, d_vocab=50, **kwargs)
+    torch.manual_seed(0)
+    w0 = {k: v.detach() for k, v in model_params(build_model(cfg)).items()}
+    restrictions = [make_restriction(s, w0) for s in order]
+    layout = _Layout(w0, restrictions, 2, torch.device("cpu"), type("F", (), {"shares_frozen_rows": True})())
+    buf = layout.start()
+    buf += 0.3 * torch.randn_like(buf) * (layout.mask.reshape(len(order), 1, -1).expand(-1, 2, -1)
+                                          .reshape(buf.shape))
+    shared = layout.views(buf.clone().requires_grad_(True))
+    assert shared.heads[0][2:4] == ((1, 1) if order[1] == "0:1" else (-1, -1))
+    plain = {k: v.detach().clone().requires_grad_(True) for k, v in shared.items()}
+    calls = []
+    real = serpent.model._one_head_rows
+    monkeypatch.setattr(serpent.model, "_one_head_rows", lambda *a: calls.append(a[1:3]) or real(*a))
+    tokens = torch.randint(0, cfg.d_vocab, (3, cfg.n_ctx))
+    a, b = per_token_loss(plain, tokens, cfg), per_token_loss(shared, tokens, cfg)
+    assert len(calls) == 2                    # both layers took the one-head path
+    terms = forward_terms(cfg)
+    assert_f32_close(b, a, terms=terms, what=f"one-head rows vs plain {kwargs} {order}")
+    ga = torch.autograd.grad(a.sum(), [plain[n] for n in layout.active])
+    gb = torch.autograd.grad(b.sum(), [shared[n] for n in layout.active], allow_unused=True, materialize_grads=True)
+    g_scale = max(g.abs().max().item() for g in ga)
+    mask = layout.mask.reshape(len(order), 1, -1).expand(-1, 2, -1).reshape(buf.shape)
+    for (name, x, y), mk in zip(zip(layout.active, ga, gb), mask.split(layout.sizes, dim=1)):
+        mk = mk.reshape(x.shape).bool()         # the gradient the sampler uses: the free weights of each row
+        assert_f32_close(y[mk], x[mk], terms=terms + 3 * (cfg.n_ctx - 1), scale=g_scale,
+                         what=f"gradient of {name} {kwargs} {order}")
+
+
 @pytest.mark.parametrize("keep_probs", [True, False])
 @pytest.mark.parametrize("blocks", ["tokens", "replicas"])
 def test_linear_cross_entropy_matches_dense_and_its_gradient(keep_probs, blocks, monkeypatch):
