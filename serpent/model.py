@@ -25,6 +25,7 @@ Shapes: ``tokens`` is ``(batch, pos)`` (shared by all replicas) or ``(R, batch, 
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -359,6 +360,22 @@ def _attention(x: torch.Tensor, pos: torch.Tensor, lp: dict, cfg: ModelConfig) -
     return torch.einsum("rbhte,rhed->rbtd", z, lp["attn.W_O"]) + lp["attn.b_O"][:, None, None, :]
 
 
+@functools.lru_cache(maxsize=64)
+def _index_cached(values: tuple, device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long, device=device)
+
+
+def _index(values, device: torch.device) -> torch.Tensor:
+    """An index tensor on ``device``, made once per distinct content (no host-to-GPU copy at every forward)."""
+    return _index_cached(tuple(values), device)
+
+
+def _row_heads(m: int, one_head: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows (from ``m``) that move one head, and that head, as index tensors."""
+    rows = [i for i, h in enumerate(one_head) if h >= 0]
+    return _index((m + i for i in rows), device), _index((one_head[i] for i in rows), device)
+
+
 def _one_head_rows(x: torch.Tensor, m: int, m2: int, R: int, params: dict, prefix: str, pos_all: torch.Tensor,
                    one_head: tuple, cfg: ModelConfig) -> torch.Tensor:
     """One attention layer (residual included) when rows ``m..m2-1`` read the shared input ``x[m]`` and each moves
@@ -377,8 +394,7 @@ def _one_head_rows(x: torch.Tensor, m: int, m2: int, R: int, params: dict, prefi
     rows = [i for i, h in enumerate(one_head) if h >= 0]
     if rows:
         n, (B, T, dh) = len(rows), (x.shape[1], x.shape[2], cfg.d_head)
-        idx = torch.tensor([m + i for i in rows], device=x.device)
-        hid = torch.tensor([one_head[i] for i in rows], device=x.device)
+        idx, hid = _row_heads(m, tuple(one_head), x.device)
         own = {k: params[prefix + "attn." + k][idx, hid] for k in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")}
         qk_in, h = (t[0] for t in _attention_inputs(shared_in, pos_s, ws, cfg))   # (B, T, D): LN at w* here
         q = torch.einsum("btd,nde->nbte", qk_in, own["W_Q"]) + own["b_Q"][:, None, None, :]
@@ -389,7 +405,7 @@ def _one_head_rows(x: torch.Tensor, m: int, m2: int, R: int, params: dict, prefi
         moved = out_s - per_head[hid] + mine                                    # (n, B, T, D): head swapped in
         if n < m2 - m:                                                          # rows that move no head here
             slot = {i: j for j, i in enumerate(rows)}
-            order = torch.tensor([slot.get(i, n) for i in range(m2 - m)], device=x.device)
+            order = _index((slot.get(i, n) for i in range(m2 - m)), x.device)
             moved = torch.cat([moved, out_s.unsqueeze(0)]).index_select(0, order)
         parts.append(moved)
     else:
