@@ -259,42 +259,61 @@ def linear_cross_entropy(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, targ
     return _LinearCrossEntropy.apply(x, W, b, targets, chunk, grad_rows)
 
 
-_causal_bias: dict = {}
+_causal_masks: dict = {}
 #: Scores kept for the backward pass by :func:`causal_attention`'s CPU path at most (256 MB of fp32); above it,
 #: torch's fused attention, which keeps none.
 _ATTN_KEEP_ELEMENTS = 2 ** 26
+#: Queries per block of :class:`_CausalAttention` (a block reads the keys up to its last query only).
+_ATTN_BLOCK_QUERIES = 16
+
+
+def _causal_mask(lo: int, hi: int, dtype, device) -> torch.Tensor:
+    """``(hi - lo, hi)``: 0 where key <= query, -inf after, for queries ``lo..hi-1`` and keys ``0..hi-1``."""
+    key = (lo, hi, dtype, device)
+    if key not in _causal_masks:
+        _causal_masks[key] = torch.full((hi - lo, hi), float("-inf"), dtype=dtype, device=device).triu_(lo + 1)
+    return _causal_masks[key]
 
 
 class _CausalAttention(torch.autograd.Function):
-    """Causal softmax attention for small heads on the CPU: the scores by one batched matmul onto the causal mask,
-    the softmax kept for the backward pass, and a backward of four batched matmuls with the softmax's correction
-    taken from the output (``rowsum(P * dP) = rowsum(Z * dZ)``), in place. On 2 cores, heads of 8 dimensions and
-    128 positions, it takes about half the time of ``scaled_dot_product_attention`` (BENCHMARKS.md)."""
+    """Causal softmax attention for small heads on the CPU, in blocks of ``_ATTN_BLOCK_QUERIES`` queries: each
+    block's scores by one batched matmul onto the causal mask, over the keys up to its last query only (about half
+    the scores of a full square), small enough to stay in cache; the softmax kept for the backward pass, whose four
+    batched matmuls take the softmax's correction from the output (``rowsum(P * dP) = rowsum(Z * dZ)``), in place.
+    On 2 cores, heads of 8 dimensions and 128 positions, about a third of the time of torch's fused
+    ``scaled_dot_product_attention`` (BENCHMARKS.md)."""
 
     @staticmethod
     def forward(ctx, q, k, v):
         # q, k, v: (N, T, d) -> z (N, T, d)
         N, T, d = q.shape
-        key = (T, q.dtype, q.device)
-        if key not in _causal_bias:
-            _causal_bias[key] = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
         scale = d ** -0.5
-        scores = torch.baddbmm(_causal_bias[key].expand(N, T, T), q, k.transpose(1, 2), alpha=scale)
-        probs = torch.softmax(scores, -1)
-        del scores
-        z = torch.bmm(probs, v)
-        ctx.save_for_backward(q, k, v, probs, z)
-        ctx.scale = scale
+        edges = list(range(0, T, _ATTN_BLOCK_QUERIES)) + [T]
+        probs, z = [], torch.empty_like(q)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            scores = torch.baddbmm(_causal_mask(lo, hi, q.dtype, q.device).expand(N, hi - lo, hi), q[:, lo:hi],
+                                   k[:, :hi].transpose(1, 2), alpha=scale)
+            p = torch.softmax(scores, -1)
+            del scores
+            z[:, lo:hi] = torch.bmm(p, v[:, :hi])
+            probs.append(p)
+        ctx.save_for_backward(q, k, v, z, *probs)
+        ctx.scale, ctx.edges = scale, edges
         return z
 
     @staticmethod
     def backward(ctx, dz):
-        q, k, v, probs, z = ctx.saved_tensors
+        q, k, v, z, *probs = ctx.saved_tensors
         dz = dz.contiguous()
-        dv = torch.bmm(probs.transpose(1, 2), dz)
-        ds = torch.bmm(dz, v.transpose(1, 2))                      # dP, turned into dS in place
-        ds.sub_((dz * z).sum(-1, keepdim=True)).mul_(probs).mul_(ctx.scale)
-        return torch.bmm(ds, k), torch.bmm(ds.transpose(1, 2), q), dv
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for lo, hi, p in zip(ctx.edges[:-1], ctx.edges[1:], probs):
+            dzb = dz[:, lo:hi]
+            dv[:, :hi] += torch.bmm(p.transpose(1, 2), dzb)
+            ds = torch.bmm(dzb, v[:, :hi].transpose(1, 2))                     # dP, turned into dS in place
+            ds.sub_((dzb * z[:, lo:hi]).sum(-1, keepdim=True)).mul_(p).mul_(ctx.scale)
+            dq[:, lo:hi] = torch.bmm(ds, k[:, :hi])
+            dk[:, :hi] += torch.bmm(ds.transpose(1, 2), q[:, lo:hi])
+        return dq, dk, dv
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

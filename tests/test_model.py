@@ -225,7 +225,7 @@ def test_the_hooked_model_works_like_a_transformer_lens_model(micro_model_cfg):
 
 
 
-@pytest.mark.parametrize("T", [1, 7, 128])
+@pytest.mark.parametrize("T", [1, 7, 37, 128])          # one block, a part block, blocks and a remainder, 8 blocks
 def test_causal_attention_matches_torchs_fused_attention_and_its_gradient(T):
     """The CPU path of serpent.model.causal_attention (issue 32) against scaled_dot_product_attention."""
     from serpent.model import causal_attention
