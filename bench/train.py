@@ -69,7 +69,15 @@ def main() -> None:
         finally:
             model_module._ATTN_KEEP_ELEMENTS = keep
 
+    def with_one_block():   # the fast path before causal_attention's blocks of queries (up to commit 12826d6)
+        keep, model_module._ATTN_BLOCK_QUERIES = model_module._ATTN_BLOCK_QUERIES, cfg.n_ctx
+        try:
+            return per_token_loss(params, tokens, cfg).mean()
+        finally:
+            model_module._ATTN_BLOCK_QUERIES = keep
+
     rows = [("hooked reference eager (TL4 HookedRootModule)", step(hooked)), ("serpent fast path eager", step(fast)),
+            ("fast path, attention in one block", step(with_one_block)),
             ("fast path, torch's fused attention", step(with_fused_attention))]
     use_compile = args.compile == "yes" or (args.compile == "auto" and device.type == "cuda")
     if use_compile:
