@@ -19,7 +19,9 @@ Design
   ``(R, P)`` tensor) plus read-only broadcast views of the parameters no restriction frees. One forward and one
   backward per step serve all replicas; the update is a handful of whole-buffer operations.
 * **Masks and bit-identity.** A weight whose mask is 0 receives ``w + 0`` exactly, so weights outside a restriction
-  stay bit-identical to ``w*`` (tested).
+  stay bit-identical to ``w*`` (tested). A loss function that declares ``shares_frozen_rows`` (our transformer's) is
+  told so (:class:`~serpent.model.ReplicaParams`: the rows where each parameter is free, the one head each row moves
+  per layer, and ``w*``) and computes what frozen rows share once: a head sweep's replica runs only its own head.
 * **Noise.** Chain ``c`` of *every* restriction uses the same noise stream, seeded ``cfg.seed + c`` (one generator per
   chain, one ``randn`` over all parameters per chain per step): the noise a weight gets depends only on the seed,
   the chain and the weight, so a restriction gives the same chains whether it runs alone or batched with others,
