@@ -100,7 +100,7 @@ def _cmd_run(args) -> int:
     run = Run.create(out, cfg)
     if cfg.preset == "tiny":
         print("note: the tiny preset trains for minutes on a CPU and shows the EARLY stages of training only; the "
-              "induction circuit forms in the cpu preset (86 M tokens, about 1.75 hours on 2 CPU cores: "
+              "induction circuit forms in the cpu preset (86 M tokens, about 50 minutes on 2 quiet CPU cores: "
               "--preset cpu; its results are committed in artifacts/cpu). To watch one form on a CPU in a minute: "
               "serpent.induction_toy.grow_induction_circuit() (notebook 2).")
     t0 = time.time()

@@ -9,7 +9,7 @@ Presets:
 
 * ``tiny``   a CPU recipe that runs end to end in minutes (same architecture family, smaller widths and context).
   It shows the *early* stages of training only (the CI preset).
-* ``cpu``    tiny's model trained for 42,000 steps of 16 x 128 tokens (86 M tokens, about an hour on 2 CPU cores):
+* ``cpu``    tiny's model trained for 42,000 steps of 16 x 128 tokens (86 M tokens, about 50 minutes on 2 CPU cores):
   previous-token heads, then an induction head, on natural text; the book's run where no GPU run is at hand.
 * ``full``   the 3M architecture on the default offline corpus, long enough to grow the induction circuit (GPU).
 * ``colab``  ``full`` resized to train in about 15 minutes on a Colab T4.
