@@ -176,8 +176,9 @@ def estimate_llc(model_or_loss_fn, params: dict[str, torch.Tensor] | None, batch
     ``batches(i)`` is the i-th minibatch (a list is cycled). ``restriction`` (e.g. ``"1:6"``, read in TransformerLens'
     layout for a bridge too) estimates a weight-restricted LLC. Returns an :class:`LLCResult`.
     ``chains_per_call``: chains batched as the replicas of one :func:`~serpent.sgld.run_sgld` call (None: all of
-    them on a GPU; one at a time on the CPU, where a batch of 4 chains costs 1.3x more than 4 single chains,
-    BENCHMARKS.md). Each chain keeps its seed, so the grouping changes only the float rounding.
+    them on a GPU; one at a time on the CPU, where at the cpu preset's size a batch of 4 chains costs 1.36x more
+    than 4 single chains; for small models, whose per-call overhead dominates, it is slower: BENCHMARKS.md). Each
+    chain keeps its seed, so the grouping changes only the float rounding.
     """
     loss_fn, params = _resolve_loss(model_or_loss_fn, params, loss)
     if isinstance(restriction, str) and _is_bridge(model_or_loss_fn):
